@@ -1,0 +1,45 @@
+"""The ``adaptner`` command line: one Typer app, one module per command group."""
+
+import sys
+
+import typer
+
+from ..errors import AdaptnerError
+from . import corpus as _corpus
+from . import train as _train
+
+app = typer.Typer(
+    name="adaptner",
+    help=(
+        "Adapt a Danish spaCy NER pipeline to a new text domain with as few annotations as "
+        "possible: build per-domain corpora, train and evaluate, simulate active learning, run "
+        "annotation sessions, and package the adapted pipeline."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (_corpus, _train):
+    module.register(app)
+
+
+def main() -> None:
+    """Entry point: run the app; user errors print one clear message and exit 1."""
+    try:
+        app(standalone_mode=False)
+    except AdaptnerError as e:
+        typer.secho(f"✘ {e}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except typer.Abort:
+        typer.secho("Aborted.", err=True)
+        sys.exit(1)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

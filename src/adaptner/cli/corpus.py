@@ -1,0 +1,88 @@
+"""``adaptner corpus`` and ``adaptner download``: DANSK to per-domain DocBins."""
+
+from pathlib import Path
+
+import typer
+
+from ..labels import SPLITS
+
+
+def register(app: typer.Typer) -> None:
+    app.command("corpus")(corpus_cmd)
+    app.command("download")(download_cmd)
+
+
+def corpus_cmd(
+    input_dir: Path = typer.Option(
+        Path("../shared/data/dansk"),
+        "--input",
+        "-i",
+        help="Folder with the DANSK release: <split>.parquet or <split>.jsonl (Doc.from_json "
+        "layout with dagw_domain/dagw_source).",
+    ),
+    output_dir: Path = typer.Option(
+        Path("corpus"), "--output", "-o", help="Writes <output>/<split>/<domain>.spacy + all.spacy."
+    ),
+    splits: list[str] = typer.Option(
+        SPLITS, "--split", "-s", help="Splits to convert (repeat the option); missing ones are reported."
+    ),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Write bad rows to --rejects and continue instead of stopping."
+    ),
+    rejects: Path = typer.Option(
+        Path("corpus/rejects.jsonl"), "--rejects", help="Where --skip-invalid writes bad rows."
+    ),
+    report: Path = typer.Option(
+        Path("corpus/report.json"),
+        "--report",
+        help="Counts per split x domain x label (JSON, and Markdown beside it).",
+    ),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Check known release files against their sha256."
+    ),
+) -> None:
+    """Validate DANSK and write one DocBin per split x domain (rows with no domain -> unknown)."""
+    from ..corpus import convert_corpus, verify_checksums
+
+    if verify and input_dir.is_dir():
+        for name, status in verify_checksums(input_dir).items():
+            if status == "ok":
+                typer.echo(f"✔ {input_dir / name}: sha256 matches the DANSK release")
+    result = convert_corpus(
+        input_dir,
+        output_dir,
+        splits=splits,
+        skip_invalid=skip_invalid,
+        rejects_path=rejects,
+        report_path=report,
+        progress=True,
+        log=typer.echo,
+    )
+    for split, info in result["splits"].items():
+        s = info["stats"]["all"]
+        typer.echo(
+            f"✔ {split}: {s['sentences']} sentences, {s['tokens']} tokens, {s['entities']} entities"
+        )
+    typer.echo(f"Report: {report} and {report.with_suffix('.md')}")
+
+
+def download_cmd(
+    output_dir: Path = typer.Option(
+        Path("assets/dansk"), "--output", "-o", help="Folder for train/dev/test.parquet."
+    ),
+    repo: str = typer.Option("chcaa/dansk-ner", "--repo", help="Hugging Face dataset id."),
+    local: Path | None = typer.Option(
+        None,
+        "--local",
+        help="Use this local copy instead when it exists (offline machines, CI).",
+    ),
+) -> None:
+    """Fetch DANSK from the Hugging Face hub (sha256-verified), or use a local copy."""
+    from ..corpus import download_dansk, verify_checksums
+
+    if local is not None and local.is_dir():
+        verify_checksums(local)
+        typer.echo(f"✔ using local DANSK at {local} (checksums verified)")
+        return
+    for path in download_dansk(output_dir, repo=repo):
+        typer.echo(f"✔ {path}")

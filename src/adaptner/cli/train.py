@@ -1,0 +1,57 @@
+"""``adaptner train``: train a pipeline on a selection of domains."""
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "train",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(train_cmd)
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """``--section.key value`` pairs (as in ``spacy train``) to a dict of overrides."""
+    from spacy.cli._util import parse_config_overrides
+
+    return parse_config_overrides(args)
+
+
+def train_cmd(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., help="Training config, e.g. configs/bio_cnn.cfg."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Output directory; model-best/ and model-last/ go inside."
+    ),
+    domains: str = typer.Option(
+        "all", "--domains", "-d", help="Training domains: all | news | news,legal | all-but:legal."
+    ),
+    dev_domains: str | None = typer.Option(
+        None, "--dev-domains", help="Domains for model selection (default: same as --domains)."
+    ),
+    train_path: Path = typer.Option(Path("corpus/train"), "--train", help="Train split directory."),
+    dev_path: Path = typer.Option(Path("corpus/dev"), "--dev", help="Dev split directory."),
+    seed: int = typer.Option(0, "--seed", help="The one seed for init, batching and dropout."),
+    init_from: Path | None = typer.Option(
+        None, "--init-from", help="Start from this trained pipeline (e.g. the source model)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No training table."),
+) -> None:
+    """Train a pipeline. Extra ``--section.key value`` arguments override the config."""
+    from ..training import train_pipeline
+
+    best = train_pipeline(
+        config,
+        output,
+        train_path=train_path,
+        dev_path=dev_path,
+        train_domains=domains,
+        dev_domains=dev_domains,
+        seed=seed,
+        init_from=init_from,
+        overrides=parse_overrides(ctx.args),
+        verbose=not quiet,
+    )
+    typer.echo(f"✔ trained on {domains} (seed {seed}) -> {best}")

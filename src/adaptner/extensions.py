@@ -1,0 +1,17 @@
+"""Doc extensions that adaptner sets and reads (installed idempotently)."""
+
+from spacy.tokens import Doc
+
+#: Extensions on Doc: name -> default.
+DOC_EXTENSIONS = {
+    "ner_probs": None,  # float32 array (n_tokens x n_tags) set by bio_ner
+    "domain": None,  # domain slug, e.g. "news"
+    "source": None,  # DAGW source, e.g. "danavis"
+}
+
+
+def install_extensions() -> None:
+    """Register adaptner's Doc extensions once; later calls do nothing."""
+    for name, default in DOC_EXTENSIONS.items():
+        if not Doc.has_extension(name):
+            Doc.set_extension(name, default=default)

@@ -1,0 +1,125 @@
+"""Small shared helpers: atomic writes, seeding, domain selection."""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import srsly
+
+from .errors import AdaptnerError
+from .labels import DOMAINS
+
+PathLike = Union[str, Path]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds.
+
+    Readers never see a half-written file or directory: on an exception the
+    temporary is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        yield tmp
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
+        if is_dir:
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        raise
+
+
+def write_json(path: PathLike, data: Any) -> None:
+    """Write JSON atomically (indented, UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+
+
+def write_jsonl(path: PathLike, lines: Iterable[Any]) -> None:
+    """Write JSONL atomically."""
+    with atomic_path(path) as tmp:
+        srsly.write_jsonl(tmp, lines)
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf8")
+
+
+def append_jsonl(path: PathLike, record: Any) -> None:
+    """Append one JSON line and fsync, so a killed process leaves whole lines only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, ensure_ascii=False) + "\n"
+    with path.open("a", encoding="utf8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def parse_domains(spec: str | Sequence[str], available: Sequence[str] = DOMAINS) -> list[str]:
+    """Resolve a domain selection to a list of slugs.
+
+    Accepted forms: ``"all"``; one slug (``"news"``); a comma-separated list
+    (``"news,legal"``); all but some (``"all-but:legal"`` or ``"all-but:legal,web"``).
+
+    Raises:
+        AdaptnerError: on an unknown domain name, naming the known ones.
+    """
+    if not isinstance(spec, str):
+        spec = ",".join(spec)
+    spec = spec.strip()
+    known = list(available)
+    if spec in ("all", "*", ""):
+        return known
+    if spec.startswith("all-but:"):
+        excluded = _check_domains(spec[len("all-but:") :].split(","), known)
+        return [d for d in known if d not in excluded]
+    return _check_domains(spec.split(","), known)
+
+
+def _check_domains(names: Iterable[str], known: Sequence[str]) -> list[str]:
+    out = []
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        if name not in known:
+            raise AdaptnerError(
+                f"Unknown domain {name!r}. Known domains: {', '.join(known)} "
+                "(or 'all', or 'all-but:<domain>')."
+            )
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise AdaptnerError("Empty domain selection.")
+    return out
