@@ -43,6 +43,7 @@ class SplitResult:
 
     split: str
     source: str
+    docs: list[Doc] = field(default_factory=list)  # in row order
     docs_by_domain: dict[str, list[Doc]] = field(default_factory=dict)
     rejects: list[dict[str, Any]] = field(default_factory=list)
 
@@ -208,6 +209,7 @@ def convert_split(
                 raise
             result.rejects.append({"split": split, "row": index, "reason": e.reason, "data": row})
             continue
+        result.docs.append(doc)
         result.docs_by_domain.setdefault(doc._.domain, []).append(doc)
     return result
 
@@ -309,11 +311,9 @@ def convert_corpus(
     for res in results:
         all_rejects.extend(res.rejects)
         with atomic_path(output_dir / res.split, is_dir=True) as tmp:
-            all_docs: list[Doc] = []
             for domain, docs in res.docs_by_domain.items():
                 DocBin(docs=docs, store_user_data=True).to_disk(tmp / f"{domain}.spacy")
-                all_docs.extend(docs)
-            DocBin(docs=all_docs, store_user_data=True).to_disk(tmp / "all.spacy")
+            DocBin(docs=res.docs, store_user_data=True).to_disk(tmp / "all.spacy")
         report["splits"][res.split] = {
             "source": res.source,
             "rejected": len(res.rejects),
@@ -321,7 +321,7 @@ def convert_corpus(
             "stats": split_stats(res.docs_by_domain),
         }
         log(
-            f"{res.split}: {sum(len(d) for d in res.docs_by_domain.values())} docs in "
+            f"{res.split}: {len(res.docs)} docs in "
             f"{len(res.docs_by_domain)} domains -> {output_dir / res.split}"
             + (f" ({len(res.rejects)} rejected)" if res.rejects else "")
         )
