@@ -132,6 +132,13 @@ def train_pipeline(
         except Exception as e:
             if type(e).__name__ == "ConfigValidationError":
                 raise AdaptnerError(f"Config {config_path} is invalid:\n{e}") from e
+            if isinstance(e, OSError) or type(e).__module__.startswith("huggingface_hub"):
+                name = config.get("paths", {}).get("transformer")
+                raise AdaptnerError(
+                    f"Cannot load the transformer {name!r} ({type(e).__name__}: {e}). "
+                    "Without the hub, point --paths.transformer at a local model directory "
+                    "(e.g. one made by `adaptner tiny-bert`)."
+                ) from e
             raise
         seconds = time.perf_counter() - start
         write_json(

@@ -6,6 +6,11 @@ import typer
 
 from ..errors import AdaptnerError
 from . import corpus as _corpus
+from . import evaluate as _evaluate
+from . import package as _package
+from . import session as _session
+from . import simulate as _simulate
+from . import tiny_bert as _tiny_bert
 from . import train as _train
 
 app = typer.Typer(
@@ -20,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (_corpus, _train):
+for module in (_corpus, _train, _tiny_bert, _evaluate, _package, _simulate, _session):
     module.register(app)
 
 

@@ -40,10 +40,25 @@ def corpus_cmd(
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Check known release files against their sha256."
     ),
+    download_to: Path | None = typer.Option(
+        None,
+        "--download-to",
+        help="If --input does not exist, download DANSK from the Hugging Face hub into this "
+        "folder (sha256-verified) and use it. Without it, a missing --input is an error.",
+    ),
 ) -> None:
-    """Validate DANSK and write one DocBin per split x domain (rows with no domain -> unknown)."""
-    from ..corpus import convert_corpus, verify_checksums
+    """Validate DANSK and write one DocBin per split x domain (rows with no domain -> unknown).
 
+    Uses the local copy in --input when it exists (offline machines, CI); otherwise, with
+    --download-to, fetches the release from the hub first.
+    """
+    from ..corpus import convert_corpus, download_dansk, find_split_file, verify_checksums
+
+    if download_to is not None and not input_dir.is_dir():
+        if find_split_file(download_to, "train") is None:
+            typer.echo(f"{input_dir} not found: downloading DANSK into {download_to}")
+            download_dansk(download_to)
+        input_dir = download_to
     if verify and input_dir.is_dir():
         for name, status in verify_checksums(input_dir).items():
             if status == "ok":

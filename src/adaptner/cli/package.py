@@ -1,0 +1,108 @@
+"""``adaptner package``: build installable wheels of a trained or adapted pipeline."""
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("package")(package_cmd)
+
+
+def package_cmd(
+    model: Path = typer.Argument(
+        ..., help="Trained pipeline directory, e.g. training/news/model-best."
+    ),
+    output: Path = typer.Option(
+        Path("packages"), "--output", "-o", help="Folder for the wheels (only *.whl are written)."
+    ),
+    version: str = typer.Option("0.1.0", "--version", "-v", help="Package version."),
+    source: str | None = typer.Option(
+        None,
+        "--source",
+        help="Domain(s) the pipeline was first trained on (default: from --history or "
+        "train_meta.json beside the model).",
+    ),
+    target: str | None = typer.Option(
+        None, "--target", help="Domain(s) it was adapted to (default: same as the source)."
+    ),
+    name: str | None = typer.Option(
+        None, "--name", "-n", help="Override the name (default adaptner_<source>_<target>)."
+    ),
+    history: Path | None = typer.Option(
+        None,
+        "--history",
+        help="Adaptation history (JSON, or JSONL with one record per round): strategy, "
+        "rounds, labels used.",
+    ),
+    scores: Path | None = typer.Option(
+        None,
+        "--scores",
+        help="Evaluation JSON with per-domain F1 (as written by adaptner evaluate); "
+        "skips scoring here.",
+    ),
+    eval_dir: Path = typer.Option(
+        Path("corpus/dev"),
+        "--eval",
+        help="Split directory to score per-domain F1 on (its name is recorded as the split).",
+    ),
+    eval_domains: str = typer.Option(
+        "all", "--eval-domains", help="Domains to score: all | news | news,legal | all-but:legal."
+    ),
+    eval_limit: int = typer.Option(
+        0, "--eval-limit", min=0, help="Score at most this many docs per domain (0 = all)."
+    ),
+    no_eval: bool = typer.Option(
+        False, "--no-eval", help="Record no per-domain F1 (when there is no --scores either)."
+    ),
+    description: str | None = typer.Option(
+        None, "--description", help="Package description (default: generated)."
+    ),
+    adaptner_wheel: bool = typer.Option(
+        True,
+        "--adaptner-wheel/--no-adaptner-wheel",
+        help="Also build adaptner's own wheel into the output folder (the pipeline needs it).",
+    ),
+    force: bool = typer.Option(
+        False, "--force", "-f", help="Replace an existing wheel of the same name and version."
+    ),
+) -> None:
+    """Build <output>/da_adaptner_<source>_<target>-<version>-py3-none-any.whl (+ adaptner's)."""
+    from ..errors import AdaptnerError
+    from ..packaging import package_pipeline
+
+    if no_eval and scores is not None:
+        raise AdaptnerError("--no-eval and --scores contradict each other: pass one of them.")
+    result = package_pipeline(
+        model,
+        output,
+        version=version,
+        source=source,
+        target=target,
+        name=name,
+        history=history,
+        scores=scores,
+        eval_dir=None if no_eval else eval_dir,
+        eval_domains=eval_domains,
+        eval_limit=eval_limit,
+        description=description,
+        adaptner_wheel=adaptner_wheel,
+        force=force,
+        progress=True,
+        log=lambda msg: typer.echo(f"ℹ {msg}"),
+    )
+    for wheel in result.wheels:
+        typer.echo(f"✔ {wheel} ({wheel.stat().st_size / 1e6:.1f} MB)")
+    perf = result.meta.get("adaptner", {}).get("performance")
+    if perf:
+        cells = ", ".join(
+            f"{d} {100 * r['ents_f']:.1f}" if r.get("ents_f") is not None else f"{d} –"
+            for d, r in perf["domains"].items()
+        )
+        typer.echo(f"  F1 on {perf['split']}: {cells}")
+    typer.echo("Install and use:")
+    typer.echo(f"  pip install --no-index --find-links {output} {result.name}")
+    typer.echo(
+        f"  python -c \"import spacy; nlp = spacy.load('{result.name}'); "
+        "print(nlp('Mette Frederiksen besøgte Aarhus.').ents)\""
+    )

@@ -1,0 +1,339 @@
+"""``adaptner session …``: annotation sessions (next batch, import answers, train, status)."""
+
+import json
+from pathlib import Path
+
+import typer
+
+from ..errors import AdaptnerError
+
+session_app = typer.Typer(
+    name="session",
+    help=(
+        "Annotation sessions: the model picks sentences (`next`), people annotate them in "
+        "Prodigy, Label Studio or doccano, the answers come back (`import`), the model improves "
+        "(`train`), and the next batch is ready. State lives in one SQLite file (--db)."
+    ),
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(session_app, name="session")
+
+
+DB_OPTION = typer.Option(
+    Path("adaptner.db"),
+    "--db",
+    envvar="ADAPTNER_DB",
+    help="The session store (SQLite); default adaptner.db in the current directory.",
+)
+
+
+def _parse_params(params: list[str]) -> dict:
+    out = {}
+    for item in params:
+        if "=" not in item:
+            raise AdaptnerError(
+                f"--param {item!r} must look like key=value (e.g. aggregation=max)."
+            )
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@session_app.command("init")
+def init_cmd(
+    name: str = typer.Argument(..., help="Session name (letters, digits, '.', '_', '-')."),
+    source: Path = typer.Option(
+        ..., "--source", "-s", help="Source pipeline directory (with a bio_ner component)."
+    ),
+    pool: Path = typer.Option(
+        ...,
+        "--pool",
+        "-p",
+        help='Target pool: a DocBin (.spacy; gold dropped), JSONL of {"text"}, or plain text '
+        "one sentence per line.",
+    ),
+    heldout: Path | None = typer.Option(
+        None,
+        "--heldout",
+        help="Gold DocBin to evaluate every round on (e.g. corpus/dev/legal.spacy).",
+    ),
+    strategy: str = typer.Option("margin", "--strategy", help="Query strategy (registered name)."),
+    param: list[str] = typer.Option(
+        [], "--param", help="Strategy parameter key=value (repeatable), e.g. aggregation=max."
+    ),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Comma-separated label set (default: all the source model's labels)."
+    ),
+    domain: str | None = typer.Option(
+        None, "--domain", help="Domain recorded for pool texts that carry none (JSONL/text pools)."
+    ),
+    limit: int = typer.Option(
+        0, "--limit", min=0, help="Keep the first N pool sentences (0 = all)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="The one seed for selection and training."),
+    session_dir: Path | None = typer.Option(
+        None, "--dir", help="Where rounds and batch copies go (default training/sessions/<name>)."
+    ),
+    db: Path = DB_OPTION,
+) -> None:
+    """Create a session: source pipeline + target pool + strategy + label set."""
+    from ..session.loop import init_session
+
+    result = init_session(
+        db,
+        name,
+        source=source,
+        pool=pool,
+        heldout=heldout,
+        strategy=strategy,
+        strategy_params=_parse_params(param),
+        labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None,
+        seed=seed,
+        session_dir=session_dir,
+        domain=domain,
+        limit=limit,
+    )
+    s = result.session
+    if not result.created:
+        typer.echo(
+            f"ℹ session {name!r} already exists in {db} ({result.pool_size} pool sentences, "
+            f"strategy {s.strategy}); nothing changed."
+        )
+        return
+    extra = []
+    if result.duplicates:
+        extra.append(f"{result.duplicates} duplicates dropped")
+    if result.heldout_overlap:
+        extra.append(f"{result.heldout_overlap} held-out sentences left out")
+    if result.heldout_f is not None:
+        extra.append(f"source held-out F1 {result.heldout_f:.3f}")
+    note = f" ({'; '.join(extra)})" if extra else ""
+    typer.echo(
+        f"✔ session {name!r} in {db}: {result.pool_size} pool sentences, strategy "
+        f"{s.strategy}, {len(s.labels)} labels{note}"
+    )
+
+
+@session_app.command("next")
+def next_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    n: int = typer.Option(50, "-n", min=1, help="Number of sentences in the batch."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Batch file to write ({batch} is replaced by the batch id)."
+    ),
+    fmt: str = typer.Option(
+        "prodigy", "--format", help="prodigy (JSONL) | labelstudio (JSON list) | doccano (JSONL)."
+    ),
+    reissue: bool = typer.Option(
+        False, "--reissue", help="Also hand out sentences handed out before and not answered yet."
+    ),
+    db: Path = DB_OPTION,
+) -> None:
+    """Score the remaining pool with the current model and write the top n as tasks."""
+    from ..session.loop import next_batch
+
+    result = next_batch(db, name, n=n, output=output, fmt=fmt, reissue=reissue, progress=True)
+    typer.echo(
+        f"✔ batch {result.batch_id} (round {result.round}): {len(result.tasks)} tasks -> "
+        f"{result.path} ({result.remaining} left in the pool, {result.seconds:.1f} s)"
+    )
+
+
+@session_app.command("import")
+def import_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    answers: Path = typer.Argument(
+        ..., help="Answers JSONL: Prodigy db-out output, or a batch edited by hand."
+    ),
+    skip_invalid: bool = typer.Option(
+        False,
+        "--skip-invalid",
+        help="Import the valid lines; write the bad ones to a rejects file.",
+    ),
+    rejects: Path | None = typer.Option(
+        None, "--rejects", help="Rejects file for --skip-invalid (default <answers>.rejects.jsonl)."
+    ),
+    db: Path = DB_OPTION,
+) -> None:
+    """Validate and store answers (all or nothing unless --skip-invalid)."""
+    from ..session.loop import import_answers
+
+    r = import_answers(db, name, answers, skip_invalid=skip_invalid, rejects=rejects)
+    typer.echo(
+        f"✔ {answers}: {r.new} new, {r.replaced} replaced, {r.duplicate} duplicate, "
+        f"{r.stale} stale ({r.accepted} accept, {r.rejected} reject, {r.ignored} ignore)"
+    )
+    if r.invalid:
+        typer.secho(
+            f"⚠ {r.invalid} invalid line(s) skipped -> {r.rejects_path}",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+
+@session_app.command("train")
+def train_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    mode: str = typer.Option(
+        "warm",
+        "--mode",
+        help="warm: continue from the current model on the new answers plus replayed earlier "
+        "ones; reset: retrain from the source pipeline on every accepted answer.",
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs."),
+    patience: int | None = typer.Option(
+        None, "--patience", min=1, help="Epochs without held-out improvement before stopping."
+    ),
+    replay: int | None = typer.Option(
+        None, "--replay", min=0, help="Warm mode: earlier answers replayed with the new ones."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Docs per update."),
+    db: Path = DB_OPTION,
+) -> None:
+    """Train the next round on the accepted answers; it becomes the current model."""
+    from dataclasses import replace
+
+    from ..session.loop import train_round
+    from ..session.trainer import DEFAULT_SETTINGS, MODES
+
+    if mode not in MODES:
+        raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
+    changes = {
+        k: v
+        for k, v in {
+            "max_epochs": epochs,
+            "patience": patience,
+            "replay": replay,
+            "batch_size": batch_size,
+        }.items()
+        if v is not None
+    }
+    settings = replace(DEFAULT_SETTINGS[mode], **changes)
+    r = train_round(db, name, mode=mode, settings=settings, progress=True)
+    f = r.metrics.get("ents_f")
+    score = f", held-out F1 {f:.3f}" if f is not None else " (no held-out set)"
+    typer.echo(
+        f"✔ round {r.round} ({mode}): {r.metrics['n_train']} docs "
+        f"({r.metrics['n_new']} new), {r.metrics['epochs']} epochs, "
+        f"{r.metrics['seconds']:.1f} s{score} -> {r.model_dir}"
+    )
+
+
+@session_app.command("status")
+def status_cmd(
+    name: str | None = typer.Argument(None, help="Session name (omit to list the sessions)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+    db: Path = DB_OPTION,
+) -> None:
+    """Rounds, counts (handed out, answered, accepted, ...) and the F1 history."""
+    from ..session.loop import open_store, session_status
+
+    if name is None:
+        store = open_store(db)
+        try:
+            names = store.session_names()
+        finally:
+            store.close()
+        typer.echo(json.dumps(names) if as_json else "\n".join(names) or "(no sessions)")
+        return
+    st = session_status(db, name)
+    if as_json:
+        typer.echo(json.dumps(st, indent=2, ensure_ascii=False))
+        return
+    c = st["counts"]
+    typer.echo(f"session {st['session']} · strategy {st['strategy']} · round {st['round']}")
+    typer.echo(
+        f"pool {c['pool']} · handed out {c['handed_out']} · waiting {c['outstanding']} · "
+        f"answered {c['answered']} (accepted {c['accepted']}, rejected {c['rejected']}, "
+        f"ignored {c['ignored']}; {c['replaced']} replaced by newer answers) · "
+        f"remaining {c['remaining']}"
+    )
+    typer.echo(f"{'round':>5}  {'mode':<6}  {'docs':>5}  {'new':>4}  {'F1':>6}  {'sec':>6}")
+    for r in st["rounds"]:
+        f1 = f"{100 * r['ents_f']:.1f}" if r["ents_f"] is not None else "-"
+        sec = f"{r['seconds']:.1f}" if r["seconds"] is not None else "-"
+        new = r["n_new"] if r["n_new"] is not None else "-"
+        typer.echo(
+            f"{r['round']:>5}  {r['mode']:<6}  {r['n_train']:>5}  {new:>4}  {f1:>6}  {sec:>6}"
+        )
+
+
+@session_app.command("export")
+def export_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Directory for labeled.spacy and answers.jsonl."
+    ),
+    db: Path = DB_OPTION,
+) -> None:
+    """Write the labeled set as a DocBin (train-ready) and as Prodigy JSONL."""
+    from ..session.loop import export_session
+
+    paths = export_session(db, name, output)
+    typer.echo(f"✔ exported {name!r} -> {paths['spacy']} and {paths['jsonl']}")
+
+
+@session_app.command("review")
+def review_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    output: Path = typer.Option(..., "--output", "-o", help="HTML file to write."),
+    batch: Path | None = typer.Option(
+        None, "--batch", "-b", help="Prodigy-format batch file (default: the latest batch)."
+    ),
+    db: Path = DB_OPTION,
+) -> None:
+    """displaCy HTML of a batch: predicted entities and per-token uncertainty."""
+    from ..session.review import review_batch
+
+    path = review_batch(db, name, output, batch=batch)
+    typer.echo(f"✔ review -> {path}")
+
+
+@session_app.command("loop")
+def loop_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    workdir: Path = typer.Option(
+        ...,
+        "--workdir",
+        "-w",
+        help="Batches go to <workdir>/batch-<id>.jsonl; answers are read from "
+        "<workdir>/answers-<id>.jsonl.",
+    ),
+    n: int = typer.Option(50, "-n", min=1, help="Sentences per batch."),
+    rounds: int = typer.Option(
+        0, "--rounds", min=0, help="Stop after this many cycles (0 = until the pool is used up)."
+    ),
+    mode: str = typer.Option("warm", "--mode", help="warm | reset (see `session train`)."),
+    poll: float = typer.Option(2.0, "--poll", min=0.05, help="Seconds between checks for answers."),
+    settle: float = typer.Option(
+        2.0, "--settle", min=0.0, help="An answers file must be unchanged this long before import."
+    ),
+    timeout: float = typer.Option(
+        0.0, "--timeout", min=0.0, help="Give up waiting after this many seconds (0 = never)."
+    ),
+    db: Path = DB_OPTION,
+) -> None:
+    """Chain next -> wait for the answers -> import -> train -> next, automatically."""
+    from ..session.loop import run_loop
+    from ..session.trainer import MODES
+
+    if mode not in MODES:
+        raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
+    run_loop(
+        db,
+        name,
+        n=n,
+        workdir=workdir,
+        rounds=rounds,
+        mode=mode,
+        poll=poll,
+        settle=settle,
+        timeout=timeout,
+        echo=typer.echo,
+    )

@@ -1,0 +1,234 @@
+"""``adaptner simulate`` and ``adaptner curves``: active-learning simulations and their reports."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import AdaptnerError
+
+DEFAULT_TARGETS = ["conversation", "legal", "social_media"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate_cmd)
+    app.command("curves")(curves_cmd)
+
+
+def parse_strategy_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``strategy.key=value`` strings to {strategy: {key: value}} (JSON values when parseable).
+
+    Raises:
+        AdaptnerError: an item without ``.`` or ``=``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        strategy, dot, key = name.partition(".")
+        if not sep or not dot or not strategy or not key:
+            raise AdaptnerError(
+                f"--strategy-param {item!r}: expected <strategy>.<key>=<value>, "
+                "e.g. margin.aggregation=max."
+            )
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(strategy, {})[key] = parsed
+    return out
+
+
+def parse_baselines(spec: str) -> list[str]:
+    """``all`` | ``none`` | a comma-separated list of baseline kinds."""
+    from ..simulation.baselines import BASELINES
+
+    spec = spec.strip()
+    if spec == "all":
+        return list(BASELINES)
+    if spec in ("none", ""):
+        return []
+    kinds = [k.strip() for k in spec.split(",") if k.strip()]
+    for kind in kinds:
+        if kind not in BASELINES:
+            raise AdaptnerError(
+                f"--baselines: unknown baseline {kind!r}; choose from {', '.join(BASELINES)}, "
+                "'all' or 'none'."
+            )
+    return kinds
+
+
+def simulate_cmd(
+    sources: list[str] = typer.Option(
+        ["news"],
+        "--source",
+        "-s",
+        help="Source domains (repeat): news | news,web | all-but:legal | all-but-target "
+        "(every domain except the run's target).",
+    ),
+    targets: list[str] = typer.Option(
+        DEFAULT_TARGETS, "--target", "-t", help="Target domains (repeat)."
+    ),
+    strategies: list[str] = typer.Option(
+        ["random"], "--strategy", help="Query strategies (repeat), e.g. random, margin, vocab."
+    ),
+    modes: list[str] = typer.Option(
+        ["reset"],
+        "--mode",
+        "-m",
+        help="Retraining per round (repeat): reset (from the source on all labels) | warm "
+        "(continue on the new batch + a replay sample).",
+    ),
+    repeats: int = typer.Option(
+        3, "--repeats", "-n", help="Seeds per setting: --seed .. --seed+n-1."
+    ),
+    seed: int = typer.Option(0, "--seed", help="First seed."),
+    config: Path = typer.Option(
+        Path("configs/bio_cnn.cfg"),
+        "--config",
+        "-c",
+        help="Training config of the source pipelines and the from-scratch baselines.",
+    ),
+    al_config: Path | None = typer.Option(
+        Path("configs/al/default.cfg"),
+        "--al-config",
+        help="AL settings ([simulation] section); the options below override it.",
+    ),
+    source_model: Path | None = typer.Option(
+        None,
+        "--source-model",
+        help="Use this trained pipeline as the source (one --source only) instead of training.",
+    ),
+    corpus: Path = typer.Option(
+        Path("corpus"), "--corpus", help="Corpus folder with train/, dev/ (and test/)."
+    ),
+    output: Path = typer.Option(
+        Path("metrics/al"), "--output", "-o", help="Results: one <run>.jsonl per run, baselines/."
+    ),
+    models_dir: Path = typer.Option(
+        Path("training"),
+        "--models-dir",
+        help="Source pipelines are cached in <dir>/source/<name>/, baselines in <dir>/baselines/.",
+    ),
+    eval_split: str = typer.Option(
+        "auto", "--eval-split", help="Target held-out split: auto (test if present, else dev)."
+    ),
+    baselines: str = typer.Option(
+        "all",
+        "--baselines",
+        help="all | none | comma list of source_only,target_full,target_only,joint.",
+    ),
+    workers: int = typer.Option(1, "--workers", "-j", help="Parallel processes (local backend)."),
+    backend: str = typer.Option("local", "--backend", help="local (process pool) | ray."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster address for --backend ray (default: local Ray)."
+    ),
+    pool_fraction: float | None = typer.Option(
+        None, "--pool-fraction", help="Pool share of the target train set (paper 0.2; 1.0 = all)."
+    ),
+    query_fraction: float | None = typer.Option(
+        None, "--query-fraction", help="Docs per round as a share of the target train set."
+    ),
+    budget: float | None = typer.Option(
+        None, "--budget", help="Stop at this labeled share of the target train set."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Retraining epochs per round."),
+    patience: int | None = typer.Option(
+        None, "--patience", help="Early stopping on the evaluation split (0 = off; optimistic)."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Docs per update."),
+    learn_rate: float | None = typer.Option(None, "--learn-rate", help="Retraining learn rate."),
+    replay_fraction: float | None = typer.Option(
+        None, "--replay-fraction", help="warm: share of earlier labels replayed per round."
+    ),
+    train_limit: int | None = typer.Option(
+        None, "--train-limit", help="Use only the first N target train docs (quick runs)."
+    ),
+    eval_limit: int | None = typer.Option(
+        None, "--eval-limit", help="Evaluate on only the first N docs per evaluation set."
+    ),
+    strategy_params: list[str] = typer.Option(
+        [], "--strategy-param", help="Strategy keyword (repeat): margin.aggregation=max."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Simulate pool-based active learning with gold labels as the oracle (resumable grid)."""
+    from ..simulation.config import load_al_settings
+    from ..simulation.grid import GridSpec, run_grid
+
+    if repeats < 1:
+        raise AdaptnerError(f"--repeats must be at least 1, got {repeats}.")
+    settings = load_al_settings(
+        al_config,
+        pool_fraction=pool_fraction,
+        query_fraction=query_fraction,
+        budget=budget,
+        epochs=epochs,
+        patience=patience,
+        batch_size=batch_size,
+        learn_rate=learn_rate,
+        replay_fraction=replay_fraction,
+        train_limit=train_limit,
+        eval_limit=eval_limit,
+    )
+    spec = GridSpec(
+        sources=list(dict.fromkeys(sources)),
+        targets=list(dict.fromkeys(targets)),
+        strategies=list(dict.fromkeys(strategies)),
+        modes=list(dict.fromkeys(modes)),
+        seeds=list(range(seed, seed + repeats)),
+        settings=settings,
+        train_config=config,
+        corpus_dir=corpus,
+        output_dir=output,
+        models_dir=models_dir,
+        source_model=source_model,
+        eval_split=eval_split,
+        baselines=parse_baselines(baselines),
+        strategy_params=parse_strategy_params(strategy_params),
+    )
+    pool_desc = (
+        "whole target train set"
+        if settings.pool_fraction >= 1.0
+        else f"{settings.pool_fraction:.0%} of the target train set"
+    )
+    typer.echo(
+        f"Pool: {pool_desc}; {settings.query_fraction:.0%} per round; budget "
+        f"{settings.budget:.0%}; {settings.epochs} epochs per round"
+    )
+    plan = run_grid(
+        spec,
+        workers=workers,
+        backend=backend,
+        ray_address=ray_address,
+        progress=not quiet,
+        log=typer.echo,
+    )
+    typer.echo(
+        f"✔ {len(plan.runs)} runs and {len(plan.baselines)} baselines complete in {output}. "
+        f"Report: adaptner curves -i {output}"
+    )
+
+
+def curves_cmd(
+    input_dir: Path = typer.Option(
+        Path("metrics/al"), "--input", "-i", help="Folder with the simulation's <run>.jsonl files."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Report folder (default: <input>/report)."
+    ),
+    anchors: Path | None = typer.Option(
+        None,
+        "--anchors",
+        help="The paper's curves (../shared/anchors or its paper_al_curves/), drawn dashed.",
+    ),
+) -> None:
+    """Learning curves (mean ± 95 % CI over seeds) per target as PNG, and the Markdown table."""
+    from ..simulation.curves import write_report
+
+    output = output if output is not None else input_dir / "report"
+    result = write_report(input_dir, output, anchors_dir=anchors)
+    for path in result["plots"]:
+        typer.echo(f"✔ {path}")
+    typer.echo(f"✔ {result['report']} ({len(result['rows'])} curves)")
+    typer.echo(f"✔ {result['summary']}")

@@ -1,0 +1,869 @@
+"""Session operations: init, next, import, train, status, export, and the automatic loop."""
+
+import hashlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc, DocBin
+from tqdm import tqdm
+
+from ..errors import AdaptnerError
+from ..extensions import install_extensions
+from ..readers import read_docbin
+from ..strategies import get_strategy, select
+from ..strategies.base import QueryStrategy
+from ..util import atomic_path, write_json, write_jsonl, write_text
+from . import formats
+from .store import Session, SessionStore
+from .trainer import DEFAULT_SETTINGS, MODES, UpdateSettings, evaluate, update_pipeline
+
+DEFAULT_DB = "adaptner.db"
+#: Tokens listed in a task's meta as the model's most uncertain ones.
+N_UNCERTAIN_TOKENS = 3
+#: Docs per batch when the pipeline processes the pool.
+PIPE_BATCH = 256
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+Echo = Callable[[str], None]
+
+
+# --- helpers -------------------------------------------------------------------------
+def open_store(db: str | Path, *, create: bool = False) -> SessionStore:
+    """Open the session store (see :class:`SessionStore`)."""
+    return SessionStore(db, create=create)
+
+
+def load_pipeline(path: str | Path) -> Language:
+    """Load a trained pipeline that has a ``bio_ner`` component.
+
+    Raises:
+        AdaptnerError: not a pipeline directory, or no bio_ner component.
+    """
+    from ..strategies.common import find_bio_ner
+
+    install_extensions()
+    path = Path(path)
+    if not (path / "config.cfg").exists():
+        raise AdaptnerError(
+            f"{path} is not a trained spaCy pipeline (no config.cfg). Pass a model directory "
+            "such as training/bio_cnn/news/model-best."
+        )
+    nlp = spacy.load(path)
+    find_bio_ner(nlp)
+    return nlp
+
+
+def pipeline_labels(nlp: Language) -> list[str]:
+    """The entity labels of the pipeline's bio_ner component."""
+    from ..strategies.common import find_bio_ner
+
+    return list(find_bio_ner(nlp)[1].labels)
+
+
+def _strategy(session: Session) -> QueryStrategy:
+    try:
+        return get_strategy(session.strategy, **session.strategy_params)
+    except TypeError as e:
+        raise AdaptnerError(
+            f"Strategy {session.strategy!r} does not take the parameters "
+            f"{session.strategy_params}: {e}"
+        ) from None
+
+
+def _tokenizer(lang: str) -> Callable[[str], Doc]:
+    nlp = spacy.blank(lang)
+    return nlp.make_doc
+
+
+def _session_docs(nlp: Language, rows: Sequence[Any]) -> list[Doc]:
+    docs = []
+    for row in rows:
+        doc = formats.doc_from_offsets(nlp.vocab, row["text"], json.loads(row["tokens"]))
+        doc._.domain = row["domain"]
+        doc._.source = row["source"]
+        docs.append(doc)
+    return docs
+
+
+def _gold_doc(nlp: Language, answer: Any) -> Doc:
+    doc = formats.doc_from_offsets(nlp.vocab, answer.text, answer.tokens)
+    doc.ents = [doc.char_span(s, e, label=label) for s, e, label in answer.spans]
+    doc._.domain = answer.domain
+    doc._.source = answer.source
+    return doc
+
+
+# --- init ------------------------------------------------------------------------------
+@dataclass
+class InitResult:
+    """What ``init`` did."""
+
+    created: bool
+    session: Session
+    pool_size: int = 0
+    duplicates: int = 0
+    heldout_overlap: int = 0
+    heldout_f: float | None = None
+
+
+def init_session(
+    db: str | Path,
+    name: str,
+    *,
+    source: str | Path,
+    pool: str | Path,
+    heldout: str | Path | None = None,
+    strategy: str = "margin",
+    strategy_params: dict[str, Any] | None = None,
+    labels: Sequence[str] | None = None,
+    seed: int = 0,
+    session_dir: str | Path | None = None,
+    domain: str | None = None,
+    limit: int = 0,
+) -> InitResult:
+    """Create a named session: source pipeline + target pool + strategy + label set.
+
+    The pool (DocBin with gold entities dropped, JSONL of texts, or plain text one sentence
+    per line) is stored in the database with each sentence's index, domain and input hash;
+    duplicates and sentences of the held-out set are left out. Round 0 is the source
+    pipeline, scored on the held-out set if one is given. Re-running with the same settings
+    changes nothing and says so.
+
+    Raises:
+        AdaptnerError: a bad name, pipeline, pool, held-out file, strategy or label, or an
+            existing session of that name with different settings.
+    """
+    if not _NAME_RE.match(name):
+        raise AdaptnerError(
+            f"Session name {name!r} must start with a letter or digit and use only letters, "
+            "digits, '.', '_' and '-'."
+        )
+    store = open_store(db, create=True)
+    try:
+        source = Path(source).resolve()
+        pool = Path(pool).resolve()
+        heldout_path = Path(heldout).resolve() if heldout else None
+        params = dict(strategy_params or {})
+        existing = store.find_session(name)
+        if existing is not None:
+            wanted = {
+                "source": str(source),
+                "pool": str(pool),
+                "heldout": str(heldout_path) if heldout_path else None,
+                "strategy": strategy,
+                "strategy_params": params,
+                "seed": seed,
+            }
+            have = {
+                "source": existing.source,
+                "pool": existing.pool_path,
+                "heldout": existing.heldout_path,
+                "strategy": existing.strategy,
+                "strategy_params": existing.strategy_params,
+                "seed": existing.seed,
+            }
+            if labels is not None:
+                wanted["labels"], have["labels"] = list(labels), existing.labels
+            diff = [k for k in wanted if wanted[k] != have[k]]
+            if diff:
+                details = "; ".join(f"{k}: stored {have[k]!r}, given {wanted[k]!r}" for k in diff)
+                raise AdaptnerError(
+                    f"Session {name!r} already exists in {store.path} with other settings "
+                    f"({details}). Pick another name, or another --db."
+                )
+            return InitResult(
+                created=False, session=existing, pool_size=store.pool_size(existing.id)
+            )
+        get_strategy(strategy, **params)  # fail early on an unknown strategy
+        nlp = load_pipeline(source)
+        known = pipeline_labels(nlp)
+        if labels is None:
+            labels = known
+        labels = list(dict.fromkeys(labels))
+        unknown = [label for label in labels if label not in known]
+        if unknown or not labels:
+            raise AdaptnerError(
+                f"Labels {unknown or labels} are not predicted by {source} (it knows: "
+                f"{', '.join(known)}). Choose --labels from those."
+            )
+        items = formats.read_pool(pool, nlp.make_doc, nlp.vocab, domain=domain)
+        heldout_docs = read_docbin(heldout_path, nlp.vocab) if heldout_path else []
+        heldout_hashes = {formats.input_hash({"text": d.text}) for d in heldout_docs}
+        rows = []
+        seen: set[int] = set()
+        duplicates = overlap = 0
+        for item in items:
+            h = formats.input_hash({"text": item.text})
+            if h in heldout_hashes:
+                overlap += 1
+                continue
+            if h in seen:
+                duplicates += 1
+                continue
+            seen.add(h)
+            rows.append((len(rows), h, item.text, item.offsets, item.domain, item.source))
+            if limit and len(rows) >= limit:
+                break
+        if not rows:
+            raise AdaptnerError(f"Pool {pool} has no sentences left after removing held-out ones.")
+        metrics: dict[str, Any] = {}
+        if heldout_docs:
+            metrics = evaluate(nlp, heldout_docs)
+        sdir = (
+            Path(session_dir) if session_dir else store.path.parent / "training" / "sessions" / name
+        )
+        sdir = sdir.resolve()
+        try:
+            with store.write() as conn:
+                sid = store.create_session(
+                    conn,
+                    name=name,
+                    source=str(source),
+                    pool_path=str(pool),
+                    heldout_path=str(heldout_path) if heldout_path else None,
+                    strategy=strategy,
+                    strategy_params=params,
+                    labels=labels,
+                    lang=nlp.lang,
+                    seed=seed,
+                    session_dir=str(sdir),
+                    settings={"domain": domain, "limit": limit},
+                )
+                store.add_pool(conn, sid, rows)
+                store.add_round(
+                    conn,
+                    sid,
+                    round=0,
+                    mode="source",
+                    model_dir=str(source),
+                    n_train=0,
+                    metrics=metrics,
+                )
+        except sqlite3.IntegrityError:
+            raise AdaptnerError(
+                f"Session {name!r} was created by another command at the same time."
+            ) from None
+        sdir.mkdir(parents=True, exist_ok=True)
+        return InitResult(
+            created=True,
+            session=store.get_session(name),
+            pool_size=len(rows),
+            duplicates=duplicates,
+            heldout_overlap=overlap,
+            heldout_f=metrics.get("ents_f"),
+        )
+    finally:
+        store.close()
+
+
+# --- next --------------------------------------------------------------------------------
+@dataclass
+class BatchResult:
+    """A batch handed out by ``next``."""
+
+    batch_id: int
+    round: int
+    path: Path
+    copy_path: Path
+    tasks: list[dict[str, Any]]
+    remaining: int
+    seconds: float
+
+
+def next_batch(
+    db: str | Path,
+    name: str,
+    *,
+    n: int,
+    output: str | Path,
+    fmt: str = "prodigy",
+    reissue: bool = False,
+    nlp: Language | None = None,
+    progress: bool = False,
+) -> BatchResult:
+    """Score the remaining pool with the current model and write the top ``n`` as tasks.
+
+    Tasks carry the model's entities as pre-annotations, a ``meta`` (session, round,
+    strategy, score, domain, most uncertain tokens) and Prodigy hashes. Sentences already
+    answered are never handed out again; sentences handed out and not answered only with
+    ``reissue``. ``output`` may contain ``{batch}``, replaced by the batch id. A Prodigy copy
+    of every batch is kept under ``<session dir>/batches/``.
+
+    Args:
+        nlp: The current model, if the caller has it loaded (skips loading it).
+    """
+    if n <= 0:
+        raise AdaptnerError(f"-n must be positive, got {n}.")
+    if fmt not in formats.FORMATS:
+        raise AdaptnerError(f"Unknown format {fmt!r}; choose one of {', '.join(formats.FORMATS)}.")
+    start = time.perf_counter()
+    store = open_store(db)
+    try:
+        session = store.get_session(name)
+        current = store.current_round(session.id)
+        candidates = store.candidates(session.id, reissue=reissue)
+        if not candidates:
+            counts = store.counts(session.id)
+            hint = (
+                f" {counts['outstanding']} handed-out sentences still wait for answers: import "
+                "them, or pass --reissue to hand them out again."
+                if counts["outstanding"]
+                else ""
+            )
+            raise AdaptnerError(
+                f"Nothing left to hand out in session {name!r}: {counts['answered']} of "
+                f"{counts['pool']} pool sentences are answered.{hint}"
+            )
+        strategy = _strategy(session)
+        if nlp is None:
+            nlp = load_pipeline(current.model_dir)
+        docs = _session_docs(nlp, candidates)
+        docs = list(
+            tqdm(
+                nlp.pipe(docs, batch_size=PIPE_BATCH),
+                total=len(docs),
+                desc="score pool",
+                unit="doc",
+                leave=False,
+                disable=not progress,
+            )
+        )
+        n_batches = len(store.batches(session.id))
+        rng = numpy.random.default_rng([session.seed, current.round, n_batches])
+        k = min(n, len(docs))
+        scores: numpy.ndarray | None = None
+        if type(strategy).query is QueryStrategy.query:
+            scores = numpy.asarray(strategy.score(docs, nlp=nlp, rng=rng), dtype="float64")
+            chosen = select(scores, k, rng)
+        else:
+            chosen = strategy.query(docs, k, nlp=nlp, rng=rng)
+        labels = set(session.labels)
+        tasks = []
+        for rank, i in enumerate(chosen, start=1):
+            score = None if scores is None else float(scores[i])
+            tasks.append(_make_task(docs[i], session, current.round, rank, score, labels))
+        with store.write() as conn:
+            if not reissue:
+                taken = [
+                    t["_input_hash"]
+                    for t in tasks
+                    if conn.execute(
+                        "SELECT 1 FROM handouts WHERE session_id = ? AND input_hash = ?",
+                        (session.id, t["_input_hash"]),
+                    ).fetchone()
+                ]
+                if taken:
+                    raise AdaptnerError(
+                        f"Another `next` handed out {len(taken)} of these sentences meanwhile; "
+                        "run `next` again."
+                    )
+            batch_id = store.next_batch_id(conn)
+            path = Path(str(output).replace("{batch}", f"{batch_id:04d}"))
+            copy_path = Path(session.session_dir) / "batches" / f"batch-{batch_id:04d}.jsonl"
+            model_version = f"{session.name}-round-{current.round}"
+            write_text(path, formats.render_batch(tasks, fmt, model_version))
+            write_text(copy_path, formats.render_batch(tasks, "prodigy", model_version))
+            seconds = time.perf_counter() - start
+            store.add_batch(
+                conn,
+                session.id,
+                round=current.round,
+                path=str(path.resolve()),
+                copy_path=str(copy_path),
+                format=fmt,
+                strategy=session.strategy,
+                handouts=[
+                    (t["_input_hash"], t["_task_hash"], t["meta"]["rank"], t["meta"]["score"])
+                    for t in tasks
+                ],
+                seconds=seconds,
+            )
+        remaining = store.counts(session.id)["remaining"]
+        return BatchResult(batch_id, current.round, path, copy_path, tasks, remaining, seconds)
+    finally:
+        store.close()
+
+
+def token_uncertainty(doc: Doc) -> numpy.ndarray:
+    """1 - the top tag probability, per token (zeros if the doc has no probabilities)."""
+    probs = doc._.ner_probs
+    if probs is None or len(probs) != len(doc):
+        return numpy.zeros(len(doc), dtype="float32")
+    return 1.0 - numpy.asarray(probs).max(axis=1)
+
+
+def _make_task(
+    doc: Doc, session: Session, round_no: int, rank: int, score: float | None, labels: set[str]
+) -> dict[str, Any]:
+    offsets = formats.doc_offsets(doc)
+    token_id = {t.i: j for j, t in enumerate(t for t in doc if not t.is_space)}
+    spans = [
+        (ent.start_char, ent.end_char, ent.label_)
+        for ent in doc.ents
+        if ent.label_ in labels and not ent.text.isspace()
+    ]
+    unc = token_uncertainty(doc)
+    order = [i for i in numpy.argsort(-unc, kind="stable") if i in token_id]
+    uncertain = [
+        {"token": doc[int(i)].text, "id": token_id[int(i)], "uncertainty": round(float(unc[i]), 4)}
+        for i in order[:N_UNCERTAIN_TOKENS]
+    ]
+    confidence = float(1.0 - unc.mean()) if len(unc) else 1.0
+    meta = {
+        "session": session.name,
+        "round": round_no,
+        "strategy": session.strategy,
+        "score": None if score is None or not numpy.isfinite(score) else round(score, 6),
+        "rank": rank,
+        "domain": doc._.domain,
+        "source": doc._.source,
+        "confidence": round(confidence, 4),
+        "uncertain_tokens": uncertain,
+    }
+    return formats.make_task(doc.text, offsets, spans, meta)
+
+
+# --- import ------------------------------------------------------------------------------
+@dataclass
+class ImportResult:
+    """What ``import`` did."""
+
+    lines: int
+    new: int
+    replaced: int
+    duplicate: int
+    stale: int
+    invalid: int
+    accepted: int
+    rejected: int
+    ignored: int
+    rejects_path: Path | None = None
+    errors: list[formats.LineError] = field(default_factory=list)
+
+
+def import_answers(
+    db: str | Path,
+    name: str,
+    path: str | Path,
+    *,
+    skip_invalid: bool = False,
+    rejects: str | Path | None = None,
+) -> ImportResult:
+    """Validate an answers file and store its answers in one transaction.
+
+    Any invalid line makes the whole import fail (nothing is stored) with ``file:line:
+    reason`` for every bad line, unless ``skip_invalid``: then the valid lines are imported
+    and the bad ones written to ``rejects`` (default ``<file>.rejects.jsonl``). An answer
+    identical to the stored one is a duplicate (no change); a different answer for the same
+    input replaces it, unless both carry a ``_timestamp`` and the new one is older (stale).
+
+    Raises:
+        AdaptnerError: a missing file, invalid lines (without ``skip_invalid``), or no
+            answers at all.
+    """
+    path = Path(path)
+    store = open_store(db)
+    try:
+        session = store.get_session(name)
+        pool = store.pool_tokens(session.id)
+        tokenizer: list[Callable[[str], Doc]] = []
+
+        def get_offsets(text: str, in_hash: int) -> formats.Offsets:
+            if in_hash in pool and pool[in_hash][0] == text:
+                return list(pool[in_hash][1])
+            if not tokenizer:
+                tokenizer.append(_tokenizer(session.lang))
+            return formats.doc_offsets(tokenizer[0](text))
+
+        answers, errors = formats.validate_answers(path, session.labels, get_offsets)
+        if errors and not skip_invalid:
+            shown = "\n".join(f"  {path}:{e.line}: {e.reason}" for e in errors)
+            raise AdaptnerError(
+                f"{path}: {len(errors)} invalid line(s); nothing was imported.\n{shown}\n"
+                f"Fix these lines, or pass --skip-invalid to import the {len(answers)} valid "
+                "one(s) and write the rest to a rejects file."
+            )
+        if not answers:
+            raise AdaptnerError(f"{path} holds no valid answers; nothing was imported.")
+        rejects_path = None
+        if errors:
+            rejects_path = (
+                Path(rejects) if rejects else path.with_name(path.stem + ".rejects.jsonl")
+            )
+            write_jsonl(
+                rejects_path,
+                [
+                    {"file": str(path), "line": e.line, "error": e.reason, "raw": e.raw}
+                    for e in errors
+                ],
+            )
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        counts = {
+            "lines": len(answers) + len(errors),
+            "new": 0,
+            "replaced": 0,
+            "duplicate": 0,
+            "stale": 0,
+            "invalid": len(errors),
+        }
+        with store.write() as conn:
+            import_id = store.start_import(conn, session.id, str(path.resolve()), sha)
+            for answer in answers:
+                current = store.current_answer(conn, session.id, answer.input_hash)
+                if current is not None:
+                    if current["answer_hash"] == answer.answer_hash:
+                        counts["duplicate"] += 1
+                        continue
+                    older = (
+                        answer.timestamp is not None
+                        and current["timestamp"] is not None
+                        and answer.timestamp < current["timestamp"]
+                    )
+                    if older:
+                        counts["stale"] += 1
+                        continue
+                    store.supersede(conn, current["id"])
+                    counts["replaced"] += 1
+                else:
+                    counts["new"] += 1
+                store.insert_answer(conn, session.id, import_id, answer.record())
+            store.finish_import(conn, import_id, counts)
+        kinds = {k: sum(a.answer == k for a in answers) for k in formats.ANSWERS}
+        return ImportResult(
+            **counts_without_lines(counts),
+            lines=counts["lines"],
+            accepted=kinds["accept"],
+            rejected=kinds["reject"],
+            ignored=kinds["ignore"],
+            rejects_path=rejects_path,
+            errors=errors,
+        )
+    finally:
+        store.close()
+
+
+def counts_without_lines(counts: dict[str, int]) -> dict[str, int]:
+    """The import counts except ``lines`` (keyword arguments for :class:`ImportResult`)."""
+    return {k: v for k, v in counts.items() if k != "lines"}
+
+
+# --- train -------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """A trained round."""
+
+    round: int
+    mode: str
+    model_dir: Path
+    metrics: dict[str, Any]
+    nlp: Language
+
+
+def train_round(
+    db: str | Path,
+    name: str,
+    *,
+    mode: str = "warm",
+    settings: UpdateSettings | None = None,
+    nlp: Language | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train the next round on the accepted answers and make it the current model.
+
+    ``warm`` continues from the current model on the answers not trained on yet plus a
+    seeded sample of earlier ones (``settings.replay``); ``reset`` retrains from the source
+    pipeline on every accepted answer. Both early-stop on the held-out set if the session
+    has one. The model is saved to ``<session dir>/rounds/<k>/model`` through a temporary
+    directory that is renamed inside the store's write transaction, so a killed run never
+    leaves a half-trained model current.
+
+    Args:
+        nlp: The current model if the caller has it loaded (warm mode only).
+
+    Raises:
+        AdaptnerError: an unknown mode, no (new) accepted answers, or another ``train``
+            finished the same round first.
+    """
+    if mode not in MODES:
+        raise AdaptnerError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    settings = settings or DEFAULT_SETTINGS[mode]
+    store = open_store(db)
+    try:
+        session = store.get_session(name)
+        current = store.current_round(session.id)
+        new_round = current.round + 1
+        accepted = store.answers(session.id, answer="accept")
+        fresh = [a for a in accepted if a.trained_round is None]
+        if mode == "warm":
+            if not fresh:
+                raise AdaptnerError(
+                    f"No new accepted answers since round {current.round} of session "
+                    f"{name!r}; import answers first (or use --mode reset)."
+                )
+            earlier = [a for a in accepted if a.trained_round is not None]
+            rng = numpy.random.default_rng([session.seed, new_round])
+            n_replay = min(settings.replay, len(earlier))
+            picked = (
+                sorted(rng.choice(len(earlier), size=n_replay, replace=False)) if n_replay else []
+            )
+            train_answers = fresh + [earlier[i] for i in picked]
+            if nlp is None:
+                nlp = load_pipeline(current.model_dir)
+        else:
+            if not accepted:
+                raise AdaptnerError(
+                    f"Session {name!r} has no accepted answers to train on; import answers first."
+                )
+            train_answers = accepted
+            nlp = load_pipeline(session.source)
+        heldout = read_docbin(session.heldout_path, nlp.vocab) if session.heldout_path else None
+        docs = [_gold_doc(nlp, a) for a in train_answers]
+        metrics = update_pipeline(
+            nlp, docs, heldout, settings, seed=session.seed + new_round, progress=progress
+        )
+        metrics.update(
+            {
+                "mode": mode,
+                "n_new": len(fresh),
+                "n_replay": len(train_answers) - len(fresh) if mode == "warm" else 0,
+                "from_model": current.model_dir if mode == "warm" else session.source,
+            }
+        )
+        round_dir = Path(session.session_dir) / "rounds" / str(new_round)
+        with store.write() as conn:
+            latest = store.current_round(session.id, conn)
+            if latest.round != current.round:
+                raise AdaptnerError(
+                    f"Another `train` finished round {latest.round} of session {name!r} "
+                    "meanwhile; this round was discarded. Run `train` again if needed."
+                )
+            with atomic_path(round_dir, is_dir=True) as tmp:
+                nlp.to_disk(tmp / "model")
+                write_json(tmp / "metrics.json", metrics)
+            store.add_round(
+                conn,
+                session.id,
+                round=new_round,
+                mode=mode,
+                model_dir=str(round_dir / "model"),
+                n_train=len(train_answers),
+                metrics=metrics,
+            )
+            store.mark_trained(conn, [a.id for a in fresh], new_round)
+        return TrainResult(new_round, mode, round_dir / "model", metrics, nlp)
+    finally:
+        store.close()
+
+
+# --- status and export ------------------------------------------------------------------
+def session_status(db: str | Path, name: str) -> dict[str, Any]:
+    """Settings, counts and the per-round history (F1 on the held-out set) of a session."""
+    store = open_store(db)
+    try:
+        session = store.get_session(name)
+        with store.read():
+            counts = store.counts(session.id)
+            rounds = store.rounds(session.id)
+            batches = store.batches(session.id)
+        return {
+            "session": session.name,
+            "store": str(store.path),
+            "source": session.source,
+            "pool": session.pool_path,
+            "heldout": session.heldout_path,
+            "strategy": session.strategy,
+            "strategy_params": session.strategy_params,
+            "labels": session.labels,
+            "session_dir": session.session_dir,
+            "round": rounds[-1].round if rounds else 0,
+            "counts": counts,
+            "rounds": [
+                {
+                    "round": r.round,
+                    "mode": r.mode,
+                    "n_train": r.n_train,
+                    "n_new": r.metrics.get("n_new"),
+                    "n_replay": r.metrics.get("n_replay"),
+                    "ents_f": r.metrics.get("ents_f"),
+                    "epochs": r.metrics.get("epochs"),
+                    "seconds": r.metrics.get("seconds"),
+                    "model_dir": r.model_dir,
+                }
+                for r in rounds
+            ],
+            "batches": [
+                {
+                    "batch": b["id"],
+                    "round": b["round"],
+                    "n": b["n"],
+                    "path": b["path"],
+                    "format": b["format"],
+                }
+                for b in batches
+            ],
+        }
+    finally:
+        store.close()
+
+
+def export_session(db: str | Path, name: str, output_dir: str | Path) -> dict[str, Path]:
+    """Write the labeled set: ``labeled.spacy`` (accepted answers, train-ready) and
+    ``answers.jsonl`` (every current answer as a Prodigy task)."""
+    output_dir = Path(output_dir)
+    store = open_store(db)
+    try:
+        session = store.get_session(name)
+        answers = store.answers(session.id)
+    finally:
+        store.close()
+    if not answers:
+        raise AdaptnerError(f"Session {name!r} has no answers to export yet.")
+    vocab_nlp = spacy.blank(session.lang)
+    docbin = DocBin(store_user_data=True)
+    for a in answers:
+        if a.answer == "accept":
+            docbin.add(_gold_doc(vocab_nlp, a))
+    spacy_path = output_dir / "labeled.spacy"
+    jsonl_path = output_dir / "answers.jsonl"
+    with atomic_path(spacy_path) as tmp:
+        docbin.to_disk(tmp)
+    write_jsonl(jsonl_path, [a.task for a in answers])
+    return {"spacy": spacy_path, "jsonl": jsonl_path}
+
+
+# --- the automatic loop ----------------------------------------------------------------
+def wait_for_file(path: Path, *, poll: float, settle: float, timeout: float) -> None:
+    """Wait until ``path`` exists and its size and mtime have not changed for ``settle`` s.
+
+    Raises:
+        AdaptnerError: ``timeout`` seconds passed (0 = wait forever).
+    """
+    start = time.monotonic()
+    last: tuple[int, int] | None = None
+    stable_since = 0.0
+    while True:
+        if path.exists():
+            st = path.stat()
+            sig = (st.st_size, st.st_mtime_ns)
+            now = time.monotonic()
+            if sig != last:
+                last, stable_since = sig, now
+            elif st.st_size > 0 and now - stable_since >= settle:
+                return
+        if timeout and time.monotonic() - start > timeout:
+            raise AdaptnerError(
+                f"Timed out after {timeout:.0f} s waiting for {path}. Run `adaptner session "
+                "loop` again to continue where it stopped."
+            )
+        time.sleep(poll)
+
+
+def run_loop(
+    db: str | Path,
+    name: str,
+    *,
+    n: int,
+    workdir: str | Path,
+    rounds: int = 0,
+    mode: str = "warm",
+    settings: UpdateSettings | None = None,
+    poll: float = 2.0,
+    settle: float = 2.0,
+    timeout: float = 0.0,
+    echo: Echo = print,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Chain next -> wait for the answers -> import -> train -> next, keeping the model loaded.
+
+    Batches are written to ``<workdir>/batch-<id>.jsonl``; the loop waits for the
+    annotators' Prodigy JSONL at ``<workdir>/answers-<id>.jsonl``. Stopping and restarting
+    is safe: a batch whose answers were not imported yet is waited for again.
+
+    Args:
+        rounds: Stop after this many import-train-next cycles (0 = until the pool is used up).
+
+    Returns:
+        One timing record per cycle (import, train, next and total seconds).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = open_store(db)
+    try:
+        session = store.get_session(name)
+        ours = [b for b in store.batches(session.id) if Path(b["path"]).parent == workdir.resolve()]
+        pending = None
+        if ours:
+            last = ours[-1]
+            answers_path = workdir / f"answers-{last['id']:04d}.jsonl"
+            imported = store.conn.execute(
+                "SELECT 1 FROM imports WHERE session_id = ? AND file = ?",
+                (session.id, str(answers_path.resolve())),
+            ).fetchone()
+            if not imported:
+                pending = last["id"]
+        untrained = store.answers(session.id, answer="accept", trained=False)
+        model_dir = store.current_round(session.id).model_dir
+    finally:
+        store.close()
+    nlp = load_pipeline(model_dir)
+    if untrained and pending is None:
+        nlp = train_round(db, name, mode=mode, settings=settings, nlp=nlp, progress=progress).nlp
+    if pending is None:
+        batch = next_batch(db, name, n=n, output=workdir / "batch-{batch}.jsonl", nlp=nlp)
+        pending = batch.batch_id
+        echo(f"batch {pending:04d}: {len(batch.tasks)} tasks -> {batch.path}")
+    timings = []
+    cycle = 0
+    while not rounds or cycle < rounds:
+        answers_path = workdir / f"answers-{pending:04d}.jsonl"
+        echo(f"waiting for {answers_path} ...")
+        wait_for_file(answers_path, poll=poll, settle=settle, timeout=timeout)
+        t0 = time.perf_counter()
+        result = import_answers(db, name, answers_path)
+        t1 = time.perf_counter()
+        echo(
+            f"imported {answers_path.name}: {result.new} new, {result.replaced} replaced, "
+            f"{result.duplicate} duplicate ({result.accepted} accepted)"
+        )
+        try:
+            trained = train_round(
+                db, name, mode=mode, settings=settings, nlp=nlp, progress=progress
+            )
+            nlp = trained.nlp
+            f = trained.metrics.get("ents_f")
+            echo(
+                f"round {trained.round} ({mode}) trained"
+                + (f", held-out F1 {f:.3f}" if f is not None else "")
+            )
+        except AdaptnerError as e:
+            if "No new accepted answers" not in str(e):
+                raise
+            echo("no new accepted answers: model unchanged")
+        t2 = time.perf_counter()
+        try:
+            batch = next_batch(db, name, n=n, output=workdir / "batch-{batch}.jsonl", nlp=nlp)
+        except AdaptnerError as e:
+            if "Nothing left to hand out" in str(e):
+                echo(str(e))
+                break
+            raise
+        t3 = time.perf_counter()
+        pending = batch.batch_id
+        timing = {"import": t1 - t0, "train": t2 - t1, "next": t3 - t2, "total": t3 - t0}
+        timings.append(timing)
+        echo(
+            f"batch {pending:04d}: {len(batch.tasks)} tasks -> {batch.path} "
+            f"({timing['total']:.1f} s after the answers arrived)"
+        )
+        cycle += 1
+    return timings

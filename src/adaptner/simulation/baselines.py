@@ -1,0 +1,181 @@
+"""Reference points for the learning curves: source only, full target, source + target jointly."""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import AdaptnerError
+from ..readers import available_domains
+from ..training import train_pipeline
+from ..util import write_json
+from .config import ALSettings, SimulationConfig, derive_seed, source_slug
+from .engine import load_pipeline, load_run_data, source_domains_for
+from .trainer import score_ner, update_pipeline
+
+#: Baseline kinds:
+#: - source_only: the source pipeline as it is (also round 0 of every run);
+#: - target_full: the source pipeline fine-tuned on the whole target train set with the same
+#:   in-process retraining as the AL rounds (the curve's "100 % labeled" end; the reference
+#:   for "95 % / 99 % of full-target F1");
+#: - target_only: a pipeline trained from scratch on the target train set (training config);
+#: - joint: trained from scratch on source + target train sets together (training config).
+BASELINES: tuple[str, ...] = ("source_only", "target_full", "target_only", "joint")
+
+
+@dataclass
+class BaselineConfig:
+    """One baseline of one (source, target, seed).
+
+    Attributes:
+        source / target / seed / settings / source_model / corpus_dir / eval_split: as in
+            :class:`~adaptner.simulation.config.SimulationConfig`.
+        kind: One of :data:`BASELINES`.
+        train_config: The training config for ``target_only`` and ``joint`` (e.g.
+            configs/bio_cnn.cfg); model selection uses the dev split of the trained domains.
+        models_dir: ``target_only`` / ``joint`` pipelines go to
+            ``<models_dir>/baselines/<baseline_id>/``.
+    """
+
+    source: str
+    target: str
+    kind: str
+    seed: int
+    settings: ALSettings
+    source_model: Path
+    train_config: Path
+    corpus_dir: Path = Path("corpus")
+    eval_split: str = "dev"
+    models_dir: Path = Path("training")
+
+    def __post_init__(self) -> None:
+        if self.kind not in BASELINES:
+            raise AdaptnerError(
+                f"Unknown baseline {self.kind!r}; choose from {', '.join(BASELINES)}."
+            )
+
+    @property
+    def baseline_id(self) -> str:
+        """``<source>_<target>_<kind>_s<seed>`` (the JSON file stem)."""
+        return f"{source_slug(self.source)}_{self.target}_{self.kind}_s{self.seed}"
+
+    def params(self) -> dict[str, Any]:
+        """What determines the result (paths excluded)."""
+        out = {
+            "source": self.source,
+            "target": self.target,
+            "kind": self.kind,
+            "seed": self.seed,
+            "eval_split": self.eval_split,
+            **asdict(self.settings),
+        }
+        if self.kind in ("target_only", "joint"):
+            out["train_config"] = Path(self.train_config).name
+        return out
+
+    def as_run(self) -> SimulationConfig:
+        """A run config with the same data settings (to reuse the run's data loading)."""
+        return SimulationConfig(
+            source=self.source,
+            target=self.target,
+            strategy="random",
+            mode="reset",
+            seed=self.seed,
+            settings=self.settings,
+            source_model=self.source_model,
+            corpus_dir=self.corpus_dir,
+            eval_split=self.eval_split,
+        )
+
+
+def baseline_path(cfg: BaselineConfig, output_dir: str | Path) -> Path:
+    """``<output_dir>/baselines/<baseline_id>.json``."""
+    return Path(output_dir) / "baselines" / f"{cfg.baseline_id}.json"
+
+
+def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Compute (or read back) one baseline's target and source scores.
+
+    The result is written atomically to :func:`baseline_path`; an existing file with the
+    same parameters is returned as it is (resume).
+
+    Raises:
+        AdaptnerError: an existing result with other parameters, or a missing corpus/model.
+    """
+    path = baseline_path(cfg, output_dir)
+    params = json.loads(json.dumps(cfg.params()))
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf8"))
+        except json.JSONDecodeError:
+            old = None
+        if old is not None:
+            if old.get("params") != params:
+                raise AdaptnerError(
+                    f"{path} was written with different parameters; delete it or write to "
+                    "another --output directory."
+                )
+            return old
+    start = time.perf_counter()
+    s = cfg.settings
+    train_dir = cfg.corpus_dir / "train"
+    if cfg.kind in ("source_only", "target_full"):
+        nlp = load_pipeline(cfg.source_model)
+        data = load_run_data(cfg.as_run(), nlp.vocab)
+        if cfg.kind == "target_full":
+            update_pipeline(
+                nlp,
+                data.target_train,
+                data.target_eval if s.patience else None,
+                epochs=s.epochs,
+                patience=s.patience,
+                seed=derive_seed(cfg.seed, 0, 4),
+                batch_size=s.batch_size,
+                dropout=s.dropout,
+                learn_rate=s.learn_rate,
+            )
+        train_domains = None
+    else:
+        if cfg.kind == "target_only":
+            train_domains = cfg.target
+        else:
+            sources = source_domains_for(cfg.source, train_dir)
+            train_domains = ",".join(dict.fromkeys([*sources, cfg.target]))
+        available_domains(train_dir)  # a clear error when the corpus is missing
+        overrides = {"corpora.train.limit": s.train_limit} if cfg.kind == "target_only" else {}
+        model_dir = Path(cfg.models_dir) / "baselines" / cfg.baseline_id
+        best = model_dir / "model-best"
+        if not (best / "config.cfg").exists():
+            best = train_pipeline(
+                cfg.train_config,
+                model_dir,
+                train_path=train_dir,
+                dev_path=cfg.corpus_dir / "dev",
+                train_domains=train_domains,
+                dev_domains=train_domains,
+                seed=cfg.seed,
+                overrides=overrides,
+                verbose=False,
+            )
+        nlp = load_pipeline(best)
+        data = load_run_data(cfg.as_run(), nlp.vocab)
+    target = score_ner(nlp, data.target_eval)
+    source = score_ner(nlp, data.source_eval) if data.source_eval else None
+    result = {
+        "baseline_id": cfg.baseline_id,
+        "source": cfg.source,
+        "target": cfg.target,
+        "kind": cfg.kind,
+        "seed": cfg.seed,
+        "eval_split": cfg.eval_split,
+        "train_domains": train_domains,
+        "target_f1": target["f1"],
+        "target_per_label": target["per_label"],
+        "source_f1": source["f1"] if source else None,
+        "source_per_label": source["per_label"] if source else {},
+        "seconds": round(time.perf_counter() - start, 3),
+        "params": params,
+    }
+    write_json(path, result)
+    return result

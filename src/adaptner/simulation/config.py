@@ -1,0 +1,185 @@
+"""Settings of an active-learning simulation: loop hyperparameters, one run, file names."""
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confection import Config
+
+from ..errors import AdaptnerError
+
+#: Retraining modes: start again from the source pipeline on all labels, or continue.
+MODES = ("reset", "warm")
+
+#: Special source spec: every domain except the run's target.
+ALL_BUT_TARGET = "all-but-target"
+
+#: Record fields that measure time; they differ between identical runs.
+TIMING_FIELDS = ("train_seconds", "score_seconds", "eval_seconds", "round_seconds")
+
+
+@dataclass(frozen=True)
+class ALSettings:
+    """Hyperparameters of the simulated annotation loop, shared by every run of a grid.
+
+    Attributes:
+        pool_fraction: Share of the target train set drawn (at random, per seed) as the
+            unlabeled pool. The paper's protocol: 0.2; its curves to 100 % need 1.0.
+        query_fraction: Docs labeled per round, as a share of the target train set (0.05).
+        budget: Stop when this share of the target train set is labeled (or the pool is empty).
+        epochs: Passes over the round's training docs.
+        patience: Early stopping on the target evaluation split (0 = off; > 0 selects on the
+            split that is also reported, so scores become optimistic).
+        batch_size: Docs per update.
+        dropout: Dropout during retraining.
+        learn_rate: Learning rate of the retraining optimizer (None = the pipeline config's).
+        replay_fraction: ``warm`` mode: share of the earlier labels replayed with each new batch.
+        train_limit: Use only the first N target train docs (0 = all; for quick tests).
+        eval_limit: Evaluate on only the first N docs per evaluation set (0 = all).
+    """
+
+    pool_fraction: float = 0.2
+    query_fraction: float = 0.05
+    budget: float = 1.0
+    epochs: int = 10
+    patience: int = 0
+    batch_size: int = 16
+    dropout: float = 0.1
+    learn_rate: float | None = None
+    replay_fraction: float = 0.5
+    train_limit: int = 0
+    eval_limit: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("pool_fraction", "query_fraction", "budget"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise AdaptnerError(f"{name} must be in (0, 1], got {value}.")
+        if not 0.0 <= self.replay_fraction <= 1.0:
+            raise AdaptnerError(f"replay_fraction must be in [0, 1], got {self.replay_fraction}.")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise AdaptnerError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("patience", "train_limit", "eval_limit"):
+            if getattr(self, name) < 0:
+                raise AdaptnerError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.learn_rate is not None and self.learn_rate <= 0:
+            raise AdaptnerError(f"learn_rate must be positive, got {self.learn_rate}.")
+
+    def replace(self, **changes: Any) -> "ALSettings":
+        """A copy with some fields changed; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_al_settings(path: str | Path | None, **overrides: Any) -> ALSettings:
+    """Read the ``[simulation]`` section of an AL config (e.g. configs/al/default.cfg).
+
+    Args:
+        path: The .cfg file, or None for the built-in defaults.
+        overrides: Field values that win over the file (``None`` = keep the file's).
+
+    Raises:
+        AdaptnerError: a missing file, a missing section, or an unknown key (named).
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise AdaptnerError(f"AL config {path} does not exist.")
+        try:
+            cfg = Config().from_disk(path)
+        except Exception as e:  # noqa: BLE001 - confection raises many kinds
+            raise AdaptnerError(f"Cannot read AL config {path}: {e}") from e
+        if "simulation" not in cfg:
+            raise AdaptnerError(f"AL config {path} has no [simulation] section.")
+        known = {f.name for f in dataclasses.fields(ALSettings)}
+        for key, value in cfg["simulation"].items():
+            if key not in known:
+                raise AdaptnerError(
+                    f"AL config {path}: unknown key simulation.{key}. "
+                    f"Known: {', '.join(sorted(known))}."
+                )
+            values[key] = value
+    try:
+        return ALSettings(**values).replace(**overrides)
+    except TypeError as e:
+        raise AdaptnerError(f"Bad AL settings: {e}") from e
+
+
+def resolve_source(source: str, target: str) -> str:
+    """The source domain spec of a run: ``all-but-target`` becomes ``all-but:<target>``."""
+    return f"all-but:{target}" if source == ALL_BUT_TARGET else source
+
+
+def source_slug(source: str) -> str:
+    """A file-name-safe name of a source spec: ``all-but:legal`` -> ``all-but-legal``."""
+    return source.replace(":", "-").replace(",", "+")
+
+
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed derived from several integers (run seed, round, purpose)."""
+    import numpy
+
+    return int(numpy.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+@dataclass
+class SimulationConfig:
+    """One simulation run: a source pipeline adapted to a target by one strategy, one seed.
+
+    Attributes:
+        source: The source domains ("news", "all-but:legal"); used for the source
+            evaluation (forgetting) and the ``vocab`` strategy's counts.
+        target: The target domain slug.
+        strategy: A registered query strategy name.
+        mode: "reset" or "warm" (see :data:`MODES`).
+        seed: The one seed of the run (pool draw, queries, retraining).
+        settings: The loop hyperparameters.
+        source_model: Path to the source pipeline directory.
+        corpus_dir: Folder with ``train/`` and the evaluation split's folder.
+        eval_split: "dev" or "test" (the target's held-out split).
+        strategy_params: Keyword arguments for the strategy factory.
+    """
+
+    source: str
+    target: str
+    strategy: str
+    mode: str
+    seed: int
+    settings: ALSettings
+    source_model: Path
+    corpus_dir: Path = Path("corpus")
+    eval_split: str = "dev"
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise AdaptnerError(f"Unknown retraining mode {self.mode!r}; choose from {MODES}.")
+        self.source_model = Path(self.source_model)
+        self.corpus_dir = Path(self.corpus_dir)
+
+    @property
+    def run_id(self) -> str:
+        """``<source>_<target>_<strategy>_<mode>_s<seed>`` (also the JSONL file stem)."""
+        return f"{source_slug(self.source)}_{self.target}_{self.strategy}_{self.mode}_s{self.seed}"
+
+    def params(self) -> dict[str, Any]:
+        """Everything that determines the run's records (paths excluded: files may move)."""
+        return {
+            "source": self.source,
+            "target": self.target,
+            "strategy": self.strategy,
+            "mode": self.mode,
+            "seed": self.seed,
+            "eval_split": self.eval_split,
+            "strategy_params": dict(sorted(self.strategy_params.items())),
+            **dataclasses.asdict(self.settings),
+        }
+
+    def params_hash(self) -> str:
+        """A short hash of :meth:`params`, stored in every record."""
+        text = json.dumps(self.params(), sort_keys=True, default=str)
+        return hashlib.sha1(text.encode("utf8")).hexdigest()[:12]

@@ -1,0 +1,648 @@
+"""Learning curves from simulation records: mean ± 95 % CI over seeds, AULC, thresholds, plots."""
+
+import csv
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from ..errors import AdaptnerError
+from ..util import atomic_path, write_json, write_text
+from .config import source_slug
+from .engine import read_records
+
+#: Label fractions at which the table reports F1.
+REPORT_FRACTIONS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50)
+#: Shares of the full-target F1 whose label cost the table reports.
+REPORT_THRESHOLDS: tuple[float, ...] = (0.95, 0.99)
+
+# Two-sided 95 % critical values of Student's t by degrees of freedom.
+_T95 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+    9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
+    17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
+    25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000,
+    120: 1.980,
+}  # fmt: skip
+
+#: Paper strategy names (anchor files) -> adaptner strategy names.
+ANCHOR_STRATEGIES = {
+    "confidence": "least_confidence",
+    "margin": "margin",
+    "random": "random",
+    "vocab": "vocab",
+}
+
+_STRATEGY_COLORS = {
+    "random": "#7f7f7f",
+    "least_confidence": "#1f77b4",
+    "margin": "#ff7f0e",
+    "vocab": "#2ca02c",
+    "mnlp": "#d62728",
+    "hybrid": "#9467bd",
+    "entropy": "#8c564b",
+    "bald": "#e377c2",
+    "diversity": "#17becf",
+}
+_BASELINE_STYLES = {
+    "source_only": ("black", ":"),
+    "target_full": ("black", "-"),
+    "target_only": ("#555555", "-."),
+    "joint": ("#555555", (0, (5, 1, 1, 1, 1, 1))),
+}
+
+
+def t_critical(df: int) -> float:
+    """Two-sided 95 % Student-t critical value for ``df`` degrees of freedom.
+
+    Between tabulated values the next smaller df is used (a slightly wider, conservative
+    interval); beyond 120 the normal value 1.96.
+    """
+    if df < 1:
+        return float("nan")
+    if df in _T95:
+        return _T95[df]
+    if df > 120:
+        return 1.960
+    return _T95[max(k for k in _T95 if k <= df)]
+
+
+def mean_ci(values: Sequence[float] | numpy.ndarray, axis: int = 0) -> tuple[Any, Any]:
+    """Mean and the half-width of its 95 % t-interval over ``axis`` (NaN half-width for n = 1)."""
+    arr = numpy.asarray(values, dtype="float64")
+    n = arr.shape[axis]
+    mean = arr.mean(axis=axis)
+    if n < 2:
+        return mean, numpy.full_like(mean, numpy.nan) if numpy.ndim(mean) else float("nan")
+    sem = arr.std(axis=axis, ddof=1) / math.sqrt(n)
+    return mean, t_critical(n - 1) * sem
+
+
+def aulc(fractions: Sequence[float], f1: Sequence[float]) -> float:
+    """Area under the learning curve (trapezoids) divided by the fraction range.
+
+    A single point gives its own F1; the result lies between the curve's min and max.
+    """
+    x = numpy.asarray(fractions, dtype="float64")
+    y = numpy.asarray(f1, dtype="float64")
+    if len(x) == 0:
+        return float("nan")
+    if len(x) == 1 or x[-1] == x[0]:
+        return float(y.mean())
+    area = float(numpy.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+    return area / float(x[-1] - x[0])
+
+
+def f1_at(fractions: Sequence[float], f1: Sequence[float], at: float) -> float:
+    """The curve's F1 at a label fraction (linear interpolation; NaN outside the curve)."""
+    x = numpy.asarray(fractions, dtype="float64")
+    if len(x) == 0 or at < x[0] - 1e-9 or at > x[-1] + 1e-9:
+        return float("nan")
+    return float(numpy.interp(at, x, numpy.asarray(f1, dtype="float64")))
+
+
+def fraction_to_reach(
+    fractions: Sequence[float], f1: Sequence[float], target: float
+) -> float | None:
+    """The smallest measured label fraction whose F1 is at least ``target`` (None if never)."""
+    for x, y in zip(fractions, f1, strict=False):
+        if y >= target - 1e-12:
+            return float(x)
+    return None
+
+
+@dataclass
+class Curve:
+    """One (source, target, strategy, mode) over seeds, aligned by round.
+
+    Attributes:
+        fractions: Labeled fraction of the target train set per round (round 0 included).
+        f1: Target F1, seeds x rounds.
+        source_f1: Source F1, seeds x rounds (NaN where not measured).
+        seeds: The seeds, in row order.
+        pool_fraction: The pool share the runs used ("pool = 20 %" vs "whole train set").
+        complete: Whether every seed's run finished (else truncated to the common rounds).
+        round_seconds: Mean wall time of a round (scoring + retraining + evaluation), rounds >= 1.
+        train_seconds / score_seconds: Mean retraining / pool scoring time per round.
+    """
+
+    source: str
+    target: str
+    strategy: str
+    mode: str
+    fractions: numpy.ndarray
+    f1: numpy.ndarray
+    source_f1: numpy.ndarray
+    seeds: list[int]
+    pool_fraction: float
+    eval_split: str
+    complete: bool = True
+    round_seconds: float = float("nan")
+    train_seconds: float = float("nan")
+    score_seconds: float = float("nan")
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.source, self.target, self.strategy, self.mode)
+
+    def labeled(self) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """Fractions and F1 (seeds x rounds) of the rounds with labels (round 0 dropped)."""
+        keep = self.fractions > 0
+        return self.fractions[keep], self.f1[:, keep]
+
+
+def load_records(input_dir: str | Path) -> list[dict[str, Any]]:
+    """Every complete record of every ``*.jsonl`` run file in ``input_dir`` (not recursive).
+
+    Raises:
+        AdaptnerError: the folder does not exist or has no run files.
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise AdaptnerError(
+            f"Results folder {input_dir} does not exist. Run `adaptner simulate` first."
+        )
+    files = sorted(input_dir.glob("*.jsonl"))
+    if not files:
+        raise AdaptnerError(
+            f"No run files (*.jsonl) in {input_dir}. Run `adaptner simulate` first."
+        )
+    records: list[dict[str, Any]] = []
+    for path in files:
+        recs, _ = read_records(path)
+        for i, rec in enumerate(recs, start=1):
+            missing = [
+                k for k in ("source", "target", "strategy", "mode", "seed", "round") if k not in rec
+            ]
+            if missing:
+                raise AdaptnerError(
+                    f"{path}, line {i}: not a simulation record (missing {', '.join(missing)})."
+                )
+        records.extend(recs)
+    return records
+
+
+def load_baselines(input_dir: str | Path) -> list[dict[str, Any]]:
+    """Baseline results from ``<input_dir>/baselines/*.json`` (empty list when none)."""
+    out = []
+    for path in sorted((Path(input_dir) / "baselines").glob("*.json")):
+        try:
+            out.append(json.loads(path.read_text(encoding="utf8")))
+        except json.JSONDecodeError as e:
+            raise AdaptnerError(f"{path}: not valid JSON ({e}). Delete it to recompute.") from e
+    return out
+
+
+def build_curves(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, str], Curve]:
+    """Group records by (source, target, strategy, mode) and align seeds by round."""
+    runs: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for rec in records:
+        key = (rec["source"], rec["target"], rec["strategy"], rec["mode"])
+        runs[key][int(rec["seed"])].append(rec)
+    curves = {}
+    for key, by_seed in sorted(runs.items()):
+        seeds = sorted(by_seed)
+        series = [sorted(by_seed[s], key=lambda r: r["round"]) for s in seeds]
+        n = min(len(s) for s in series)
+        complete = all(s[-1].get("last") for s in series) and len({len(s) for s in series}) == 1
+        first = series[0]
+        fractions = numpy.array([r["labeled_fraction"] for r in first[:n]], dtype="float64")
+        f1 = numpy.array([[r["target_f1"] for r in s[:n]] for s in series], dtype="float64")
+        src = numpy.array(
+            [
+                [numpy.nan if r.get("source_f1") is None else r["source_f1"] for r in s[:n]]
+                for s in series
+            ],
+            dtype="float64",
+        )
+        timed = [r for s in series for r in s[:n] if r["round"] > 0]
+
+        def mean_of(name: str, timed: list[dict] = timed) -> float:
+            values = [r[name] for r in timed if name in r]
+            return float(numpy.mean(values)) if values else float("nan")
+
+        curves[key] = Curve(
+            *key,
+            fractions=fractions,
+            f1=f1,
+            source_f1=src,
+            seeds=seeds,
+            pool_fraction=float(
+                first[0].get(
+                    "pool_fraction", first[0].get("params", {}).get("pool_fraction", float("nan"))
+                )
+            ),
+            eval_split=str(first[0].get("eval_split", "dev")),
+            complete=complete,
+            round_seconds=mean_of("round_seconds"),
+            train_seconds=mean_of("train_seconds"),
+            score_seconds=mean_of("score_seconds"),
+        )
+    return curves
+
+
+def baseline_means(
+    baselines: Iterable[dict[str, Any]],
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(source, target, kind) -> {"target_f1", "target_ci", "source_f1", "source_ci", "n"}."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for b in baselines:
+        groups[(b["source"], b["target"], b["kind"])].append(b)
+    out = {}
+    for key, items in groups.items():
+        t_mean, t_ci = mean_ci([b["target_f1"] for b in items])
+        srcs = [b["source_f1"] for b in items if b.get("source_f1") is not None]
+        s_mean, s_ci = mean_ci(srcs) if srcs else (float("nan"), float("nan"))
+        out[key] = {
+            "target_f1": float(t_mean),
+            "target_ci": float(t_ci),
+            "source_f1": float(s_mean),
+            "source_ci": float(s_ci),
+            "n": len(items),
+        }
+    return out
+
+
+@dataclass
+class Anchor:
+    """One published curve (the paper's mBERT, News source)."""
+
+    target: str
+    strategy: str
+    fractions: numpy.ndarray
+    f1: numpy.ndarray
+    samples: numpy.ndarray = field(default_factory=lambda: numpy.zeros(0))
+
+
+_ANCHOR_NAME = re.compile(
+    r"ALResult_(?P<source>[^_]+)_(?P<target>.+)_(?P<strategy>[a-z]+)_final\.csv$"
+)
+
+
+def load_anchors(anchors_dir: str | Path) -> dict[tuple[str, str], Anchor]:
+    """The paper's curves: (target slug, adaptner strategy name) -> Anchor.
+
+    Reads ``ALResult_News_<Target>_<strategy>_final.csv`` (columns f1, number_of_samples,
+    percentage_of_samples); the paper's "confidence" is adaptner's "least_confidence".
+    ``anchors_dir`` may be the folder of the CSVs or its parent (``../shared/anchors``).
+
+    Raises:
+        AdaptnerError: a missing folder, no anchor files, or a file without the columns (named).
+    """
+    anchors_dir = Path(anchors_dir)
+    if (anchors_dir / "paper_al_curves").is_dir():
+        anchors_dir = anchors_dir / "paper_al_curves"
+    if not anchors_dir.is_dir():
+        raise AdaptnerError(f"Anchors folder {anchors_dir} does not exist.")
+    out: dict[tuple[str, str], Anchor] = {}
+    for path in sorted(anchors_dir.glob("ALResult_*_final.csv")):
+        m = _ANCHOR_NAME.search(path.name)
+        if not m:
+            continue
+        target = m["target"].lower()
+        strategy = ANCHOR_STRATEGIES.get(m["strategy"], m["strategy"])
+        with path.open(encoding="utf8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        need = {"f1", "number_of_samples", "percentage_of_samples"}
+        if not rows or not need <= set(rows[0]):
+            raise AdaptnerError(f"{path}: expected columns {', '.join(sorted(need))}.")
+        try:
+            fr = numpy.array([float(r["percentage_of_samples"]) for r in rows])
+            f1 = numpy.array([float(r["f1"]) for r in rows])
+            n = numpy.array([float(r["number_of_samples"]) for r in rows])
+        except ValueError as e:
+            raise AdaptnerError(f"{path}: a value is not a number ({e}).") from e
+        order = numpy.argsort(fr)
+        out[(target, strategy)] = Anchor(target, strategy, fr[order], f1[order], n[order])
+    if not out:
+        raise AdaptnerError(f"No ALResult_*_final.csv anchor files in {anchors_dir}.")
+    return out
+
+
+def full_target_reference(
+    curve: Curve, baselines: dict[tuple[str, str, str], dict[str, Any]]
+) -> tuple[float, str]:
+    """The full-target F1 the thresholds refer to, and where it came from.
+
+    Preference: the ``target_full`` baseline (source fine-tuned on 100 % of the target with
+    the AL retraining), then ``target_only``, then the curve's own last point if it reaches
+    100 % of the target train set.
+    """
+    for kind in ("target_full", "target_only"):
+        b = baselines.get((curve.source, curve.target, kind))
+        if b is not None:
+            return b["target_f1"], kind
+    if len(curve.fractions) and curve.fractions[-1] >= 1.0 - 1e-9:
+        return float(curve.f1[:, -1].mean()), "curve@100%"
+    return float("nan"), "none"
+
+
+def summarize_curve(
+    curve: Curve, baselines: dict[tuple[str, str, str], dict[str, Any]]
+) -> dict[str, Any]:
+    """One table row: F1 at fixed fractions, AULC, label cost of 95/99 % of full-target F1."""
+    x, y = curve.labeled()
+    row: dict[str, Any] = {
+        "source": curve.source,
+        "target": curve.target,
+        "strategy": curve.strategy,
+        "mode": curve.mode,
+        "pool_fraction": curve.pool_fraction,
+        "eval_split": curve.eval_split,
+        "seeds": len(curve.seeds),
+        "complete": curve.complete,
+        "max_fraction": float(x[-1]) if len(x) else 0.0,
+    }
+    for at in REPORT_FRACTIONS:
+        per_seed = [f1_at(x, s, at) for s in y]
+        if any(math.isnan(v) for v in per_seed) or not per_seed:
+            row[f"f1@{at:g}"], row[f"f1@{at:g}_ci"] = None, None
+        else:
+            m, ci = mean_ci(per_seed)
+            row[f"f1@{at:g}"], row[f"f1@{at:g}_ci"] = float(m), _num(ci)
+    if len(x):
+        m, ci = mean_ci([aulc(x, s) for s in y])
+        row["aulc"], row["aulc_ci"] = float(m), _num(ci)
+    else:
+        row["aulc"], row["aulc_ci"] = None, None
+    ref, ref_kind = full_target_reference(curve, baselines)
+    row["full_target_f1"] = None if math.isnan(ref) else ref
+    row["reference"] = ref_kind
+    mean_curve = y.mean(axis=0) if len(x) else numpy.zeros(0)
+    for thr in REPORT_THRESHOLDS:
+        reached = None if math.isnan(ref) else fraction_to_reach(x, mean_curve, thr * ref)
+        row[f"reach{int(thr * 100)}"] = reached
+    src0 = curve.source_f1[:, 0] if curve.source_f1.shape[1] else numpy.zeros(0)
+    src_last = curve.source_f1[:, -1] if curve.source_f1.shape[1] else numpy.zeros(0)
+    if len(src0) and not numpy.isnan(src0).any() and curve.fractions[0] == 0:
+        row["source_f1_start"] = float(src0.mean())
+        row["source_f1_end"] = float(src_last.mean())
+    else:
+        row["source_f1_start"] = row["source_f1_end"] = None
+    row["round_seconds"] = _num(curve.round_seconds)
+    row["train_seconds"] = _num(curve.train_seconds)
+    row["score_seconds"] = _num(curve.score_seconds)
+    return row
+
+
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _fmt(value: float | None, ci: float | None = None) -> str:
+    if value is None:
+        return "–"
+    text = f"{value:.3f}"
+    if ci is not None:
+        text += f" ± {ci:.3f}"
+    return text
+
+
+def _pct(value: float | None, max_fraction: float) -> str:
+    if value is None:
+        return f"> {max_fraction * 100:.0f} %"
+    return f"{value * 100:.0f} %"
+
+
+def anchor_aulc(anchor: Anchor, lo: float, hi: float) -> float:
+    """The anchor's AULC restricted to [lo, hi] (so it compares with a shorter curve)."""
+    keep = (anchor.fractions >= lo - 1e-6) & (anchor.fractions <= hi + 1e-6)
+    return aulc(anchor.fractions[keep], anchor.f1[keep])
+
+
+def goal_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Lines answering the project's goals per (source, mode): 95 % with <= 15 % labels, and
+    a strategy whose AULC beats random's on every target."""
+    lines = []
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["source"], r["mode"])].append(r)
+    for (source, mode), items in sorted(groups.items()):
+        hits = [
+            f"{r['target']}/{r['strategy']} ({r['reach95'] * 100:.0f} %)"
+            for r in items
+            if r["reach95"] is not None and r["reach95"] <= 0.15 + 1e-9
+        ]
+        lines.append(
+            f"- source {source}, {mode}: 95 % of full-target F1 with ≤ 15 % labels: "
+            + (", ".join(hits) if hits else "none")
+        )
+        targets = sorted({r["target"] for r in items})
+        random = {r["target"]: r["aulc"] for r in items if r["strategy"] == "random"}
+        if set(random) != set(targets):
+            lines.append(
+                f"- source {source}, {mode}: no random runs for every target; "
+                "AULC comparison skipped"
+            )
+            continue
+        winners = []
+        for strategy in sorted({r["strategy"] for r in items} - {"random"}):
+            mine = {r["target"]: r["aulc"] for r in items if r["strategy"] == strategy}
+            if set(mine) == set(targets) and all(
+                mine[t] is not None and random[t] is not None and mine[t] > random[t]
+                for t in targets
+            ):
+                winners.append(strategy)
+        lines.append(
+            f"- source {source}, {mode}: AULC above random on every target ({', '.join(targets)}): "
+            + (", ".join(winners) if winners else "no strategy")
+        )
+    return lines
+
+
+def markdown_report(
+    rows: Sequence[dict[str, Any]],
+    baselines: dict[tuple[str, str, str], dict[str, Any]],
+    anchors: dict[tuple[str, str], Anchor] | None = None,
+) -> str:
+    """The Markdown report: per target x strategy table, baselines, anchors and goals."""
+    out = ["# Active-learning simulation results", ""]
+    pools = sorted({r["pool_fraction"] for r in rows})
+    splits = sorted({r["eval_split"] for r in rows})
+    out += [
+        f"Pool: {', '.join(f'{p * 100:.0f} %' for p in pools)} of the target train set "
+        f"({'whole train set' if pools == [1.0] else 'drawn at random per seed'}); F1 = span F1 "
+        f"on the target's {'/'.join(splits)} split; label fractions are shares of the target "
+        "train set. Mean ± 95 % CI (t-distribution) over seeds. AULC = area under F1 vs label "
+        "fraction from the first to the last round, divided by that range. 'x % for 95 %' = the "
+        "first round where the mean curve reaches 95 % of the full-target F1 (reference column); "
+        "'> m %' = not reached within the curve (max m %). Source F1 = round 0 → last round "
+        "(forgetting).",
+        "",
+        "| source | target | strategy | mode | seeds | F1 @5 % | F1 @10 % | F1 @25 % | F1 @50 % "
+        "| AULC | 95 % at | 99 % at | reference F1 | source F1 | s/round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ref = (
+            f"{r['full_target_f1']:.3f} ({r['reference']})"
+            if r["full_target_f1"] is not None
+            else "–"
+        )
+        src = (
+            f"{r['source_f1_start']:.3f} → {r['source_f1_end']:.3f}"
+            if r["source_f1_start"] is not None
+            else "–"
+        )
+        secs = f"{r['round_seconds']:.1f}" if r["round_seconds"] is not None else "–"
+        seeds = f"{r['seeds']}" + ("" if r["complete"] else " (incomplete)")
+        cells = [
+            r["source"], r["target"], r["strategy"], r["mode"], seeds,
+            *(_fmt(r[f"f1@{a:g}"], r[f"f1@{a:g}_ci"]) for a in REPORT_FRACTIONS),
+            _fmt(r["aulc"], r["aulc_ci"]),
+            _pct(r["reach95"], r["max_fraction"]), _pct(r["reach99"], r["max_fraction"]),
+            ref, src, secs,
+        ]  # fmt: skip
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if baselines:
+        out += [
+            "",
+            "## Baselines",
+            "",
+            "| source | target | baseline | n | target F1 | source F1 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for (source, target, kind), b in sorted(baselines.items()):
+            out.append(
+                f"| {source} | {target} | {kind} | {b['n']} "
+                f"| {_fmt(b['target_f1'], _num(b['target_ci']))} "
+                f"| {_fmt(_num(b['source_f1']), _num(b['source_ci']))} |"
+            )
+    if anchors:
+        lines = []
+        for r in rows:
+            a = anchors.get((r["target"], r["strategy"]))
+            if a is None or r["source"] != "news" or r["aulc"] is None:
+                continue
+            lo = min(REPORT_FRACTIONS[0], r["max_fraction"])
+            ours25 = r["f1@0.25"]
+            lines.append(
+                f"| {r['target']} | {r['strategy']} | {r['mode']} | {_fmt(r['aulc'])} "
+                f"| {anchor_aulc(a, lo, r['max_fraction']):.3f} | {aulc(a.fractions, a.f1):.3f} "
+                f"| {_fmt(ours25)} | {f1_at(a.fractions, a.f1, 0.25):.3f} |"
+            )
+        if lines:
+            out += [
+                "",
+                "## Against the paper (mBERT, News source, test split, pool = whole train set)",
+                "",
+                "| target | strategy | mode | our AULC | paper AULC (same range) "
+                "| paper AULC (5–100 %) "
+                "| our F1 @25 % | paper F1 @25 % |",
+                "|---|---|---|---|---|---|---|---|",
+                *lines,
+            ]
+    out += ["", "## Goals", "", *goal_summary(rows), ""]
+    return "\n".join(out)
+
+
+def plot_target(
+    curves: Sequence[Curve],
+    baselines: dict[tuple[str, str, str], dict[str, Any]],
+    path: str | Path,
+    anchors: dict[tuple[str, str], Anchor] | None = None,
+) -> Path:
+    """One PNG per (source, target): strategies (mean ± CI), baselines as horizontal lines,
+    the paper's curves dashed (News source only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    source, target = curves[0].source, curves[0].target
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    xmax = 0.0
+    for c in curves:
+        color = _STRATEGY_COLORS.get(c.strategy)
+        mean, ci = mean_ci(c.f1)
+        x = c.fractions * 100
+        xmax = max(xmax, float(x[-1]) if len(x) else 0.0)
+        style = "-" if c.mode == "reset" else ":"
+        (line,) = ax.plot(
+            x, mean, style, marker="o", ms=3, color=color, label=f"{c.strategy} ({c.mode})"
+        )
+        if len(c.seeds) > 1:
+            ax.fill_between(x, mean - ci, mean + ci, color=line.get_color(), alpha=0.15, lw=0)
+    for kind, (color, style) in _BASELINE_STYLES.items():
+        b = baselines.get((source, target, kind))
+        if b is not None:
+            ax.axhline(
+                b["target_f1"],
+                color=color,
+                ls=style,
+                lw=1.2,
+                label=f"{kind} ({b['target_f1']:.3f})",
+            )
+    if anchors and source == "news":
+        for c in {c.strategy: c for c in curves}.values():
+            a = anchors.get((target, c.strategy))
+            if a is None:
+                continue
+            keep = a.fractions * 100 <= max(xmax, 5.0) * 1.05
+            ax.plot(
+                a.fractions[keep] * 100, a.f1[keep], "--", color=_STRATEGY_COLORS.get(c.strategy),
+                alpha=0.6, lw=1, label=f"paper mBERT {c.strategy}",
+            )  # fmt: skip
+    pool = sorted({c.pool_fraction for c in curves})
+    ax.set_title(
+        f"{target}: source {source}, pool {', '.join(f'{p * 100:.0f} %' for p in pool)}, "
+        f"{max(len(c.seeds) for c in curves)} seed(s), {curves[0].eval_split}"
+    )
+    ax.set_xlabel("labeled share of the target train set (%)")
+    ax.set_ylabel(f"span F1 on {target} ({curves[0].eval_split})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    input_dir: str | Path, output_dir: str | Path, *, anchors_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Aggregate a results folder into ``report.md``, ``summary.json`` and one PNG per target.
+
+    Returns:
+        {"rows": table rows, "report": Path, "summary": Path, "plots": [Path, ...]}.
+    """
+    records = load_records(input_dir)
+    curves = build_curves(records)
+    baselines = baseline_means(load_baselines(input_dir))
+    anchors = load_anchors(anchors_dir) if anchors_dir is not None else None
+    rows = [summarize_curve(c, baselines) for c in curves.values()]
+    output_dir = Path(output_dir)
+    plots = []
+    by_pair: dict[tuple[str, str], list[Curve]] = defaultdict(list)
+    for c in curves.values():
+        by_pair[(c.source, c.target)].append(c)
+    for (source, target), group in sorted(by_pair.items()):
+        plots.append(
+            plot_target(
+                group, baselines, output_dir / f"curves_{source_slug(source)}_{target}.png", anchors
+            )
+        )
+    report = output_dir / "report.md"
+    write_text(report, markdown_report(rows, baselines, anchors))
+    summary = output_dir / "summary.json"
+    write_json(
+        summary,
+        {
+            "rows": rows,
+            "baselines": [
+                {"source": s, "target": t, "kind": k, **v}
+                for (s, t, k), v in sorted(baselines.items())
+            ],
+            "goals": goal_summary(rows),
+        },
+    )
+    return {"rows": rows, "report": report, "summary": summary, "plots": plots}

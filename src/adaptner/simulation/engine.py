@@ -1,0 +1,404 @@
+"""One pool-based active-learning run with the gold labels as the oracle, resumable per round."""
+
+import inspect
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from ..errors import AdaptnerError
+from ..extensions import install_extensions
+from ..readers import available_domains, read_docbin
+from ..strategies import get_strategy, select, strategies_registry, strategy_names
+from ..util import append_jsonl, parse_domains, write_jsonl
+from .config import ALSettings, SimulationConfig, derive_seed
+from .trainer import predict, restore_weights, score_ner, snapshot_weights, update_pipeline
+
+# Purposes of derived seeds (with the run seed and the round).
+_POOL, _QUERY, _REPLAY, _TRAIN = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class RunSizes:
+    """How a run splits the target train set.
+
+    Attributes:
+        target_size: Docs in the target train set (after ``train_limit``).
+        pool_size: Docs drawn into the unlabeled pool.
+        query_size: Docs labeled per round (the last batch may be smaller).
+        budget: Docs labeled when the run stops.
+        rounds: Rounds including round 0 (the source pipeline, nothing labeled).
+    """
+
+    target_size: int
+    pool_size: int
+    query_size: int
+    budget: int
+    rounds: int
+
+
+def plan_sizes(target_size: int, settings: ALSettings) -> RunSizes:
+    """Pool, query and budget sizes for a target train set of ``target_size`` docs.
+
+    Raises:
+        AdaptnerError: the target train set is empty.
+    """
+    if target_size < 1:
+        raise AdaptnerError("The target train set is empty: nothing to simulate.")
+    pool = min(target_size, max(1, round(settings.pool_fraction * target_size)))
+    query = max(1, round(settings.query_fraction * target_size))
+    budget = min(pool, max(1, round(settings.budget * target_size)))
+    return RunSizes(target_size, pool, query, budget, 1 + math.ceil(budget / query))
+
+
+def eval_split_for(corpus_dir: str | Path, target: str, split: str = "auto") -> str:
+    """The held-out split to evaluate a target on: ``test`` when present, else ``dev``.
+
+    Raises:
+        AdaptnerError: an explicit split has no DocBin for the target.
+    """
+    corpus_dir = Path(corpus_dir)
+    if split == "auto":
+        return "test" if (corpus_dir / "test" / f"{target}.spacy").exists() else "dev"
+    if not (corpus_dir / split / f"{target}.spacy").exists():
+        raise AdaptnerError(
+            f"No {split} split for {target}: {corpus_dir / split / (target + '.spacy')} does not "
+            "exist. Run `adaptner corpus` on a release with that split, or use --eval-split dev."
+        )
+    return split
+
+
+def load_pipeline(path: str | Path) -> Language:
+    """Load a trained pipeline, with a clear error when the directory is not one."""
+    install_extensions()
+    path = Path(path)
+    if not (path / "config.cfg").exists():
+        hint = " (did you mean its model-best/?)" if (path / "model-best").is_dir() else ""
+        raise AdaptnerError(f"{path} is not a spaCy pipeline directory{hint}.")
+    try:
+        return spacy.load(path)
+    except Exception as e:  # noqa: BLE001 - spaCy raises many kinds on a broken pipeline
+        raise AdaptnerError(f"Cannot load the pipeline {path} ({type(e).__name__}: {e}).") from e
+
+
+@dataclass
+class RunData:
+    """The gold Docs a run needs (all in the run pipeline's vocab)."""
+
+    target_train: list[Doc]
+    target_eval: list[Doc]
+    source_eval: list[Doc]
+    source_domains: list[str]
+    source_train_dir: Path
+    _source_train: list[Doc] | None = field(default=None, repr=False)
+
+    def source_train(self, vocab) -> list[Doc]:
+        """The source domains' train Docs (read once, on first use; for ``vocab``)."""
+        if self._source_train is None:
+            self._source_train = []
+            for domain in self.source_domains:
+                path = self.source_train_dir / f"{domain}.spacy"
+                if path.exists():
+                    self._source_train.extend(read_docbin(path, vocab))
+        return self._source_train
+
+
+def source_domains_for(source: str, split_dir: Path) -> list[str]:
+    """The domains of a source spec that have a DocBin in ``split_dir``."""
+    return parse_domains(source, available_domains(split_dir))
+
+
+def load_run_data(cfg: SimulationConfig, vocab) -> RunData:
+    """Read the target train set, the target and source evaluation sets of a run.
+
+    Raises:
+        AdaptnerError: a missing DocBin (named), or an unknown domain.
+    """
+    corpus = cfg.corpus_dir
+    train_dir, eval_dir = corpus / "train", corpus / cfg.eval_split
+    target_path = train_dir / f"{cfg.target}.spacy"
+    if not target_path.exists():
+        known = ", ".join(available_domains(train_dir)) if train_dir.is_dir() else "none"
+        raise AdaptnerError(
+            f"No target train set {target_path} (domains with data: {known}). "
+            "Run `adaptner corpus` first, or check --target."
+        )
+    limit = cfg.settings.train_limit or None
+    eval_limit = cfg.settings.eval_limit or None
+    target_train = read_docbin(target_path, vocab)[:limit]
+    target_eval = read_docbin(eval_dir / f"{cfg.target}.spacy", vocab)[:eval_limit]
+    domains = source_domains_for(cfg.source, eval_dir)
+    source_eval: list[Doc] = []
+    for domain in domains:
+        source_eval.extend(read_docbin(eval_dir / f"{domain}.spacy", vocab)[:eval_limit])
+    return RunData(target_train, target_eval, source_eval, domains, train_dir)
+
+
+def make_strategy(
+    name: str,
+    params: dict[str, Any],
+    *,
+    source_docs: Callable[[], Sequence[Doc]],
+    labeled_docs: Sequence[Doc],
+):
+    """Create a strategy, passing ``source_docs`` / ``labeled_docs`` when its factory takes them.
+
+    Raises:
+        AdaptnerError: an unknown strategy name.
+    """
+    if name not in strategy_names():
+        raise AdaptnerError(f"Unknown strategy {name!r}. Known: {', '.join(strategy_names())}.")
+    kwargs = dict(params)
+    accepted = inspect.signature(strategies_registry.get(name)).parameters
+    if "source_docs" in accepted and "source_docs" not in kwargs and "source_counts" not in kwargs:
+        kwargs["source_docs"] = source_docs()
+    if "labeled_docs" in accepted and "labeled_docs" not in kwargs:
+        kwargs["labeled_docs"] = labeled_docs
+    return get_strategy(name, **kwargs)
+
+
+def read_records(path: str | Path) -> tuple[list[dict[str, Any]], bool]:
+    """The complete JSON lines of a results file, and whether a torn last line was dropped.
+
+    Raises:
+        AdaptnerError: a broken line that is not the last one (named by line number).
+    """
+    path = Path(path)
+    if not path.exists():
+        return [], False
+    lines = path.read_text(encoding="utf8").splitlines()
+    records: list[dict[str, Any]] = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines):
+                return records, True  # a kill during the append: redo that round
+            raise AdaptnerError(
+                f"{path}, line {i}: not valid JSON. The file is damaged; delete it to re-run "
+                "this simulation from the start."
+            ) from None
+    return records, False
+
+
+def check_records(records: Sequence[dict[str, Any]], cfg: SimulationConfig, path: Path) -> None:
+    """Verify that existing records belong to this run and are consecutive rounds.
+
+    Raises:
+        AdaptnerError: different parameters (the differing keys named) or a gap in rounds.
+    """
+    params = cfg.params()
+    for i, rec in enumerate(records, start=1):
+        theirs = rec.get("params", {})
+        if theirs != json.loads(json.dumps(params)):
+            diff = sorted(k for k in set(params) | set(theirs) if params.get(k) != theirs.get(k))
+            detail = ", ".join(
+                f"{k}: file {theirs.get(k)!r} vs now {params.get(k)!r}" for k in diff
+            )
+            raise AdaptnerError(
+                f"{path}, line {i}: written with different parameters ({detail}). Delete the "
+                "file, or write to another --output directory."
+            )
+        if rec.get("round") != i - 1:
+            raise AdaptnerError(
+                f"{path}, line {i}: expected round {i - 1}, found {rec.get('round')}. Delete the "
+                "file to re-run this simulation."
+            )
+
+
+class Simulation:
+    """One run: a source pipeline, a target pool, a strategy, a retraining mode and a seed.
+
+    Round 0 evaluates the source pipeline. Every later round queries a batch from the pool
+    (round 1 at random, then with the strategy, on the current pipeline's predictions),
+    labels it from gold, retrains, evaluates on the target and source held-out sets, and
+    appends one JSON line (fsync'd) to ``<output_dir>/<run_id>.jsonl``.
+    """
+
+    def __init__(self, cfg: SimulationConfig, output_dir: str | Path) -> None:
+        self.cfg = cfg
+        self.path = Path(output_dir) / f"{cfg.run_id}.jsonl"
+        self.nlp = load_pipeline(cfg.source_model)
+        self.source_weights = snapshot_weights(self.nlp)
+        self.data = load_run_data(cfg, self.nlp.vocab)
+        self.sizes = plan_sizes(len(self.data.target_train), cfg.settings)
+        pool_rng = numpy.random.default_rng(derive_seed(cfg.seed, 0, _POOL))
+        chosen = pool_rng.choice(self.sizes.target_size, self.sizes.pool_size, replace=False)
+        self.pool_ids: list[int] = sorted(int(i) for i in chosen)
+
+    # --- one round's pieces ---------------------------------------------------------
+    def docs(self, ids: Sequence[int]) -> list[Doc]:
+        """Gold target train Docs by id (index in the target DocBin)."""
+        return [self.data.target_train[i] for i in ids]
+
+    def query(self, round_: int, labeled: Sequence[int]) -> list[int]:
+        """Ids of the next batch: at random in round 1, else by the strategy."""
+        cfg, labeled_set = self.cfg, set(labeled)
+        pool = [i for i in self.pool_ids if i not in labeled_set]
+        n = min(self.sizes.query_size, self.sizes.budget - len(labeled), len(pool))
+        rng = numpy.random.default_rng(derive_seed(cfg.seed, round_, _QUERY))
+        if n == len(pool):
+            return pool
+        if round_ == 1:
+            chosen = select(rng.random(len(pool)), n, rng)
+        else:
+            strategy = make_strategy(
+                cfg.strategy,
+                cfg.strategy_params,
+                source_docs=lambda: self.data.source_train(self.nlp.vocab),
+                labeled_docs=self.docs(labeled),
+            )
+            pool_docs = predict(self.nlp, self.docs(pool))
+            chosen = strategy.query(pool_docs, n, nlp=self.nlp, rng=rng)
+        if len(set(chosen)) != n or not all(0 <= i < len(pool) for i in chosen):
+            raise AdaptnerError(
+                f"Strategy {cfg.strategy!r} returned invalid indices in round {round_} "
+                f"(expected {n} distinct indices into a pool of {len(pool)})."
+            )
+        return [pool[i] for i in chosen]
+
+    def retrain(self, round_: int, labeled_before: Sequence[int], new: Sequence[int]):
+        """Retrain after a round's batch; returns (UpdateStats, number of training docs)."""
+        cfg, s = self.cfg, self.cfg.settings
+        if cfg.mode == "reset" or round_ == 1:
+            restore_weights(self.nlp, self.source_weights)
+            train_ids = [*labeled_before, *new]
+        else:
+            rng = numpy.random.default_rng(derive_seed(cfg.seed, round_, _REPLAY))
+            m = round(s.replay_fraction * len(labeled_before))
+            replay = sorted(rng.choice(len(labeled_before), m, replace=False)) if m else []
+            train_ids = [*new, *(labeled_before[i] for i in replay)]
+        stats = update_pipeline(
+            self.nlp,
+            self.docs(train_ids),
+            self.data.target_eval if s.patience else None,
+            epochs=s.epochs,
+            patience=s.patience,
+            seed=derive_seed(cfg.seed, round_, _TRAIN),
+            batch_size=s.batch_size,
+            dropout=s.dropout,
+            learn_rate=s.learn_rate,
+        )
+        return stats, len(train_ids)
+
+    def evaluate(self) -> dict[str, Any]:
+        """Target and source scores of the current pipeline."""
+        target = score_ner(self.nlp, self.data.target_eval)
+        source = score_ner(self.nlp, self.data.source_eval) if self.data.source_eval else None
+        return {
+            "target_f1": target["f1"],
+            "target_p": target["p"],
+            "target_r": target["r"],
+            "target_per_label": target["per_label"],
+            "source_f1": source["f1"] if source else None,
+            "source_per_label": source["per_label"] if source else {},
+        }
+
+    def restore(self, records: Sequence[dict[str, Any]]) -> list[int]:
+        """Rebuild the labeled set and the pipeline after the recorded rounds (deterministic)."""
+        labeled: list[int] = []
+        last = records[-1]["round"] if records else 0
+        for rec in records[1:]:
+            before, new = list(labeled), list(rec["new_ids"])
+            labeled.extend(new)
+            # reset: only the last round's model matters; warm: replay every round
+            if self.cfg.mode == "warm" or rec["round"] == last:
+                self.retrain(rec["round"], before, new)
+        return labeled
+
+    # --- the loop ------------------------------------------------------------------------
+    def run(self, on_round: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """Run (or resume) every round; returns all records of the run.
+
+        Args:
+            on_round: Called with each newly written record.
+        """
+        records, torn = read_records(self.path)
+        check_records(records, self.cfg, self.path)
+        if torn:
+            write_jsonl(self.path, records)
+        if records and records[-1].get("last"):
+            return list(records)
+        labeled = self.restore(records)
+        round_ = len(records)
+        while True:
+            start = time.perf_counter()
+            new: list[int] = []
+            score_s = train_s = 0.0
+            stats, n_train = None, 0
+            if round_ > 0:
+                new = self.query(round_, labeled)
+                score_s = time.perf_counter() - start
+                t = time.perf_counter()
+                stats, n_train = self.retrain(round_, labeled, new)
+                train_s = time.perf_counter() - t
+                labeled = [*labeled, *new]
+            t = time.perf_counter()
+            scores = self.evaluate()
+            eval_s = time.perf_counter() - t
+            pool_left = self.sizes.pool_size - len(labeled)
+            record = {
+                "run_id": self.cfg.run_id,
+                "source": self.cfg.source,
+                "target": self.cfg.target,
+                "strategy": self.cfg.strategy,
+                "mode": self.cfg.mode,
+                "seed": self.cfg.seed,
+                "round": round_,
+                "eval_split": self.cfg.eval_split,
+                "pool_fraction": self.cfg.settings.pool_fraction,
+                "target_size": self.sizes.target_size,
+                "pool_size": self.sizes.pool_size,
+                "pool_left": pool_left,
+                "query_size": len(new),
+                "labeled_count": len(labeled),
+                "labeled_fraction": len(labeled) / self.sizes.target_size,
+                "new_ids": new,
+                **scores,
+                "train_docs": n_train,
+                "train_epochs": stats.epochs if stats else 0,
+                "train_steps": stats.steps if stats else 0,
+                "last": len(labeled) >= self.sizes.budget or pool_left == 0,
+                "train_seconds": round(train_s, 3),
+                "score_seconds": round(score_s, 3),
+                "eval_seconds": round(eval_s, 3),
+                "round_seconds": round(time.perf_counter() - start, 3),
+                "params_hash": self.cfg.params_hash(),
+                "params": self.cfg.params(),
+            }
+            append_jsonl(self.path, record)
+            records.append(record)
+            if on_round is not None:
+                on_round(record)
+            if record["last"]:
+                return records
+            round_ += 1
+
+
+def run_simulation(
+    cfg: SimulationConfig,
+    output_dir: str | Path,
+    *,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run or resume one simulation; records go to ``<output_dir>/<run_id>.jsonl``.
+
+    Args:
+        cfg: The run.
+        output_dir: Folder of the per-run JSONL files (e.g. metrics/al).
+        on_round: Called with each newly written record (progress reporting).
+
+    Returns:
+        Every record of the run (resumed ones first).
+    """
+    return Simulation(cfg, output_dir).run(on_round)

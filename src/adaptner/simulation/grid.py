@@ -1,0 +1,466 @@
+"""Run a grid of simulations (sources x targets x strategies x modes x seeds), resumably."""
+
+import contextlib
+import json
+import os
+import queue as queue_mod
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from spacy.tokens import DocBin
+from tqdm import tqdm
+
+from ..errors import AdaptnerError
+from ..readers import available_domains
+from ..training import train_pipeline
+from .baselines import BASELINES, BaselineConfig, baseline_path, run_baseline
+from .config import MODES, ALSettings, SimulationConfig, resolve_source, source_slug
+from .engine import RunSizes, eval_split_for, plan_sizes, read_records, run_simulation
+
+BACKENDS = ("local", "ray")
+
+# Environment for worker processes: one thread each, so N workers use N cores.
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
+
+
+@dataclass
+class SourceTask:
+    """Train (or reuse) the source pipeline of one source spec."""
+
+    source: str
+    train_config: Path
+    corpus_dir: Path
+    models_dir: Path
+    seed: int = 0
+
+    @property
+    def model_dir(self) -> Path:
+        """``<models_dir>/source/<source slug>``."""
+        return Path(self.models_dir) / "source" / source_slug(self.source)
+
+    @property
+    def model(self) -> Path:
+        """The pipeline the runs start from (``model-best``)."""
+        return self.model_dir / "model-best"
+
+
+def ensure_source_model(task: SourceTask) -> Path:
+    """Return the cached source pipeline, training it first when it does not exist.
+
+    Raises:
+        AdaptnerError: the cache was trained with another config or other domains.
+    """
+    meta_path = task.model_dir / "train_meta.json"
+    if (task.model / "config.cfg").exists():
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text(encoding="utf8"))
+            old_cfg, new_cfg = Path(meta.get("config", "")), Path(task.train_config)
+            same_cfg = old_cfg.resolve() == new_cfg.resolve() or (
+                old_cfg.exists() and old_cfg.read_bytes() == new_cfg.read_bytes()
+            )
+            if not same_cfg or meta.get("train_domains") != task.source:
+                raise AdaptnerError(
+                    f"{task.model_dir} holds a source pipeline trained with {meta.get('config')} "
+                    f"on "
+                    f"{meta.get('train_domains')}, not {task.train_config} on {task.source}. "
+                    "Delete it, or pass another --models-dir."
+                )
+        return task.model
+    train_dir = Path(task.corpus_dir) / "train"
+    available_domains(train_dir)  # a clear error when the corpus is missing
+    train_pipeline(
+        task.train_config,
+        task.model_dir,
+        train_path=train_dir,
+        dev_path=Path(task.corpus_dir) / "dev",
+        train_domains=task.source,
+        dev_domains=task.source,
+        seed=task.seed,
+        verbose=False,
+    )
+    return task.model
+
+
+@dataclass
+class GridSpec:
+    """What to simulate.
+
+    Attributes:
+        sources: Source specs ("news", "all-but:legal", or "all-but-target" = all domains
+            except each run's target).
+        targets: Target domain slugs.
+        strategies: Strategy names.
+        modes: Retraining modes ("reset", "warm").
+        seeds: One run per seed.
+        settings: Loop hyperparameters (shared).
+        train_config: Training config of the source pipelines and from-scratch baselines.
+        corpus_dir: Corpus folder (train/, dev/, optional test/).
+        output_dir: Results: ``<run_id>.jsonl`` per run, ``baselines/*.json``.
+        models_dir: Source pipelines (``source/<name>/``) and baseline pipelines.
+        source_model: Use this pipeline as the source instead of training one (one source only).
+        eval_split: "auto" (test when present, else dev), "dev" or "test".
+        baselines: Baseline kinds to compute (see BASELINES).
+        strategy_params: Per-strategy keyword arguments, e.g. {"margin": {"aggregation": "max"}}.
+        source_seed: Seed of the source pipeline training (shared by every run).
+    """
+
+    sources: Sequence[str]
+    targets: Sequence[str]
+    strategies: Sequence[str]
+    modes: Sequence[str]
+    seeds: Sequence[int]
+    settings: ALSettings
+    train_config: Path
+    corpus_dir: Path = Path("corpus")
+    output_dir: Path = Path("metrics/al")
+    models_dir: Path = Path("training")
+    source_model: Path | None = None
+    eval_split: str = "auto"
+    baselines: Sequence[str] = BASELINES
+    strategy_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source_seed: int = 0
+
+
+@dataclass
+class GridPlan:
+    """The tasks of a grid and how much of it is done."""
+
+    sources: list[SourceTask]
+    runs: list[SimulationConfig]
+    baselines: list[BaselineConfig]
+    sizes: dict[str, RunSizes]
+    eval_splits: dict[str, str]
+    source_models: dict[str, Path]
+    output_dir: Path
+
+    def run_path(self, cfg: SimulationConfig) -> Path:
+        """The JSONL file of a run."""
+        return self.output_dir / f"{cfg.run_id}.jsonl"
+
+    def remaining(self) -> list[tuple[str, Any, int]]:
+        """(kind, config, units left) of every unfinished task; a unit = a round or a baseline."""
+        out: list[tuple[str, Any, int]] = []
+        for b in self.baselines:
+            if not baseline_path(b, self.output_dir).exists():
+                out.append(("baseline", b, 1))
+        for r in self.runs:
+            records, _ = read_records(self.run_path(r))
+            if records and records[-1].get("last"):
+                continue
+            out.append(("run", r, max(1, self.sizes[r.target].rounds - len(records))))
+        return out
+
+    @property
+    def total_units(self) -> int:
+        """Rounds of all runs plus one per baseline."""
+        return sum(self.sizes[r.target].rounds for r in self.runs) + len(self.baselines)
+
+
+def count_docs(path: Path) -> int:
+    """Number of Docs in a DocBin, without building them."""
+    if not path.exists():
+        raise AdaptnerError(f"DocBin {path} does not exist. Run `adaptner corpus` first.")
+    return len(DocBin().from_disk(path))
+
+
+def plan_grid(spec: GridSpec) -> GridPlan:
+    """Expand a grid into source trainings, baselines and runs (nothing is run).
+
+    Raises:
+        AdaptnerError: unknown targets/modes/strategies/baselines, or a --source-model with
+            several sources.
+    """
+    from ..strategies import strategy_names
+
+    corpus = Path(spec.corpus_dir)
+    train_dir = corpus / "train"
+    known = available_domains(train_dir)
+    for t in spec.targets:
+        if t not in known:
+            raise AdaptnerError(
+                f"Unknown target {t!r}: no {train_dir / (t + '.spacy')}. Known: {', '.join(known)}."
+            )
+    for m in spec.modes:
+        if m not in MODES:
+            raise AdaptnerError(f"Unknown mode {m!r}; choose from {', '.join(MODES)}.")
+    for b in spec.baselines:
+        if b not in BASELINES:
+            raise AdaptnerError(f"Unknown baseline {b!r}; choose from {', '.join(BASELINES)}.")
+    names = strategy_names()
+    for s in spec.strategies:
+        if s not in names:
+            raise AdaptnerError(f"Unknown strategy {s!r}. Known: {', '.join(names)}.")
+    if not (spec.targets and spec.strategies and spec.modes and spec.seeds and spec.sources):
+        raise AdaptnerError(
+            "Empty grid: give at least one source, target, strategy, mode and seed."
+        )
+    pairs = [(resolve_source(s, t), t) for s in spec.sources for t in spec.targets]
+    resolved = list(dict.fromkeys(src for src, _ in pairs))
+    source_tasks: list[SourceTask] = []
+    source_models: dict[str, Path] = {}
+    if spec.source_model is not None:
+        if len(resolved) > 1:
+            raise AdaptnerError(
+                f"--source-model gives one pipeline but the grid has {len(resolved)} sources "
+                f"({', '.join(resolved)}); pass one --source."
+            )
+        source_models[resolved[0]] = Path(spec.source_model)
+    else:
+        for src in resolved:
+            task = SourceTask(
+                src, Path(spec.train_config), corpus, Path(spec.models_dir), spec.source_seed
+            )
+            source_tasks.append(task)
+            source_models[src] = task.model
+    sizes = {
+        t: plan_sizes(count_docs(train_dir / f"{t}.spacy"), spec.settings) for t in spec.targets
+    }
+    if spec.settings.train_limit:
+        sizes = {
+            t: plan_sizes(min(s.target_size, spec.settings.train_limit), spec.settings)
+            for t, s in sizes.items()
+        }
+    splits = {t: eval_split_for(corpus, t, spec.eval_split) for t in spec.targets}
+    runs, baselines = [], []
+    for src, target in pairs:
+        for seed in spec.seeds:
+            for kind in spec.baselines:
+                baselines.append(
+                    BaselineConfig(
+                        source=src,
+                        target=target,
+                        kind=kind,
+                        seed=seed,
+                        settings=spec.settings,
+                        source_model=source_models[src],
+                        train_config=Path(spec.train_config),
+                        corpus_dir=corpus,
+                        eval_split=splits[target],
+                        models_dir=Path(spec.models_dir),
+                    )
+                )
+        for strategy in spec.strategies:
+            for mode in spec.modes:
+                for seed in spec.seeds:
+                    runs.append(
+                        SimulationConfig(
+                            source=src,
+                            target=target,
+                            strategy=strategy,
+                            mode=mode,
+                            seed=seed,
+                            settings=spec.settings,
+                            source_model=source_models[src],
+                            corpus_dir=corpus,
+                            eval_split=splits[target],
+                            strategy_params=dict(spec.strategy_params.get(strategy, {})),
+                        )
+                    )
+    return GridPlan(
+        source_tasks, runs, baselines, sizes, splits, source_models, Path(spec.output_dir)
+    )
+
+
+def execute_task(kind: str, cfg: Any, output_dir: str, progress: Any = None) -> dict[str, Any]:
+    """Run one task (source / baseline / run) and report; never raises (errors are returned).
+
+    Args:
+        kind: "source", "baseline" or "run".
+        cfg: Its config (SourceTask, BaselineConfig or SimulationConfig).
+        output_dir: The results folder.
+        progress: A queue (``put(1)`` per finished round/baseline), a callable, or None.
+    """
+
+    def tick(_: Any = None) -> None:
+        if progress is None:
+            return
+        if callable(progress):
+            progress(1)
+        else:
+            progress.put(1)
+
+    name = {"source": lambda c: f"source {c.source}", "baseline": lambda c: c.baseline_id}.get(
+        kind, lambda c: c.run_id
+    )(cfg)
+    try:
+        if kind == "source":
+            ensure_source_model(cfg)
+        elif kind == "baseline":
+            run_baseline(cfg, output_dir)
+            tick()
+        else:
+            run_simulation(cfg, output_dir, on_round=tick)
+        return {"task": name, "error": None}
+    except AdaptnerError as e:
+        return {"task": name, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - report, keep the rest of the grid running
+        return {
+            "task": name,
+            "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(),
+        }
+
+
+@contextlib.contextmanager
+def _single_threaded_children(workers: int) -> Iterator[None]:
+    """Give spawned worker processes one BLAS/torch thread each (unless the user set them)."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    if workers > 1:
+        for k in _THREAD_VARS:
+            os.environ.setdefault(k, "1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_local(
+    tasks: list[tuple[str, Any, int]], output_dir: Path, workers: int, bar: tqdm
+) -> list[dict[str, Any]]:
+    if workers <= 1 or len(tasks) <= 1:
+        return [execute_task(kind, cfg, str(output_dir), bar.update) for kind, cfg, _ in tasks]
+    results = []
+    ctx = get_context("spawn")
+    with _single_threaded_children(workers), ctx.Manager() as manager:
+        q = manager.Queue()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            pending = {
+                pool.submit(execute_task, kind, cfg, str(output_dir), q) for kind, cfg, _ in tasks
+            }
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                _drain(q, bar)
+                results.extend(f.result() for f in done)
+        _drain(q, bar)
+    return results
+
+
+def _drain(q: Any, bar: tqdm) -> None:
+    while True:
+        try:
+            bar.update(q.get_nowait())
+        except queue_mod.Empty:
+            return
+
+
+def _run_ray(
+    tasks: list[tuple[str, Any, int]], output_dir: Path, address: str | None, bar: tqdm
+) -> list[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError:
+        raise AdaptnerError(
+            "--backend ray needs Ray: pip install 'adaptner[ray]' (or pip install ray), or use "
+            "--backend local."
+        ) from None
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(execute_task)
+    refs = {remote.remote(kind, cfg, str(output_dir), None): units for kind, cfg, units in tasks}
+    pending = list(refs)
+    results = []
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for ref in done:
+            results.append(ray.get(ref))
+            bar.update(refs[ref])
+    return results
+
+
+def run_grid(
+    spec: GridSpec,
+    *,
+    workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> GridPlan:
+    """Run every unfinished task of a grid; finished rounds on disk are skipped (resume).
+
+    Source pipelines are trained first (in parallel), then baselines and runs. Results are
+    appended per round by the workers themselves, so with ``backend="ray"`` the output,
+    corpus and models folders must be on a filesystem every Ray node sees.
+
+    Args:
+        spec: The grid.
+        workers: Parallel processes (local backend).
+        backend: "local" (process pool) or "ray" (tasks on the Ray cluster at ``ray_address``).
+        ray_address: Passed to ``ray.init`` (None = a local Ray, or $RAY_ADDRESS).
+        progress: Show progress bars (stderr) with ETA.
+        log: Where one-line messages go.
+
+    Returns:
+        The plan that was run.
+
+    Raises:
+        AdaptnerError: a bad grid, or some tasks failed (after the others finished).
+    """
+    if backend not in BACKENDS:
+        raise AdaptnerError(f"Unknown backend {backend!r}; choose from {', '.join(BACKENDS)}.")
+    if workers < 1:
+        raise AdaptnerError(f"--workers must be at least 1, got {workers}.")
+    plan = plan_grid(spec)
+    for target, split in plan.eval_splits.items():
+        if split == "dev":
+            log(f"ℹ {target}: no test split in {spec.corpus_dir}; evaluating on dev")
+    errors: list[dict[str, Any]] = []
+
+    def execute(tasks: list[tuple[str, Any, int]], bar: tqdm) -> list[dict[str, Any]]:
+        if backend == "ray":
+            return _run_ray(tasks, plan.output_dir, ray_address, bar)
+        return _run_local(tasks, plan.output_dir, workers, bar)
+
+    todo_sources = [("source", t, 1) for t in plan.sources if not (t.model / "config.cfg").exists()]
+    if todo_sources:
+        log(
+            f"Training {len(todo_sources)} source pipeline(s): "
+            + ", ".join(t.source for _, t, _ in todo_sources)
+        )
+        with tqdm(
+            total=len(todo_sources), desc="sources", unit="model", disable=not progress
+        ) as bar:
+            results = execute(todo_sources, bar)
+            if backend == "local":
+                bar.update(len(todo_sources) - bar.n)
+        errors += [r for r in results if r["error"]]
+        if errors:
+            _raise_errors(errors, len(todo_sources))
+    for t in plan.sources:
+        ensure_source_model(t)  # checks that cached sources match the config
+    todo = plan.remaining()
+    total = plan.total_units
+    left = sum(units for _, _, units in todo)
+    log(
+        f"Grid: {len(plan.runs)} runs + {len(plan.baselines)} baselines -> {plan.output_dir} "
+        f"({total - left}/{total} rounds done, {len(todo)} tasks to run, {workers} worker(s), "
+        f"backend {backend})"
+    )
+    if todo:
+        with tqdm(
+            total=total, initial=total - left, desc="AL grid", unit="round", disable=not progress
+        ) as bar:
+            results = execute(todo, bar)
+        errors += [r for r in results if r["error"]]
+    if errors:
+        _raise_errors(errors, len(todo))
+    return plan
+
+
+def _raise_errors(errors: list[dict[str, Any]], n_tasks: int) -> None:
+    first = errors[0]
+    detail = first.get("traceback") or ""
+    raise AdaptnerError(
+        f"{len(errors)} of {n_tasks} tasks failed; first: {first['task']}: {first['error']}. "
+        "Finished rounds are saved: fix the cause and re-run the same command to resume."
+        + (f"\n{detail}" if detail else "")
+    )

@@ -1,0 +1,169 @@
+"""In-process fine-tuning and scoring of a loaded pipeline on gold Docs (fast AL rounds)."""
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy
+from spacy.language import Language
+from spacy.scorer import get_ner_prf
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import fix_random_seed, minibatch
+
+from ..errors import AdaptnerError
+
+
+@dataclass
+class UpdateStats:
+    """What one call of :func:`update_pipeline` did."""
+
+    epochs: int = 0
+    steps: int = 0
+    losses: list[float] = field(default_factory=list)  # summed loss per epoch
+    dev_f1: list[float] = field(default_factory=list)  # per epoch, when dev docs were given
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+
+def fresh_doc(nlp: Language, gold: Doc) -> Doc:
+    """An unannotated Doc with the gold Doc's tokenization (words and spaces), in nlp's vocab."""
+    return Doc(nlp.vocab, words=[t.text for t in gold], spaces=[bool(t.whitespace_) for t in gold])
+
+
+def make_examples(nlp: Language, gold_docs: Iterable[Doc]) -> list[Example]:
+    """Training examples: predicted = the gold tokens without annotation, reference = gold."""
+    return [Example(fresh_doc(nlp, gold), gold) for gold in gold_docs]
+
+
+def predict(nlp: Language, gold_docs: Sequence[Doc], *, batch_size: int = 256) -> list[Doc]:
+    """Run the pipeline over fresh copies of ``gold_docs`` (gold tokenization, no gold labels).
+
+    The returned Docs carry the predictions (``doc.ents``, ``doc._.ner_probs`` for bio_ner)
+    and the gold Doc's ``doc._.domain`` / ``doc._.source``.
+    """
+    fresh = []
+    for gold in gold_docs:
+        doc = fresh_doc(nlp, gold)
+        doc._.domain = gold._.domain
+        doc._.source = gold._.source
+        fresh.append(doc)
+    return list(nlp.pipe(fresh, batch_size=batch_size))
+
+
+def score_ner(
+    nlp: Language, gold_docs: Sequence[Doc], *, batch_size: int = 256
+) -> dict[str, object]:
+    """Span precision/recall/F1 (micro) and F1 per label of ``nlp`` on ``gold_docs``.
+
+    Returns:
+        ``{"p", "r", "f1", "per_label": {label: f1}, "n_docs"}``; scores are 0.0 (not None)
+        when there is nothing to score, so records stay numeric.
+    """
+    preds = predict(nlp, gold_docs, batch_size=batch_size)
+    prf = get_ner_prf([Example(p, g) for p, g in zip(preds, gold_docs, strict=True)])
+    per_type = prf.get("ents_per_type") or {}
+    return {
+        "p": float(prf["ents_p"] or 0.0),
+        "r": float(prf["ents_r"] or 0.0),
+        "f1": float(prf["ents_f"] or 0.0),
+        "per_label": {k: float(v["f"]) for k, v in sorted(per_type.items())},
+        "n_docs": len(gold_docs),
+    }
+
+
+def _trainable(nlp: Language) -> list[tuple[str, object]]:
+    return [(name, proc) for name, proc in nlp.pipeline if hasattr(proc, "model")]
+
+
+def snapshot_weights(nlp: Language) -> dict[str, bytes]:
+    """The weights of every trainable component (cheap to restore with :func:`restore_weights`)."""
+    return {name: proc.model.to_bytes() for name, proc in _trainable(nlp)}
+
+
+def restore_weights(nlp: Language, weights: dict[str, bytes]) -> None:
+    """Put weights from :func:`snapshot_weights` back into the pipeline."""
+    for name, proc in _trainable(nlp):
+        proc.model.from_bytes(weights[name])
+
+
+def update_pipeline(
+    nlp: Language,
+    train_docs: Sequence[Doc],
+    dev_docs: Sequence[Doc] | None = None,
+    *,
+    epochs: int = 10,
+    patience: int = 0,
+    seed: int = 0,
+    batch_size: int = 16,
+    dropout: float = 0.1,
+    learn_rate: float | None = None,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
+) -> UpdateStats:
+    """Fine-tune a loaded pipeline in place on gold Docs.
+
+    A fresh optimizer (the pipeline's ``[training.optimizer]``) is created on every call, so
+    calling this on a reloaded pipeline gives exactly the same result as the first time.
+    Examples are shuffled per epoch with a generator seeded from ``seed``; spaCy/thinc
+    randomness (dropout) is fixed with ``fix_random_seed(seed)``.
+
+    Args:
+        nlp: The pipeline to update (e.g. ``spacy.load(source_model)``).
+        train_docs: Gold Docs (tokenization and ``doc.ents`` are the reference).
+        dev_docs: Gold Docs for early stopping; with ``patience > 0`` training stops after
+            ``patience`` epochs without a better dev F1 and the best epoch's weights are kept.
+        epochs: Maximum number of passes over ``train_docs``.
+        patience: Epochs without dev improvement before stopping (0 = train all epochs).
+        seed: The one seed of this update.
+        batch_size: Docs per update.
+        dropout: Dropout rate during the update.
+        learn_rate: Override the optimizer's learning rate (None = the config's).
+        on_epoch: Called with (epoch, loss, dev_f1 or None) after every epoch.
+
+    Raises:
+        AdaptnerError: on non-positive epochs or batch size.
+    """
+    if epochs < 1:
+        raise AdaptnerError(f"epochs must be at least 1, got {epochs}.")
+    if batch_size < 1:
+        raise AdaptnerError(f"batch_size must be at least 1, got {batch_size}.")
+    start = time.perf_counter()
+    stats = UpdateStats()
+    if not train_docs:
+        return stats
+    fix_random_seed(seed)
+    rng = numpy.random.default_rng(seed)
+    examples = make_examples(nlp, train_docs)
+    optimizer = nlp.create_optimizer()
+    if learn_rate is not None:
+        optimizer.learn_rate = learn_rate
+    use_dev = bool(dev_docs) and patience > 0
+    best_f1, best_weights, since_best = -1.0, None, 0
+    for epoch in range(1, epochs + 1):
+        losses: dict[str, float] = {}
+        order = rng.permutation(len(examples))
+        for batch in minibatch([examples[i] for i in order], size=batch_size):
+            nlp.update(batch, drop=dropout, sgd=optimizer, losses=losses)
+            stats.steps += 1
+        loss = float(sum(losses.values()))
+        stats.losses.append(loss)
+        stats.epochs = epoch
+        dev_f1 = None
+        if use_dev:
+            dev_f1 = float(score_ner(nlp, dev_docs)["f1"])  # type: ignore[arg-type]
+            stats.dev_f1.append(dev_f1)
+            if dev_f1 > best_f1:
+                best_f1, best_weights, since_best = dev_f1, snapshot_weights(nlp), 0
+                stats.best_epoch = epoch
+            else:
+                since_best += 1
+        else:
+            stats.best_epoch = epoch
+        if on_epoch is not None:
+            on_epoch(epoch, loss, dev_f1)
+        if use_dev and since_best >= patience:
+            break
+    if use_dev and best_weights is not None and stats.best_epoch != stats.epochs:
+        restore_weights(nlp, best_weights)
+    stats.seconds = time.perf_counter() - start
+    return stats
