@@ -174,7 +174,7 @@ def row_to_doc(
             )
         spans.append(span)
     spans.sort(key=lambda s: (s.start, s.end))
-    for a, b in zip(spans, spans[1:]):
+    for a, b in zip(spans, spans[1:], strict=False):
         if b.start < a.end:
             raise fail(f"entities {a.text!r} ({a.label_}) and {b.text!r} ({b.label_}) overlap")
     doc.ents = spans
@@ -306,7 +306,8 @@ def convert_corpus(
             continue
         results.append(convert_split(path, split, vocab, skip_invalid, progress))
     if not results:
-        raise AdaptnerError(f"No DANSK split found in {input_dir} (looked for {', '.join(splits)}).")
+        looked = ", ".join(splits)
+        raise AdaptnerError(f"No DANSK split found in {input_dir} (looked for {looked}).")
     all_rejects: list[dict[str, Any]] = []
     for res in results:
         all_rejects.extend(res.rejects)

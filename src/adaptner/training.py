@@ -4,7 +4,7 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from confection import Config
 from spacy import util as spacy_util
@@ -15,7 +15,7 @@ from .errors import AdaptnerError
 from .extensions import install_extensions
 from .util import atomic_path, write_json
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 def load_training_config(
@@ -55,6 +55,12 @@ def load_training_config(
         config = spacy_util.load_config(config_path, overrides=opts, interpolate=False)
     except Exception as e:  # noqa: BLE001 - confection raises many kinds
         raise AdaptnerError(f"Cannot load config {config_path}: {e}") from e
+    training = config.get("training", {})
+    max_steps, eval_freq = training.get("max_steps"), training.get("eval_frequency")
+    if isinstance(max_steps, int) and isinstance(eval_freq, int) and 0 < max_steps < eval_freq:
+        # spaCy evaluates at step 0 and every eval_frequency steps: with fewer steps than
+        # that, model-best would be the untrained step-0 model.
+        training["eval_frequency"] = max_steps
     if init_from is not None:
         init_from = Path(init_from)
         if not (init_from / "config.cfg").exists():

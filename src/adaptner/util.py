@@ -7,14 +7,14 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import srsly
 
 from .errors import AdaptnerError
 from .labels import DOMAINS
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 @contextlib.contextmanager

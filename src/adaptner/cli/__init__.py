@@ -6,6 +6,7 @@ import typer
 
 from ..errors import AdaptnerError
 from . import corpus as _corpus
+from . import dynamics as _dynamics
 from . import evaluate as _evaluate
 from . import package as _package
 from . import session as _session
@@ -25,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (_corpus, _train, _tiny_bert, _evaluate, _package, _simulate, _session):
+for module in (_corpus, _train, _tiny_bert, _evaluate, _package, _simulate, _session, _dynamics):
     module.register(app)
 
 

@@ -24,10 +24,16 @@ def corpus_cmd(
         Path("corpus"), "--output", "-o", help="Writes <output>/<split>/<domain>.spacy + all.spacy."
     ),
     splits: list[str] = typer.Option(
-        SPLITS, "--split", "-s", help="Splits to convert (repeat the option); missing ones are reported."
+        SPLITS,
+        "--split",
+        "-s",
+        help="Splits to convert (repeat the option); missing ones are reported.",
+
     ),
     skip_invalid: bool = typer.Option(
-        False, "--skip-invalid", help="Write bad rows to --rejects and continue instead of stopping."
+        False,
+        "--skip-invalid",
+        help="Write bad rows to --rejects and continue instead of stopping.",
     ),
     rejects: Path = typer.Option(
         Path("corpus/rejects.jsonl"), "--rejects", help="Where --skip-invalid writes bad rows."

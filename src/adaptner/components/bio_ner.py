@@ -247,7 +247,7 @@ class BioNER(TrainablePipe):
         return bio_to_spans(seq)
 
     def set_annotations(self, docs: Iterable[Doc], probs: list[numpy.ndarray]) -> None:
-        for doc, doc_probs in zip(docs, probs):
+        for doc, doc_probs in zip(docs, probs, strict=True):
             doc_probs = numpy.asarray(doc_probs, dtype="float32")
             doc._.ner_probs = doc_probs
             doc.ents = [Span(doc, s, e, label=label) for s, e, label in self.decode(doc_probs)]
@@ -278,7 +278,7 @@ class BioNER(TrainablePipe):
         return losses
 
     def gold_tags(self, example: Example) -> list[str | None]:
-        """BIO gold tags aligned to the predicted tokens; None where unknown (ignored in the loss)."""
+        """BIO gold tags aligned to the predicted tokens; None = unknown (ignored in the loss)."""
         out: list[str | None] = []
         for tag in example.get_aligned_ner():
             if tag is None or tag == "-":
@@ -298,7 +298,7 @@ class BioNER(TrainablePipe):
         ops = self.model.ops
         loss = 0.0
         grads = []
-        for eg, doc_logits in zip(examples, logits):
+        for eg, doc_logits in zip(examples, logits, strict=True):
             probs = softmax(ops.to_numpy(doc_logits))
             d = probs.copy()
             for i, tag in enumerate(self.gold_tags(eg)):

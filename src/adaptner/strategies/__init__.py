@@ -1,6 +1,6 @@
 """Query strategies for active learning: a registry of scorers, one shared selection rule."""
 
-from . import bald, diversity, uncertainty, vocab  # noqa: F401 - registers the strategies
+from . import bald, cartography, diversity, uncertainty, vocab  # noqa: F401 - registers the strategies
 from .bald import BaldStrategy
 from .base import QueryStrategy, get_strategy, select, strategies_registry, strategy_names
 from .diversity import DiversityStrategy, HybridStrategy, k_center

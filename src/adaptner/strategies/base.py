@@ -1,6 +1,7 @@
 """The query-strategy interface, the registry, and the shared selection rule."""
 
-from typing import Any, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import catalogue
 import numpy
@@ -27,7 +28,7 @@ class QueryStrategy:
     name: str = "base"
 
     def score(
-        self, docs: Sequence[Doc], *, nlp: Optional[Language], rng: numpy.random.Generator
+        self, docs: Sequence[Doc], *, nlp: Language | None, rng: numpy.random.Generator
     ) -> numpy.ndarray:
         """One float per doc (float64 array of len(docs)); higher = more worth annotating."""
         raise NotImplementedError
@@ -37,9 +38,9 @@ class QueryStrategy:
         docs: Sequence[Doc],
         n: int,
         *,
-        nlp: Optional[Language],
+        nlp: Language | None,
         rng: numpy.random.Generator,
-    ) -> List[int]:
+    ) -> list[int]:
         """Indices (into ``docs``) of the ``n`` docs to annotate next."""
         check_query(len(docs), n)
         return select(self.score(docs, nlp=nlp, rng=rng), n, rng)
@@ -58,7 +59,7 @@ def check_query(pool_size: int, n: int) -> None:
         )
 
 
-def select(scores: Sequence[float], n: int, rng: numpy.random.Generator) -> List[int]:
+def select(scores: Sequence[float], n: int, rng: numpy.random.Generator) -> list[int]:
     """The indices of the ``n`` highest scores; ties broken at random by ``rng``.
 
     NaN scores rank last. Deterministic for a given generator state.
@@ -82,6 +83,6 @@ def get_strategy(name: str, **params: Any) -> QueryStrategy:
     return factory(**params)
 
 
-def strategy_names() -> List[str]:
+def strategy_names() -> list[str]:
     """Every registered strategy name, sorted."""
     return sorted(strategies_registry.get_all())
