@@ -217,7 +217,12 @@ def read_history(path: PathLike) -> dict[str, Any]:
     - JSONL with one record per round, as ``adaptner`` simulations write it
       (metrics/al/<run_id>.jsonl, round 0 = the source model): ``strategy``, ``source``,
       ``target``, ``mode`` and ``seed`` from the records, ``rounds`` = the highest ``round``
-      (or the number of records), ``labels_used`` = the largest ``labeled_count``.
+      (or the number of records), ``labels_used`` = the largest ``labeled_count``;
+    - ``adaptner session status --json``: ``strategy``, ``rounds`` (its list of rounds),
+      ``labels_used`` = ``counts.accepted``.
+
+    A ``source``/``target`` that is not a domain selection (e.g. the path of the source
+    pipeline, as a session records it) is left out.
 
     Raises:
         AdaptnerError: a missing or unreadable file, naming the file (and line for JSONL).
@@ -242,8 +247,8 @@ def read_history(path: PathLike) -> dict[str, Any]:
                     "strategy": data.get("strategy"),
                     "rounds": rounds if isinstance(rounds, int) else None,
                     "labels_used": _labels_used(data),
-                    "source": data.get("source"),
-                    "target": data.get("target"),
+                    "source": _domain_spec(data.get("source")),
+                    "target": _domain_spec(data.get("target")),
                     "seed": data.get("seed"),
                 }.items()
                 if v is not None
@@ -268,7 +273,17 @@ def read_history(path: PathLike) -> dict[str, Any]:
     return _finish_history(_history_from_records(records, path), path)
 
 
+def _domain_spec(value: Any) -> str | None:
+    """``value`` if it reads as a domain selection ("news", "news,web", "all-but:legal")."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_]+([,:\-][A-Za-z0-9_]+)*", value):
+        return value
+    return None
+
+
 def _labels_used(record: dict[str, Any]) -> int | None:
+    counts = record.get("counts")
+    if isinstance(counts, dict) and isinstance(counts.get("accepted"), int):
+        return counts["accepted"]
     for key in ("labels_used", "labeled_count", "n_labeled", "n_annotated", "annotated"):
         if isinstance(record.get(key), (int, float)):
             return int(record[key])
@@ -293,6 +308,8 @@ def _history_from_records(records: Sequence[Any], path: Path) -> dict[str, Any]:
         out["labels_used"] = max(used)
     for key in ("source", "target", "mode", "seed"):
         values = [r[key] for r in records if r.get(key) is not None]
+        if key in ("source", "target"):
+            values = [v for v in map(_domain_spec, values) if v]
         if values:
             out[key] = values[-1]
     return out
@@ -728,6 +745,11 @@ def package_pipeline(
     version = check_version(version)
     hist = read_history(history) if history is not None else None
     perf = read_scores(scores) if scores is not None else None
+    if perf is None and eval_dir is not None and not Path(eval_dir).exists():
+        raise AdaptnerError(
+            f"Evaluation split {eval_dir} does not exist: run adaptner corpus, or pass --eval "
+            "<split directory>, --scores <adaptner evaluate JSON>, or --no-eval."
+        )
     inferred_source, inferred_target = infer_domains(model_dir, hist)
     source = source or inferred_source
     target = target or inferred_target or source
@@ -736,7 +758,7 @@ def package_pipeline(
             f"Cannot tell which domains {model_dir} was trained on: pass --source (and "
             "--target for an adapted pipeline)."
         )
-    nlp, ner_name = load_pipeline(model_dir)
+    nlp, _ = load_pipeline(model_dir)
     lang = nlp.lang
     name = name or package_name(source, target)
     full_name = check_name(name, lang)

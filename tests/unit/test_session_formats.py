@@ -106,13 +106,24 @@ def test_unknown_format():
 # --- docs from offsets ----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "text",
-    ["Hej  med dig", " Hej\nmed\tdig ", "Hej", "a  \n b", "ord. "],
+    ["Hej  med dig", " Hej\nmed\tdig ", "Hej", "a  \n b", "ord. ", "Thyge  Thygesen, § 8 a.\n"],
 )
-def test_doc_from_offsets_keeps_text(nlp, text):
+def test_doc_from_offsets_matches_spacy(nlp, text):
+    reference = nlp.make_doc(text)
     offsets = offsets_of(nlp, text)
     doc = formats.doc_from_offsets(nlp.vocab, text, offsets)
     assert doc.text == text
-    assert formats.doc_offsets(doc) == offsets
+    assert [(t.text, t.whitespace_) for t in doc] == [(t.text, t.whitespace_) for t in reference]
+    tokens = formats.prodigy_tokens(text, offsets)
+    assert [t["ws"] for t in tokens] == [bool(t.whitespace_) for t in reference]
+
+
+def test_spans_may_end_on_whitespace_tokens(tmp_path, nlp):
+    # real DANSK entities sometimes include a trailing newline token
+    text = "efter rentelovens § 8 a.\n"
+    task = {"text": text, "answer": "accept", "spans": [{"start": 6, "end": 25, "label": "GPE"}]}
+    (answer,), errors = validate(tmp_path, nlp, [task])
+    assert not errors and answer.spans == [(6, 25, "GPE")]
 
 
 # --- pools --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from . import corpus as _corpus
 from . import dynamics as _dynamics
 from . import evaluate as _evaluate
 from . import package as _package
+from . import pretrain as _pretrain
 from . import session as _session
 from . import simulate as _simulate
 from . import tiny_bert as _tiny_bert
@@ -26,7 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (_corpus, _train, _tiny_bert, _evaluate, _package, _simulate, _session, _dynamics):
+for module in (
+    _corpus, _train, _tiny_bert, _evaluate, _package, _simulate, _session, _dynamics, _pretrain
+):
     module.register(app)
 
 

@@ -71,48 +71,29 @@ def datamap_cmd(
 
     Extra ``--section.key value`` arguments override the training config.
     """
-    from ..dynamics.callback import dynamics_overrides
-    from ..dynamics.datamap import TABLE_FORMATS, write_datamap
+    from ..dynamics.datamap import TABLE_FORMATS, record_training_dynamics, write_datamap
     from ..dynamics.stats import compute_datamap, load_dynamics
     from ..errors import AdaptnerError
-    from ..training import load_training_config, train_pipeline
-    from ..util import atomic_path, parse_domains
+    from ..util import parse_domains
 
     if fmt not in TABLE_FORMATS:
         raise AdaptnerError(f"--format must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}.")
     _check_positive("--epochs", epochs)
     _check_positive("--max-points", max_points)
     if dynamics is None:
-        overrides = _overrides(ctx)
-        cfg = load_training_config(config, overrides=overrides)
-        for hook in ("before_update", "before_to_disk"):
-            if cfg["training"].get(hook) is not None:
-                raise AdaptnerError(
-                    f"{config}: [training.{hook}] is already set; datamap needs it for the "
-                    "dynamics callback. Set it to null, or record with your own config and "
-                    "pass --dynamics."
-                )
-        freq = int(cfg["training"]["eval_frequency"])
-        overrides.update(
-            {"training.max_epochs": epochs, "training.max_steps": 0, "training.patience": 0}
-        )
-        dyn_dir = output / "dynamics"
         typer.echo(f"Training on {domains} for {epochs} epochs, recording dynamics")
-        with atomic_path(dyn_dir, is_dir=True) as tmp:
-            overrides.update(
-                dynamics_overrides(tmp, eval_frequency=freq, every_n_steps=every_n_steps)
-            )
-            train_pipeline(
-                config,
-                output / "model",
-                train_path=train_path,
-                dev_path=dev_path,
-                train_domains=domains,
-                seed=seed,
-                overrides=overrides,
-                verbose=verbose,
-            )
-        dynamics = dyn_dir
+        dynamics = record_training_dynamics(
+            config,
+            output,
+            domains=domains,
+            epochs=epochs,
+            train_path=train_path,
+            dev_path=dev_path,
+            every_n_steps=every_n_steps,
+            seed=seed,
+            overrides=_overrides(ctx),
+            verbose=verbose,
+        )
     dyn = load_dynamics(dynamics)
     dm = compute_datamap(dyn, exclude_o=exclude_o)
     present = sorted(set(dyn.domains()))

@@ -199,13 +199,6 @@ def config_labels(config_path: str | Path, docs: Sequence[Doc]) -> list[str]:
     return sorted(set(labels) | {e.label_ for doc in docs for e in doc.ents})
 
 
-def eval_frequency(config_path: str | Path) -> int:
-    """training.eval_frequency of a config."""
-    from ..training import load_training_config
-
-    return int(load_training_config(config_path)["training"]["eval_frequency"])
-
-
 def write_docbin(path: str | Path, docs: Sequence[Doc]) -> Path:
     """Write Docs (with user data: domain, source) to a DocBin, atomically."""
     path = Path(path)
@@ -383,7 +376,6 @@ def measure_aum(
     final_tags: list[numpy.ndarray] = []
     fake_sets: list[list[Position]] = []
     used: set[Position] = set()
-    freq = eval_frequency(spec.config)
     for run in range(2):
         fake = choose_fake_tokens(tag_lists, fake_count, rng, exclude=used)
         used.update(fake)
@@ -397,7 +389,7 @@ def measure_aum(
             run_dir,
             extra={
                 "initialize.components.bio_ner.labels": [*labels, FAKE_LABEL],
-                **dynamics_overrides(run_dir / "dynamics", eval_frequency=freq),
+                **dynamics_overrides(run_dir / "dynamics"),
             },
         )
         dyn = load_dynamics(run_dir / "dynamics")

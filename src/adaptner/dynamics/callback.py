@@ -108,7 +108,6 @@ class DynamicsRecorder:
         train_corpus: str = "corpora.train",
         component: str | None = None,
         every_n_steps: int = 0,
-        eval_frequency: int = 0,
         batch_size: int = BATCH_SIZE,
     ) -> None:
         """Create a recorder.
@@ -118,20 +117,17 @@ class DynamicsRecorder:
             train_corpus: Dot name of the training corpus in the config (as training.train_corpus).
             component: Name of the bio_ner component (None = the first one).
             every_n_steps: Record every N updates instead of at epoch ends (0 = epochs).
-            eval_frequency: The config's training.eval_frequency; tells the final checkpoint
-                from evaluation checkpoints (0 = unknown: record at every checkpoint).
             batch_size: Docs per batch in the recording pass.
         """
-        if every_n_steps < 0 or eval_frequency < 0 or batch_size < 1:
+        if every_n_steps < 0 or batch_size < 1:
             raise AdaptnerError(
-                "adaptner.record_dynamics.v1: every_n_steps and eval_frequency must be >= 0 and "
-                f"batch_size >= 1 (got {every_n_steps}, {eval_frequency}, {batch_size})."
+                "adaptner.record_dynamics.v1: every_n_steps must be >= 0 and batch_size >= 1 "
+                f"(got {every_n_steps}, {batch_size})."
             )
         self.output_dir = Path(output_dir)
         self.train_corpus = train_corpus
         self.component = component
         self.every_n_steps = every_n_steps
-        self.eval_frequency = eval_frequency
         self.batch_size = batch_size
         self.examples: list[Example] | None = None
         self.gold: numpy.ndarray | None = None
@@ -159,21 +155,22 @@ class DynamicsRecorder:
     def on_checkpoint(self, nlp: Language) -> None:
         """The before_to_disk hook: record the final state once training has stopped.
 
-        spaCy saves after evaluation steps and once more when training stops; a save after a
-        step that was not an evaluation step, or a second save after the same step, is the
-        final one.
+        spaCy saves after evaluation steps (every ``training.eval_frequency``, read from the
+        pipeline's config) and once more when training stops; a save after a step that was not
+        an evaluation step, or a second save after the same step, is the final one. spaCy only
+        saves with an output path, so the final epoch needs one.
         """
         if self.last_step < 0:
             return
         self.checkpoints_at_step += 1
-        f = self.eval_frequency
+        f = int(nlp.config.get("training", {}).get("eval_frequency") or 0)
         if f and self.last_step % f == 0 and self.checkpoints_at_step < 2:
             return  # an evaluation checkpoint: training may go on
         done = self.last_step + 1
         finals = [s for s in self.snapshots if s["final"]]
         if finals and finals[-1]["step"] == done:
             return
-        # Without eval_frequency every checkpoint is a guess at the final one: keep the latest.
+        # Without an eval_frequency every save may be the last: keep only the latest guess.
         self.snapshots = [s for s in self.snapshots if not s["final"]]
         self.record(nlp, epoch=self.last_epoch, step=done, final=True)
 
@@ -314,21 +311,18 @@ def make_record_dynamics(
     train_corpus: str = "corpora.train",
     component: str | None = None,
     every_n_steps: int = 0,
-    eval_frequency: int = 0,
     batch_size: int = BATCH_SIZE,
 ) -> Callable[[Language, dict[str, Any]], None]:
     """A ``[training.before_update]`` callback recording per-token training dynamics.
 
     Pair it with ``[training.before_to_disk]`` = ``adaptner.record_dynamics_end.v1`` so the
-    last epoch is recorded too.
+    last epoch is recorded too (spaCy calls it only when training has an output path).
 
     Args:
         output_dir: Directory for ``epoch_<k>.npz`` snapshots, ``docs.jsonl``, ``dynamics.json``.
         train_corpus: Dot name of the training corpus (as training.train_corpus).
         component: Name of the bio_ner component (None = the first one).
         every_n_steps: Record every N updates instead of at epoch ends (0 = per epoch).
-        eval_frequency: training.eval_frequency (``${training.eval_frequency}``), used to
-            recognise the final checkpoint; 0 = record at every checkpoint (slower).
         batch_size: Docs per batch in the recording pass.
     """
     return DynamicsRecorder(
@@ -336,7 +330,6 @@ def make_record_dynamics(
         train_corpus=train_corpus,
         component=component,
         every_n_steps=every_n_steps,
-        eval_frequency=eval_frequency,
         batch_size=batch_size,
     )
 
@@ -357,16 +350,13 @@ def make_record_dynamics_end() -> Callable[[Language], Language]:
     return before_to_disk
 
 
-def dynamics_overrides(
-    output_dir: str | Path, *, eval_frequency: int, every_n_steps: int = 0
-) -> dict[str, Any]:
+def dynamics_overrides(output_dir: str | Path, *, every_n_steps: int = 0) -> dict[str, Any]:
     """Config overrides that switch recording on (for ``train_pipeline(overrides=...)``)."""
     return {
         "training.before_update": {
             "@callbacks": "adaptner.record_dynamics.v1",
             "output_dir": str(output_dir),
             "every_n_steps": every_n_steps,
-            "eval_frequency": eval_frequency,
         },
         "training.before_to_disk": {"@callbacks": "adaptner.record_dynamics_end.v1"},
     }

@@ -62,11 +62,17 @@ def _float_col(values: numpy.ndarray) -> numpy.ndarray:
     return numpy.round(numpy.asarray(values, dtype="float64"), 6)
 
 
-def token_table(dm: DataMap, **thresholds: float) -> dict[str, Any]:
-    """Columns of the token table (selected tokens only): stats, word, gold and final prediction."""
+def token_table(
+    dm: DataMap, domains: Sequence[str] | None = None, **thresholds: float
+) -> dict[str, Any]:
+    """Columns of the token table (selected tokens of ``domains``, default all): stats, word,
+    gold and final prediction."""
     dyn = dm.dynamics
     docs = dyn.docs()
-    idx = numpy.flatnonzero(dm.token_mask)
+    mask = dm.token_mask
+    if domains is not None:
+        mask = mask & numpy.isin(dyn.domains()[dyn.doc], list(domains))
+    idx = numpy.flatnonzero(mask)
     t = dm.tokens.subset(idx)
     doc, tok = dyn.doc[idx], dyn.token[idx]
     tags = numpy.array(dyn.tags, dtype=object)
@@ -96,10 +102,16 @@ def predicted_tags(dm: DataMap, doc: int) -> list[str]:
     return out
 
 
-def sentence_table(dm: DataMap, **thresholds: float) -> dict[str, Any]:
-    """Columns of the sentence table (sentences with selected tokens): text, gold, stats."""
+def sentence_table(
+    dm: DataMap, domains: Sequence[str] | None = None, **thresholds: float
+) -> dict[str, Any]:
+    """Columns of the sentence table (sentences of ``domains`` with selected tokens): text,
+    gold entities, stats."""
     docs = dm.dynamics.docs()
-    keep = numpy.flatnonzero(dm.sentences.n_epochs > 0)
+    sel = dm.sentences.n_epochs > 0
+    if domains is not None:
+        sel &= numpy.isin(dm.dynamics.domains(), list(domains))
+    keep = numpy.flatnonzero(sel)
     s = dm.sentences.subset(keep)
     counts = numpy.bincount(dm.dynamics.doc[dm.token_mask], minlength=len(docs))
     return {
@@ -143,7 +155,9 @@ def plot_datamap(
     import matplotlib.pyplot as plt
 
     rng = numpy.random.default_rng(seed)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 5.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6.2 * len(panels), 5.6), squeeze=False, layout="constrained"
+    )
     scatter = None
     for ax, (name, conf, var, corr) in zip(axes[0], panels, strict=True):
         conf, var, corr = (numpy.asarray(a, dtype="float64") for a in (conf, var, corr))
@@ -191,7 +205,7 @@ def plot_datamap(
             else {}
         )
         spots = {
-            "easy-to-learn": (var_threshold / 2, (1 + conf_threshold) / 2 + 0.2),
+            "easy-to-learn": (var_threshold / 2, (1 + conf_threshold) / 2),
             "hard-to-learn": (var_threshold / 2, conf_threshold / 2 - 0.15),
             "ambiguous": ((var_threshold + x_max) / 2, 0.5),
         }
@@ -287,6 +301,62 @@ def region_summary(dm: DataMap, domains: Sequence[str], **thresholds: float) -> 
     return out
 
 
+def record_training_dynamics(
+    config: str | Path,
+    output_dir: str | Path,
+    *,
+    domains: str = "all",
+    epochs: int = 10,
+    train_path: str | Path = "corpus/train",
+    dev_path: str | Path = "corpus/dev",
+    every_n_steps: int = 0,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    verbose: bool = False,
+) -> Path:
+    """Train a pipeline for ``epochs`` epochs with the dynamics callback on.
+
+    Writes ``<output_dir>/model/`` (model-best, model-last) and ``<output_dir>/dynamics/``
+    (atomically: a killed run leaves no half recording).
+
+    Returns:
+        The dynamics directory.
+
+    Raises:
+        AdaptnerError: the config already uses [training.before_update] / before_to_disk.
+    """
+    from ..training import load_training_config, train_pipeline
+    from .callback import dynamics_overrides
+
+    if epochs < 1:
+        raise AdaptnerError(f"epochs must be at least 1, got {epochs}.")
+    output_dir = Path(output_dir)
+    opts = dict(overrides or {})
+    cfg = load_training_config(config, overrides=opts)
+    for hook in ("before_update", "before_to_disk"):
+        if cfg["training"].get(hook) is not None:
+            raise AdaptnerError(
+                f"{config}: [training.{hook}] is already set; recording needs it for the "
+                "dynamics callback. Set it to null, or train with your own config and read "
+                "its recording with --dynamics."
+            )
+    opts.update({"training.max_epochs": epochs, "training.max_steps": 0, "training.patience": 0})
+    dyn_dir = output_dir / "dynamics"
+    with atomic_path(dyn_dir, is_dir=True) as tmp:
+        opts.update(dynamics_overrides(tmp, every_n_steps=every_n_steps))
+        train_pipeline(
+            config,
+            output_dir / "model",
+            train_path=train_path,
+            dev_path=dev_path,
+            train_domains=domains,
+            seed=seed,
+            overrides=opts,
+            verbose=verbose,
+        )
+    return dyn_dir
+
+
 def write_datamap(
     dm: DataMap,
     output_dir: str | Path,
@@ -329,9 +399,11 @@ def write_datamap(
         )
     th = {"conf_threshold": conf_threshold, "var_threshold": var_threshold}
     files: dict[str, Any] = {
-        "tokens": str(write_table(output_dir / f"tokens.{fmt}", token_table(dm, **th), fmt)),
+        "tokens": str(
+            write_table(output_dir / f"tokens.{fmt}", token_table(dm, domains, **th), fmt)
+        ),
         "sentences": str(
-            write_table(output_dir / f"sentences.{fmt}", sentence_table(dm, **th), fmt)
+            write_table(output_dir / f"sentences.{fmt}", sentence_table(dm, domains, **th), fmt)
         ),
         "png": {},
     }

@@ -82,28 +82,29 @@ def answer_hash(t_hash: int, answer: str, spans: Iterable[CharSpan]) -> int:
 
 # --- tokens and docs ---------------------------------------------------------------
 def doc_offsets(doc: Doc) -> Offsets:
-    """Character offsets of a Doc's non-whitespace tokens."""
-    return [(t.idx, t.idx + len(t)) for t in doc if not t.is_space]
+    """Character offsets of a Doc's tokens (whitespace tokens included, as Prodigy keeps them)."""
+    return [(t.idx, t.idx + len(t)) for t in doc]
 
 
 def prodigy_tokens(text: str, offsets: Offsets) -> list[dict[str, Any]]:
     """Prodigy's ``tokens``: text, start, end, id and ws (followed by whitespace) per token."""
     out = []
     for i, (start, end) in enumerate(offsets):
+        next_start = offsets[i + 1][0] if i + 1 < len(offsets) else len(text)
         out.append(
             {
                 "text": text[start:end],
                 "start": start,
                 "end": end,
                 "id": i,
-                "ws": end < len(text) and text[end].isspace(),
+                "ws": next_start > end and text[end] == " ",
             }
         )
     return out
 
 
 def doc_from_offsets(vocab: Vocab, text: str, offsets: Offsets) -> Doc:
-    """A Doc whose tokens are ``offsets`` over ``text``; other whitespace becomes space tokens.
+    """A Doc whose tokens are ``offsets`` over ``text``; uncovered whitespace becomes tokens.
 
     ``doc.text == text`` always holds, so character spans carry over unchanged.
     """
@@ -269,9 +270,10 @@ def read_pool(
     items: list[PoolItem] = []
     if path.suffix == ".spacy":
         for doc in read_docbin(path, vocab):
-            offsets = doc_offsets(doc)
-            if offsets:
-                items.append(PoolItem(doc.text, offsets, doc._.domain or domain, doc._.source))
+            if doc.text.strip():
+                items.append(
+                    PoolItem(doc.text, doc_offsets(doc), doc._.domain or domain, doc._.source)
+                )
     elif path.suffix == ".jsonl":
         for lineno, raw in enumerate(path.read_text(encoding="utf8").splitlines(), start=1):
             if not raw.strip():
@@ -480,9 +482,6 @@ def _check_tokens(task: dict[str, Any], text: str) -> Offsets:
                 f"token {i} text {tok['text']!r} does not match the text at {start}-{end} "
                 f"({text[start:end]!r})"
             )
-        if text[start:end].isspace():
-            prev_end = end
-            continue
         offsets.append((start, end))
         prev_end = end
     if text[prev_end:].strip():

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -335,7 +336,7 @@ def next_batch(
                 desc="score pool",
                 unit="doc",
                 leave=False,
-                disable=not progress,
+                disable=None if progress else True,  # None: only on a terminal
             )
         )
         n_batches = len(store.batches(session.id))
@@ -406,16 +407,15 @@ def _make_task(
     doc: Doc, session: Session, round_no: int, rank: int, score: float | None, labels: set[str]
 ) -> dict[str, Any]:
     offsets = formats.doc_offsets(doc)
-    token_id = {t.i: j for j, t in enumerate(t for t in doc if not t.is_space)}
     spans = [
         (ent.start_char, ent.end_char, ent.label_)
         for ent in doc.ents
         if ent.label_ in labels and not ent.text.isspace()
     ]
     unc = token_uncertainty(doc)
-    order = [i for i in numpy.argsort(-unc, kind="stable") if i in token_id]
+    order = [int(i) for i in numpy.argsort(-unc, kind="stable") if not doc[int(i)].is_space]
     uncertain = [
-        {"token": doc[int(i)].text, "id": token_id[int(i)], "uncertainty": round(float(unc[i]), 4)}
+        {"token": doc[i].text, "id": i, "uncertainty": round(float(unc[i]), 4)}
         for i in order[:N_UNCERTAIN_TOKENS]
     ]
     confidence = float(1.0 - unc.mean()) if len(unc) else 1.0
@@ -647,6 +647,7 @@ def train_round(
                     f"Another `train` finished round {latest.round} of session {name!r} "
                     "meanwhile; this round was discarded. Run `train` again if needed."
                 )
+            _remove_stale_temp_dirs(round_dir.parent)
             with atomic_path(round_dir, is_dir=True) as tmp:
                 nlp.to_disk(tmp / "model")
                 write_json(tmp / "metrics.json", metrics)
@@ -663,6 +664,19 @@ def train_round(
         return TrainResult(new_round, mode, round_dir / "model", metrics, nlp)
     finally:
         store.close()
+
+
+def _remove_stale_temp_dirs(rounds_dir: Path) -> None:
+    """Delete temp dirs left by killed ``train`` runs.
+
+    Called inside the store's write transaction: models are only saved while holding it,
+    so no other process can be writing one of these directories right now.
+    """
+    if not rounds_dir.is_dir():
+        return
+    for path in rounds_dir.iterdir():
+        if path.name.startswith(".") and (path.name.endswith(".tmp") or ".old-" in path.name):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # --- status and export ------------------------------------------------------------------

@@ -83,9 +83,7 @@ def task_doc(nlp: Language, task: dict[str, Any]) -> Doc:
     """The task's text as a Doc with the task's tokens (or the pipeline's, if it has none)."""
     text = task["text"]
     if isinstance(task.get("tokens"), list) and task["tokens"]:
-        offsets = [
-            (t["start"], t["end"]) for t in task["tokens"] if not t.get("text", "x").isspace()
-        ]
+        offsets = [(t["start"], t["end"]) for t in task["tokens"]]
     else:
         offsets = formats.doc_offsets(nlp.make_doc(text))
     return formats.doc_from_offsets(nlp.vocab, text, offsets)

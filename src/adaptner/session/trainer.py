@@ -120,7 +120,7 @@ def update_pipeline(
         desc="train",
         unit="epoch",
         leave=False,
-        disable=not progress,
+        disable=None if progress else True,  # None: only on a terminal
     )
     for epoch in epochs:
         order = rng.permutation(len(examples))

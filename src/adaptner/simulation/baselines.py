@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdaptnerError
-from ..readers import available_domains
-from ..training import train_pipeline
 from ..util import write_json
 from .config import ALSettings, SimulationConfig, derive_seed, source_slug
 from .engine import load_pipeline, load_run_data, source_domains_for
+from .pipelines import TrainTask, ensure_trained
 from .trainer import score_ner, update_pipeline
 
 #: Baseline kinds:
@@ -74,6 +73,36 @@ class BaselineConfig:
             out["train_config"] = Path(self.train_config).name
         return out
 
+    def train_task(self) -> TrainTask | None:
+        """The from-scratch training of ``target_only`` / ``joint`` (None for the others).
+
+        ``target_only`` does not depend on the source, so its pipeline is shared by every
+        source of a grid; ``train_limit`` applies to it (the first N target train docs).
+        """
+        models = Path(self.models_dir) / "baselines"
+        if self.kind == "target_only":
+            limit = self.settings.train_limit
+            return TrainTask(
+                name=f"{self.target} target_only s{self.seed}",
+                train_domains=self.target,
+                train_config=Path(self.train_config),
+                corpus_dir=Path(self.corpus_dir),
+                model_dir=models / f"{self.target}_target_only_s{self.seed}",
+                seed=self.seed,
+                overrides={"corpora.train.limit": limit} if limit else {},
+            )
+        if self.kind == "joint":
+            sources = source_domains_for(self.source, Path(self.corpus_dir) / "train")
+            return TrainTask(
+                name=f"{self.source} + {self.target} joint s{self.seed}",
+                train_domains=",".join(dict.fromkeys([*sources, self.target])),
+                train_config=Path(self.train_config),
+                corpus_dir=Path(self.corpus_dir),
+                model_dir=models / self.baseline_id,
+                seed=self.seed,
+            )
+        return None
+
     def as_run(self) -> SimulationConfig:
         """A run config with the same data settings (to reuse the run's data loading)."""
         return SimulationConfig(
@@ -119,7 +148,6 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
             return old
     start = time.perf_counter()
     s = cfg.settings
-    train_dir = cfg.corpus_dir / "train"
     if cfg.kind in ("source_only", "target_full"):
         nlp = load_pipeline(cfg.source_model)
         data = load_run_data(cfg.as_run(), nlp.vocab)
@@ -137,27 +165,10 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
             )
         train_domains = None
     else:
-        if cfg.kind == "target_only":
-            train_domains = cfg.target
-        else:
-            sources = source_domains_for(cfg.source, train_dir)
-            train_domains = ",".join(dict.fromkeys([*sources, cfg.target]))
-        available_domains(train_dir)  # a clear error when the corpus is missing
-        overrides = {"corpora.train.limit": s.train_limit} if cfg.kind == "target_only" else {}
-        model_dir = Path(cfg.models_dir) / "baselines" / cfg.baseline_id
-        best = model_dir / "model-best"
-        if not (best / "config.cfg").exists():
-            best = train_pipeline(
-                cfg.train_config,
-                model_dir,
-                train_path=train_dir,
-                dev_path=cfg.corpus_dir / "dev",
-                train_domains=train_domains,
-                dev_domains=train_domains,
-                seed=cfg.seed,
-                overrides=overrides,
-                verbose=False,
-            )
+        task = cfg.train_task()
+        assert task is not None
+        train_domains = task.train_domains
+        best = ensure_trained(task)
         nlp = load_pipeline(best)
         data = load_run_data(cfg.as_run(), nlp.vocab)
     target = score_ner(nlp, data.target_eval)

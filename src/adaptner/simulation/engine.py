@@ -1,5 +1,6 @@
 """One pool-based active-learning run with the gold labels as the oracle, resumable per round."""
 
+import dataclasses
 import inspect
 import json
 import math
@@ -18,7 +19,7 @@ from ..errors import AdaptnerError
 from ..extensions import install_extensions
 from ..readers import available_domains, read_docbin
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
-from ..util import append_jsonl, parse_domains, write_jsonl
+from ..util import append_jsonl, parse_domains, write_text
 from .config import ALSettings, SimulationConfig, derive_seed
 from .trainer import predict, restore_weights, score_ner, snapshot_weights, update_pipeline
 
@@ -30,12 +31,17 @@ _POOL, _QUERY, _REPLAY, _TRAIN = 0, 1, 2, 3
 class RunSizes:
     """How a run splits the target train set.
 
+    Round k ends with ``floor(k * query_fraction * target_size)`` labeled docs (capped by the
+    budget), so batch sizes differ by at most one instead of leaving a tiny last batch: 5 %
+    of 1,690 legal docs labels 84, 169, 253, 338 — the paper's counts.
+
     Attributes:
         target_size: Docs in the target train set (after ``train_limit``).
         pool_size: Docs drawn into the unlabeled pool.
-        query_size: Docs labeled per round (the last batch may be smaller).
+        query_size: Nominal docs per round (``query_fraction * target_size``, rounded).
         budget: Docs labeled when the run stops.
         rounds: Rounds including round 0 (the source pipeline, nothing labeled).
+        query_fraction: Share of the target train set labeled per round.
     """
 
     target_size: int
@@ -43,6 +49,12 @@ class RunSizes:
     query_size: int
     budget: int
     rounds: int
+    query_fraction: float = 0.0
+
+    def labeled_after(self, round_: int) -> int:
+        """Docs labeled at the end of a round (0 for round 0)."""
+        step = self.query_fraction * self.target_size
+        return min(self.budget, max(round_, math.floor(round_ * step + 1e-9)))
 
 
 def plan_sizes(target_size: int, settings: ALSettings) -> RunSizes:
@@ -53,10 +65,18 @@ def plan_sizes(target_size: int, settings: ALSettings) -> RunSizes:
     """
     if target_size < 1:
         raise AdaptnerError("The target train set is empty: nothing to simulate.")
-    pool = min(target_size, max(1, round(settings.pool_fraction * target_size)))
-    query = max(1, round(settings.query_fraction * target_size))
-    budget = min(pool, max(1, round(settings.budget * target_size)))
-    return RunSizes(target_size, pool, query, budget, 1 + math.ceil(budget / query))
+
+    def share(fraction: float) -> int:  # floor, like the labeled counts per round
+        return max(1, math.floor(fraction * target_size + 1e-9))
+
+    pool = min(target_size, share(settings.pool_fraction))
+    query = share(settings.query_fraction)
+    budget = min(pool, share(settings.budget))
+    sizes = RunSizes(target_size, pool, query, budget, 0, settings.query_fraction)
+    rounds = 1
+    while sizes.labeled_after(rounds - 1) < budget:
+        rounds += 1
+    return dataclasses.replace(sizes, rounds=rounds)
 
 
 def eval_split_for(corpus_dir: str | Path, target: str, split: str = "auto") -> str:
@@ -142,6 +162,17 @@ def load_run_data(cfg: SimulationConfig, vocab) -> RunData:
     return RunData(target_train, target_eval, source_eval, domains, train_dir)
 
 
+def factory_params(name: str) -> set[str]:
+    """The parameter names of a registered strategy's factory.
+
+    Raises:
+        AdaptnerError: an unknown strategy name.
+    """
+    if name not in strategy_names():
+        raise AdaptnerError(f"Unknown strategy {name!r}. Known: {', '.join(strategy_names())}.")
+    return set(inspect.signature(strategies_registry.get(name)).parameters)
+
+
 def make_strategy(
     name: str,
     params: dict[str, Any],
@@ -154,10 +185,8 @@ def make_strategy(
     Raises:
         AdaptnerError: an unknown strategy name.
     """
-    if name not in strategy_names():
-        raise AdaptnerError(f"Unknown strategy {name!r}. Known: {', '.join(strategy_names())}.")
     kwargs = dict(params)
-    accepted = inspect.signature(strategies_registry.get(name)).parameters
+    accepted = factory_params(name)
     if "source_docs" in accepted and "source_docs" not in kwargs and "source_counts" not in kwargs:
         kwargs["source_docs"] = source_docs()
     if "labeled_docs" in accepted and "labeled_docs" not in kwargs:
@@ -235,6 +264,7 @@ class Simulation:
         pool_rng = numpy.random.default_rng(derive_seed(cfg.seed, 0, _POOL))
         chosen = pool_rng.choice(self.sizes.target_size, self.sizes.pool_size, replace=False)
         self.pool_ids: list[int] = sorted(int(i) for i in chosen)
+        self._strategy = None
 
     # --- one round's pieces ---------------------------------------------------------
     def docs(self, ids: Sequence[int]) -> list[Doc]:
@@ -245,19 +275,14 @@ class Simulation:
         """Ids of the next batch: at random in round 1, else by the strategy."""
         cfg, labeled_set = self.cfg, set(labeled)
         pool = [i for i in self.pool_ids if i not in labeled_set]
-        n = min(self.sizes.query_size, self.sizes.budget - len(labeled), len(pool))
+        n = min(self.sizes.labeled_after(round_) - len(labeled), len(pool))
         rng = numpy.random.default_rng(derive_seed(cfg.seed, round_, _QUERY))
         if n == len(pool):
             return pool
         if round_ == 1:
             chosen = select(rng.random(len(pool)), n, rng)
         else:
-            strategy = make_strategy(
-                cfg.strategy,
-                cfg.strategy_params,
-                source_docs=lambda: self.data.source_train(self.nlp.vocab),
-                labeled_docs=self.docs(labeled),
-            )
+            strategy = self.strategy(labeled)
             pool_docs = predict(self.nlp, self.docs(pool))
             chosen = strategy.query(pool_docs, n, nlp=self.nlp, rng=rng)
         if len(set(chosen)) != n or not all(0 <= i < len(pool) for i in chosen):
@@ -266,6 +291,17 @@ class Simulation:
                 f"(expected {n} distinct indices into a pool of {len(pool)})."
             )
         return [pool[i] for i in chosen]
+
+    def strategy(self, labeled: Sequence[int]):
+        """The run's strategy; made once, or every round when it takes ``labeled_docs``."""
+        if self._strategy is None or "labeled_docs" in factory_params(self.cfg.strategy):
+            self._strategy = make_strategy(
+                self.cfg.strategy,
+                self.cfg.strategy_params,
+                source_docs=lambda: self.data.source_train(self.nlp.vocab),
+                labeled_docs=self.docs(labeled),
+            )
+        return self._strategy
 
     def retrain(self, round_: int, labeled_before: Sequence[int], new: Sequence[int]):
         """Retrain after a round's batch; returns (UpdateStats, number of training docs)."""
@@ -325,8 +361,10 @@ class Simulation:
         """
         records, torn = read_records(self.path)
         check_records(records, self.cfg, self.path)
-        if torn:
-            write_jsonl(self.path, records)
+        if torn:  # drop the torn line (same serialization as append_jsonl: exact floats)
+            write_text(
+                self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            )
         if records and records[-1].get("last"):
             return list(records)
         labeled = self.restore(records)

@@ -1,7 +1,6 @@
 """Run a grid of simulations (sources x targets x strategies x modes x seeds), resumably."""
 
 import contextlib
-import json
 import os
 import queue as queue_mod
 import traceback
@@ -17,73 +16,22 @@ from tqdm import tqdm
 
 from ..errors import AdaptnerError
 from ..readers import available_domains
-from ..training import train_pipeline
 from .baselines import BASELINES, BaselineConfig, baseline_path, run_baseline
 from .config import MODES, ALSettings, SimulationConfig, resolve_source, source_slug
-from .engine import RunSizes, eval_split_for, plan_sizes, read_records, run_simulation
+from .engine import (
+    RunSizes,
+    eval_split_for,
+    plan_sizes,
+    read_records,
+    run_simulation,
+    source_domains_for,
+)
+from .pipelines import TrainTask, ensure_trained
 
 BACKENDS = ("local", "ray")
 
 # Environment for worker processes: one thread each, so N workers use N cores.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
-
-
-@dataclass
-class SourceTask:
-    """Train (or reuse) the source pipeline of one source spec."""
-
-    source: str
-    train_config: Path
-    corpus_dir: Path
-    models_dir: Path
-    seed: int = 0
-
-    @property
-    def model_dir(self) -> Path:
-        """``<models_dir>/source/<source slug>``."""
-        return Path(self.models_dir) / "source" / source_slug(self.source)
-
-    @property
-    def model(self) -> Path:
-        """The pipeline the runs start from (``model-best``)."""
-        return self.model_dir / "model-best"
-
-
-def ensure_source_model(task: SourceTask) -> Path:
-    """Return the cached source pipeline, training it first when it does not exist.
-
-    Raises:
-        AdaptnerError: the cache was trained with another config or other domains.
-    """
-    meta_path = task.model_dir / "train_meta.json"
-    if (task.model / "config.cfg").exists():
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text(encoding="utf8"))
-            old_cfg, new_cfg = Path(meta.get("config", "")), Path(task.train_config)
-            same_cfg = old_cfg.resolve() == new_cfg.resolve() or (
-                old_cfg.exists() and old_cfg.read_bytes() == new_cfg.read_bytes()
-            )
-            if not same_cfg or meta.get("train_domains") != task.source:
-                raise AdaptnerError(
-                    f"{task.model_dir} holds a source pipeline trained with {meta.get('config')} "
-                    f"on "
-                    f"{meta.get('train_domains')}, not {task.train_config} on {task.source}. "
-                    "Delete it, or pass another --models-dir."
-                )
-        return task.model
-    train_dir = Path(task.corpus_dir) / "train"
-    available_domains(train_dir)  # a clear error when the corpus is missing
-    train_pipeline(
-        task.train_config,
-        task.model_dir,
-        train_path=train_dir,
-        dev_path=Path(task.corpus_dir) / "dev",
-        train_domains=task.source,
-        dev_domains=task.source,
-        seed=task.seed,
-        verbose=False,
-    )
-    return task.model
 
 
 @dataclass
@@ -130,7 +78,7 @@ class GridSpec:
 class GridPlan:
     """The tasks of a grid and how much of it is done."""
 
-    sources: list[SourceTask]
+    trainings: list[TrainTask]
     runs: list[SimulationConfig]
     baselines: list[BaselineConfig]
     sizes: dict[str, RunSizes]
@@ -201,7 +149,9 @@ def plan_grid(spec: GridSpec) -> GridPlan:
         )
     pairs = [(resolve_source(s, t), t) for s in spec.sources for t in spec.targets]
     resolved = list(dict.fromkeys(src for src, _ in pairs))
-    source_tasks: list[SourceTask] = []
+    for src in resolved:
+        source_domains_for(src, train_dir)  # unknown domains -> a clear error
+    trainings: list[TrainTask] = []
     source_models: dict[str, Path] = {}
     if spec.source_model is not None:
         if len(resolved) > 1:
@@ -212,10 +162,15 @@ def plan_grid(spec: GridSpec) -> GridPlan:
         source_models[resolved[0]] = Path(spec.source_model)
     else:
         for src in resolved:
-            task = SourceTask(
-                src, Path(spec.train_config), corpus, Path(spec.models_dir), spec.source_seed
+            task = TrainTask(
+                name=f"source {src}",
+                train_domains=src,
+                train_config=Path(spec.train_config),
+                corpus_dir=corpus,
+                model_dir=Path(spec.models_dir) / "source" / source_slug(src),
+                seed=spec.source_seed,
             )
-            source_tasks.append(task)
+            trainings.append(task)
             source_models[src] = task.model
     sizes = {
         t: plan_sizes(count_docs(train_dir / f"{t}.spacy"), spec.settings) for t in spec.targets
@@ -261,17 +216,19 @@ def plan_grid(spec: GridSpec) -> GridPlan:
                             strategy_params=dict(spec.strategy_params.get(strategy, {})),
                         )
                     )
-    return GridPlan(
-        source_tasks, runs, baselines, sizes, splits, source_models, Path(spec.output_dir)
-    )
+    for b in baselines:
+        task = b.train_task()
+        if task is not None and all(t.model_dir != task.model_dir for t in trainings):
+            trainings.append(task)
+    return GridPlan(trainings, runs, baselines, sizes, splits, source_models, Path(spec.output_dir))
 
 
 def execute_task(kind: str, cfg: Any, output_dir: str, progress: Any = None) -> dict[str, Any]:
-    """Run one task (source / baseline / run) and report; never raises (errors are returned).
+    """Run one task (train / baseline / run) and report; never raises (errors are returned).
 
     Args:
-        kind: "source", "baseline" or "run".
-        cfg: Its config (SourceTask, BaselineConfig or SimulationConfig).
+        kind: "train", "baseline" or "run".
+        cfg: Its config (TrainTask, BaselineConfig or SimulationConfig).
         output_dir: The results folder.
         progress: A queue (``put(1)`` per finished round/baseline), a callable, or None.
     """
@@ -284,12 +241,13 @@ def execute_task(kind: str, cfg: Any, output_dir: str, progress: Any = None) -> 
         else:
             progress.put(1)
 
-    name = {"source": lambda c: f"source {c.source}", "baseline": lambda c: c.baseline_id}.get(
+    name = {"train": lambda c: c.name, "baseline": lambda c: c.baseline_id}.get(
         kind, lambda c: c.run_id
     )(cfg)
     try:
-        if kind == "source":
-            ensure_source_model(cfg)
+        if kind == "train":
+            ensure_trained(cfg)
+            tick()
         elif kind == "baseline":
             run_baseline(cfg, output_dir)
             tick()
@@ -387,7 +345,8 @@ def run_grid(
 ) -> GridPlan:
     """Run every unfinished task of a grid; finished rounds on disk are skipped (resume).
 
-    Source pipelines are trained first (in parallel), then baselines and runs. Results are
+    Pipelines trained from the config (sources, from-scratch baselines) come first, in
+    parallel; then baselines and runs. Results are
     appended per round by the workers themselves, so with ``backend="ray"`` the output,
     corpus and models folders must be on a filesystem every Ray node sees.
 
@@ -420,23 +379,21 @@ def run_grid(
             return _run_ray(tasks, plan.output_dir, ray_address, bar)
         return _run_local(tasks, plan.output_dir, workers, bar)
 
-    todo_sources = [("source", t, 1) for t in plan.sources if not (t.model / "config.cfg").exists()]
-    if todo_sources:
+    for t in plan.trainings:
+        if t.done():
+            ensure_trained(t)  # checks that a cached pipeline matches the config
+    todo_models = [("train", t, 1) for t in plan.trainings if not t.done()]
+    if todo_models:
         log(
-            f"Training {len(todo_sources)} source pipeline(s): "
-            + ", ".join(t.source for _, t, _ in todo_sources)
+            f"Training {len(todo_models)} pipeline(s) from {spec.train_config}: "
+            + "; ".join(t.name for _, t, _ in todo_models)
         )
         with tqdm(
-            total=len(todo_sources), desc="sources", unit="model", disable=not progress
+            total=len(todo_models), desc="pipelines", unit="model", disable=not progress
         ) as bar:
-            results = execute(todo_sources, bar)
-            if backend == "local":
-                bar.update(len(todo_sources) - bar.n)
-        errors += [r for r in results if r["error"]]
+            errors += [r for r in execute(todo_models, bar) if r["error"]]
         if errors:
-            _raise_errors(errors, len(todo_sources))
-    for t in plan.sources:
-        ensure_source_model(t)  # checks that cached sources match the config
+            _raise_errors(errors, len(todo_models))
     todo = plan.remaining()
     total = plan.total_units
     left = sum(units for _, _, units in todo)

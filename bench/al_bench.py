@@ -1,0 +1,148 @@
+"""Benchmark: the active-learning measurement grid (resumable) and the wall time of one round.
+
+    # the full measurement (hours on 2 cores; re-run the same command to resume):
+    python bench/al_bench.py grid --workers 2
+    # the same pipeline on a tiny setting (minutes), to check it end to end:
+    python bench/al_bench.py grid --tiny
+    # wall time of one AL round (pool scoring + retraining + evaluation), reset vs warm:
+    python bench/al_bench.py time-round -t legal --source-model training/source/news/model-best
+
+Results go under metrics/al/ (``<run>.jsonl`` per run, ``baselines/``, ``report/`` with the
+Markdown table and one PNG per source x target; ``timing/`` for time-round). The grid
+compares with the paper's mBERT curves in ../shared/anchors/ when present.
+"""
+
+import time
+from pathlib import Path
+
+import typer
+
+from adaptner.simulation.config import SimulationConfig, load_al_settings
+from adaptner.simulation.curves import write_report
+from adaptner.simulation.engine import run_simulation
+from adaptner.simulation.grid import GridSpec, run_grid
+from adaptner.simulation.pipelines import TrainTask, ensure_trained
+
+ROOT = Path(__file__).resolve().parents[1]
+ANCHORS = (ROOT / ".." / "shared" / "anchors").resolve()
+TARGETS = ["conversation", "legal", "social_media"]
+STRATEGIES = ["random", "least_confidence", "margin", "vocab", "mnlp", "hybrid"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+@app.command()
+def grid(
+    output: Path = typer.Option(ROOT / "metrics" / "al", "--output", "-o", help="Results folder."),
+    workers: int = typer.Option(2, "--workers", "-j", help="Parallel processes."),
+    seeds: int = typer.Option(3, "--seeds", "-n", help="Seeds per setting (0..n-1)."),
+    tiny: bool = typer.Option(
+        False, "--tiny", help="Tiny configs, 1 target, 2 strategies, 1 seed (checks the pipeline)."
+    ),
+    backend: str = typer.Option("local", "--backend", help="local | ray."),
+) -> None:
+    """Sources news and all-but-target x targets x 6 strategies x reset/warm x seeds, on dev."""
+    if tiny:
+        output = (
+            output.parent / (output.name + "_tiny") if output == ROOT / "metrics" / "al" else output
+        )
+        spec = GridSpec(
+            sources=["news", "all-but-target"],
+            targets=["legal"],
+            strategies=["random", "margin"],
+            modes=["reset", "warm"],
+            seeds=[0],
+            settings=load_al_settings(ROOT / "configs" / "al" / "test" / "tiny.cfg"),
+            train_config=ROOT / "configs" / "test" / "bio_cnn.cfg",
+            corpus_dir=ROOT / "corpus",
+            output_dir=output,
+            models_dir=output / "training",
+            baselines=["source_only", "target_full"],
+        )
+    else:
+        spec = GridSpec(
+            sources=["news", "all-but-target"],
+            targets=TARGETS,
+            strategies=STRATEGIES,
+            modes=["reset", "warm"],
+            seeds=list(range(seeds)),
+            settings=load_al_settings(ROOT / "configs" / "al" / "default.cfg"),
+            train_config=ROOT / "configs" / "bio_cnn.cfg",
+            corpus_dir=ROOT / "corpus",
+            output_dir=output,
+            models_dir=ROOT / "training",
+        )
+    start = time.perf_counter()
+    run_grid(spec, workers=workers, backend=backend, log=typer.echo)
+    typer.echo(f"Grid wall time: {time.perf_counter() - start:.0f} s")
+    anchors = ANCHORS if (ANCHORS / "paper_al_curves").is_dir() else None
+    result = write_report(output, output / "report", anchors_dir=anchors)
+    typer.echo(result["report"].read_text(encoding="utf8"))
+    for path in result["plots"]:
+        typer.echo(f"plot: {path}")
+
+
+@app.command("time-round")
+def time_round(
+    target: str = typer.Option("legal", "--target", "-t", help="Target domain."),
+    source_model: Path | None = typer.Option(
+        None,
+        "--source-model",
+        help="Source pipeline (default: train or reuse training/source/news, configs/bio_cnn.cfg).",
+    ),
+    strategy: str = typer.Option("margin", "--strategy", help="Strategy (scoring cost)."),
+    seed: int = typer.Option(0, "--seed", help="Seed."),
+    output: Path = typer.Option(
+        ROOT / "metrics" / "al" / "timing", "--output", "-o", help="Where the timing runs go."
+    ),
+) -> None:
+    """Wall time per round with the CPU default settings (configs/al/default.cfg): reset vs warm."""
+    if source_model is None:
+        source_model = ensure_trained(
+            TrainTask(
+                name="source news",
+                train_domains="news",
+                train_config=ROOT / "configs" / "bio_cnn.cfg",
+                corpus_dir=ROOT / "corpus",
+                model_dir=ROOT / "training" / "source" / "news",
+            )
+        )
+    settings = load_al_settings(ROOT / "configs" / "al" / "default.cfg")
+    typer.echo(
+        f"{target}, source {source_model}, {strategy}, pool {settings.pool_fraction:.0%}, "
+        f"{settings.query_fraction:.0%} per round, {settings.epochs} epochs, batch "
+        f"{settings.batch_size}"
+    )
+    typer.echo(
+        "| mode | round | labeled | train docs | scoring s | retraining s | eval s | round s |"
+    )
+    typer.echo("|---|---|---|---|---|---|---|---|")
+    summary = []
+    for mode in ("reset", "warm"):
+        cfg = SimulationConfig(
+            source="news",
+            target=target,
+            strategy=strategy,
+            mode=mode,
+            seed=seed,
+            settings=settings,
+            source_model=source_model,
+            corpus_dir=ROOT / "corpus",
+        )
+        records = run_simulation(cfg, output)
+        for r in records[1:]:
+            typer.echo(
+                f"| {mode} | {r['round']} | {r['labeled_count']} | {r['train_docs']} "
+                f"| {r['score_seconds']:.1f} | {r['train_seconds']:.1f} | {r['eval_seconds']:.1f} "
+                f"| {r['round_seconds']:.1f} |"
+            )
+        rounds = [r["round_seconds"] for r in records[1:]]
+        summary.append(
+            f"{mode}: mean {sum(rounds) / len(rounds):.1f} s per round over {len(rounds)}"
+        )
+    for line in summary:
+        typer.echo(line)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,265 @@
+"""Unit tests of the learning-curve report: CI, AULC, thresholds, anchors, table and plots."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy
+import pytest
+
+from adaptner.errors import AdaptnerError
+from adaptner.simulation.curves import (
+    aulc,
+    baseline_means,
+    build_curves,
+    f1_at,
+    fraction_to_reach,
+    goal_summary,
+    load_anchors,
+    markdown_report,
+    mean_ci,
+    summarize_curve,
+    t_critical,
+    write_report,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+ANCHORS = (ROOT / ".." / "shared" / "anchors").resolve()
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+def test_t_critical_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 31):
+        assert t_critical(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
+    for df in (31, 35, 50, 100, 500, 10_000):  # beyond the table: an expansion
+        assert t_critical(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4)
+    assert math.isnan(t_critical(0))
+
+
+def test_mean_ci():
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    means, halves = mean_ci(numpy.array([[0.5, 0.6], [0.7, 0.6]]))
+    assert means.tolist() == pytest.approx([0.6, 0.6])
+    assert halves[1] == 0.0 and halves[0] == pytest.approx(12.706 * 0.1)
+    one_mean, one_half = mean_ci([0.4])
+    assert one_mean == 0.4 and math.isnan(one_half)
+
+
+def test_aulc():
+    assert aulc([0.05, 0.1, 0.2], [0.7, 0.7, 0.7]) == pytest.approx(0.7)
+    assert aulc([0.05, 0.25], [0.5, 0.7]) == pytest.approx(0.6)
+    # uneven spacing: trapezoids weighted by width, divided by the range
+    assert aulc([0.0, 0.1, 0.4], [0.0, 1.0, 1.0]) == pytest.approx((0.05 + 0.3) / 0.4)
+    assert aulc([0.1], [0.42]) == 0.42
+    assert math.isnan(aulc([], []))
+
+
+def test_f1_at_and_fraction_to_reach():
+    x, y = [0.05, 0.1, 0.2], [0.6, 0.8, 0.9]
+    assert f1_at(x, y, 0.075) == pytest.approx(0.7)
+    assert f1_at(x, y, 0.1) == pytest.approx(0.8)
+    assert f1_at(x, y, 0.048) == pytest.approx(0.6)  # within tolerance of the first point
+    assert math.isnan(f1_at(x, y, 0.25))
+    assert math.isnan(f1_at(x, y, 0.01))
+    assert fraction_to_reach(x, y, 0.8) == 0.1
+    assert fraction_to_reach(x, y, 0.85) == 0.2
+    assert fraction_to_reach(x, y, 0.95) is None
+
+
+# --- the paper's anchors -------------------------------------------------------------------
+
+# From ../shared/anchors/README.md (computed there from the same CSVs): AULC and the label share
+# needed for 95 % of the final F1.
+README_SUMMARY = {
+    ("conversation", "random"): (0.809, 0.30),
+    ("conversation", "least_confidence"): (0.804, 0.40),
+    ("conversation", "margin"): (0.805, 0.35),
+    ("conversation", "vocab"): (0.809, 0.35),
+    ("legal", "random"): (0.879, 0.15),
+    ("legal", "least_confidence"): (0.874, 0.25),
+    ("legal", "margin"): (0.873, 0.25),
+    ("legal", "vocab"): (0.884, 0.15),
+    ("social_media", "random"): (0.774, 0.45),
+    ("social_media", "least_confidence"): (0.795, 0.30),
+    ("social_media", "margin"): (0.797, 0.30),
+    ("social_media", "vocab"): (0.782, 0.35),
+}
+
+
+@pytest.fixture(scope="module")
+def anchors():
+    if not (ANCHORS / "paper_al_curves").is_dir():
+        pytest.skip(f"anchors not found at {ANCHORS}")
+    return load_anchors(ANCHORS)
+
+
+def test_anchors_reproduce_published_summary(anchors):
+    assert set(anchors) == set(README_SUMMARY)
+    for key, (expected_aulc, expected_share) in README_SUMMARY.items():
+        a = anchors[key]
+        assert len(a.fractions) == 20 and numpy.all(numpy.diff(a.fractions) > 0)
+        assert round(aulc(a.fractions, a.f1), 3) == pytest.approx(expected_aulc, abs=1e-9)
+        share = fraction_to_reach(a.fractions, a.f1, 0.95 * a.f1[-1])
+        assert share == pytest.approx(expected_share, abs=0.005)
+
+
+def test_load_anchors_errors(tmp_path):
+    with pytest.raises(AdaptnerError, match="does not exist"):
+        load_anchors(tmp_path / "nope")
+    with pytest.raises(AdaptnerError, match="No ALResult_"):
+        load_anchors(tmp_path)
+    bad = tmp_path / "ALResult_News_Legal_random_final.csv"
+    bad.write_text("f1,samples\n0.5,3\n")
+    with pytest.raises(
+        AdaptnerError, match="ALResult_News_Legal_random_final.csv: expected columns"
+    ):
+        load_anchors(tmp_path)
+
+
+# --- records -> curves -> table ------------------------------------------------------------------
+
+
+def record(strategy, seed, round_, f1, *, target="legal", mode="reset", n_rounds=4, src=0.8):
+    return {
+        "run_id": f"news_{target}_{strategy}_{mode}_s{seed}",
+        "source": "news",
+        "target": target,
+        "strategy": strategy,
+        "mode": mode,
+        "seed": seed,
+        "round": round_,
+        "eval_split": "dev",
+        "pool_fraction": 0.2,
+        "labeled_fraction": 0.05 * round_,
+        "target_f1": f1,
+        "source_f1": src - 0.01 * round_,
+        "last": round_ == n_rounds,
+        "round_seconds": 2.0,
+        "train_seconds": 1.5,
+        "score_seconds": 0.3,
+    }
+
+
+def make_records(strategy, curves, **kw):
+    """curves: one list of F1 per seed, round 0 first."""
+    return [
+        record(strategy, seed, r, f1, **kw)
+        for seed, ys in enumerate(curves)
+        for r, f1 in enumerate(ys)
+    ]  # noqa: E501
+
+
+RANDOM = [[0.5, 0.6, 0.7, 0.75, 0.8], [0.5, 0.62, 0.68, 0.77, 0.8]]
+MARGIN = [[0.5, 0.7, 0.8, 0.85, 0.86], [0.5, 0.72, 0.78, 0.83, 0.86]]
+BASELINE = {"source": "news", "target": "legal", "kind": "target_full", "source_f1": 0.6}
+BASELINES = [{**BASELINE, "seed": s, "target_f1": f} for s, f in enumerate([0.88, 0.9])]
+
+
+def test_build_and_summarize():
+    curves = build_curves(make_records("random", RANDOM) + make_records("margin", MARGIN))
+    assert set(curves) == {
+        ("news", "legal", "random", "reset"),
+        ("news", "legal", "margin", "reset"),
+    }
+    c = curves[("news", "legal", "margin", "reset")]
+    assert c.seeds == [0, 1] and c.complete and c.f1.shape == (2, 5)
+    assert c.fractions.tolist() == pytest.approx([0, 0.05, 0.1, 0.15, 0.2])
+    base = baseline_means(BASELINES)
+    assert base[("news", "legal", "target_full")]["target_f1"] == pytest.approx(0.89)
+    row = summarize_curve(c, base)
+    assert row["f1@0.05"] == pytest.approx(0.71)
+    assert row["f1@0.05_ci"] == pytest.approx(12.706 * 0.01)
+    assert row["f1@0.1"] == pytest.approx(0.79)
+    assert row["f1@0.25"] is None and row["f1@0.5"] is None  # beyond the 20 % pool
+    expected_aulc = numpy.mean([aulc([0.05, 0.1, 0.15, 0.2], ys[1:]) for ys in MARGIN])
+    assert row["aulc"] == pytest.approx(expected_aulc)
+    assert row["reference"] == "target_full" and row["full_target_f1"] == pytest.approx(0.89)
+    assert row["reach95"] == pytest.approx(0.2)  # .84 at 15 % < .8455 <= .86 at 20 %
+    assert row["reach99"] is None  # .881 never reached
+    assert row["source_f1_start"] == pytest.approx(0.8) and row["source_f1_end"] == pytest.approx(
+        0.76
+    )
+    assert row["round_seconds"] == 2.0
+
+
+def test_incomplete_seeds_are_truncated():
+    recs = make_records("random", RANDOM)
+    recs = [r for r in recs if not (r["seed"] == 1 and r["round"] > 2)]
+    c = build_curves(recs)[("news", "legal", "random", "reset")]
+    assert not c.complete and c.f1.shape == (2, 3)
+
+
+def test_reference_falls_back_to_curve_at_full_target():
+    recs = [record("random", 0, r, 0.5 + 0.1 * r, n_rounds=2) for r in range(3)]
+    for r in recs:
+        r["labeled_fraction"] = r["round"] / 2
+    c = build_curves(recs)[("news", "legal", "random", "reset")]
+    row = summarize_curve(c, {})
+    assert row["reference"] == "curve@100%" and row["full_target_f1"] == pytest.approx(0.7)
+    assert (
+        summarize_curve(build_curves(make_records("random", RANDOM))[c.key], {})["reference"]
+        == "none"
+    )
+
+
+def test_goal_summary_needs_every_target():
+    recs = make_records("random", RANDOM) + make_records("margin", MARGIN)
+    recs += make_records("random", MARGIN, target="conversation")
+    recs += make_records("margin", RANDOM, target="conversation")
+    base = baseline_means([{**b, "target_f1": 0.8} for b in BASELINES])
+    rows = [summarize_curve(c, base) for c in build_curves(recs).values()]
+    lines = goal_summary(rows)
+    assert any(
+        "AULC above random on every target (conversation, legal): no strategy" in x for x in lines
+    )
+    assert any("legal/margin (10 %)" in x for x in lines)  # .79 >= .95 * .8 at 10 %
+    rows = [r for r in rows if r["target"] == "legal"]
+    assert any("AULC above random on every target (legal): margin" in x for x in goal_summary(rows))
+
+
+def test_markdown_report(anchors):
+    base = baseline_means(BASELINES)
+    rows = [summarize_curve(c, base) for c in build_curves(make_records("margin", MARGIN)).values()]
+    text = markdown_report(rows, base, anchors)
+    assert "| news | legal | margin | reset | 2 | 0.710 ± 0.127 |" in text
+    assert "| 20 % | > 20 % | 0.890 (target_full) | 0.800 → 0.760 | 2.0 |" in text
+    assert "## Baselines" in text and "| news | legal | target_full | 2 | 0.890 ± 0.127 |" in text
+    assert "## Against the paper" in text and "| legal | margin | reset |" in text
+    assert "Pool: 20 % of the target train set (drawn at random per seed)" in text
+
+
+def test_write_report(tmp_path, anchors):
+    results = tmp_path / "al"
+    (results / "baselines").mkdir(parents=True)
+    for strategy, curves in (("random", RANDOM), ("margin", MARGIN)):
+        for seed in (0, 1):
+            lines = [json.dumps(r) for r in make_records(strategy, curves) if r["seed"] == seed]
+            (results / f"news_legal_{strategy}_reset_s{seed}.jsonl").write_text(
+                "\n".join(lines) + "\n"
+            )
+    for b in BASELINES:
+        (results / "baselines" / f"news_legal_target_full_s{b['seed']}.json").write_text(
+            json.dumps(b)
+        )
+    out = write_report(results, tmp_path / "report", anchors_dir=ANCHORS)
+    assert [p.name for p in out["plots"]] == ["curves_news_legal.png"]
+    assert out["plots"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out["report"].read_text().count("| news | legal |") == 3  # 2 curves + 1 baseline
+    summary = json.loads(out["summary"].read_text())
+    assert len(summary["rows"]) == 2 and summary["goals"]
+    assert not list((tmp_path / "report").glob(".*tmp"))  # atomic writes leave no temporaries
+
+
+def test_write_report_errors(tmp_path):
+    with pytest.raises(AdaptnerError, match="does not exist. Run `adaptner simulate` first"):
+        write_report(tmp_path / "missing", tmp_path / "out")
+    with pytest.raises(AdaptnerError, match=r"No run files \(\*\.jsonl\)"):
+        write_report(tmp_path, tmp_path / "out")
+    (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
+    with pytest.raises(AdaptnerError, match=r"x\.jsonl, line 1: not a simulation record"):
+        write_report(tmp_path, tmp_path / "out")

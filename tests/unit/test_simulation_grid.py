@@ -1,0 +1,228 @@
+"""Unit tests of the grid: planning, resume, failures, the Ray backend (faked).
+
+Parallel worker processes are exercised in tests/integration/test_simulation.py.
+"""
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from test_simulation_engine import make_source_pipeline, strip_timing, write_tiny_corpus
+
+from adaptner.errors import AdaptnerError
+from adaptner.simulation import ALSettings, GridSpec, plan_grid, read_records, run_grid
+from adaptner.simulation.pipelines import TrainTask, ensure_trained
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_CONFIG = ROOT / "configs" / "test" / "bio_cnn.cfg"
+SETTINGS = ALSettings(pool_fraction=0.5, query_fraction=0.1, budget=0.2, epochs=1, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    corpus = write_tiny_corpus(root / "corpus")
+    return corpus, make_source_pipeline(root / "source", corpus, epochs=5)
+
+
+def spec(tiny, out: Path, **changes) -> GridSpec:
+    corpus, source = tiny
+    fields = {
+        "sources": ["news"],
+        "targets": ["legal"],
+        "strategies": ["random", "margin"],
+        "modes": ["reset", "warm"],
+        "seeds": [0],
+        "settings": SETTINGS,
+        "train_config": TEST_CONFIG,
+        "corpus_dir": corpus,
+        "output_dir": out / "metrics",
+        "models_dir": out / "training",
+        "source_model": source,
+        "baselines": ["source_only", "target_full"],
+    }
+    fields.update(changes)
+    return GridSpec(**fields)
+
+
+def all_records(folder: Path) -> dict[str, list[dict]]:
+    return {p.stem: strip_timing(read_records(p)[0]) for p in sorted(folder.glob("*.jsonl"))}
+
+
+def test_plan_expands_the_grid(tiny, tmp_path):
+    s = spec(
+        tiny,
+        tmp_path,
+        sources=["news", "all-but-target"],
+        seeds=[0, 1],
+        source_model=None,
+        baselines=["source_only", "target_full", "target_only", "joint"],
+    )
+    plan = plan_grid(s)
+    assert len(plan.runs) == 2 * 2 * 2 * 2  # sources x strategies x modes x seeds
+    assert len(plan.baselines) == 2 * 2 * 4  # sources x seeds x kinds
+    assert {r.source for r in plan.runs} == {"news", "all-but:legal"}
+    names = sorted(t.name for t in plan.trainings)
+    # two sources, target_only once per seed (shared by the sources), joint per source and seed
+    assert names == sorted(
+        [
+            "source news",
+            "source all-but:legal",
+            "legal target_only s0",
+            "legal target_only s1",
+            "news + legal joint s0",
+            "news + legal joint s1",
+            "all-but:legal + legal joint s0",
+            "all-but:legal + legal joint s1",
+        ]
+    )
+    assert plan.sizes["legal"].rounds == 1 + 2  # budget 8 docs of 40, 4 per round
+    assert plan.total_units == 16 * 3 + 16
+    assert plan.eval_splits == {"legal": "dev"}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"targets": ["web"]}, "Unknown target 'web'"),
+        ({"strategies": ["oracle"]}, "Unknown strategy 'oracle'"),
+        ({"modes": ["cold"]}, "Unknown mode 'cold'"),
+        ({"baselines": ["best"]}, "Unknown baseline 'best'"),
+        ({"seeds": []}, "Empty grid"),
+        ({"sources": ["news", "all-but-target"]}, "--source-model gives one pipeline"),
+        ({"sources": ["sports"]}, "Unknown domain 'sports'"),
+    ],
+)
+def test_plan_errors(tiny, tmp_path, changes, message):
+    with pytest.raises(AdaptnerError, match=message):
+        plan_grid(spec(tiny, tmp_path, **changes))
+
+
+def test_run_grid_resumes(tiny, tmp_path):
+    logs: list[str] = []
+    plan = run_grid(spec(tiny, tmp_path), progress=False, log=logs.append)
+    out = tmp_path / "metrics"
+    records = all_records(out)
+    assert sorted(records) == sorted(r.run_id for r in plan.runs)
+    assert all(len(r) == 3 and r[-1]["last"] for r in records.values())
+    baselines = sorted(p.name for p in (out / "baselines").glob("*.json"))
+    assert baselines == ["news_legal_source_only_s0.json", "news_legal_target_full_s0.json"]
+    assert any("no test split" in line for line in logs)
+    # kill simulation: drop the last round of one run and a baseline, run the same grid again
+    path = out / "news_legal_margin_warm_s0.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:2]))
+    (out / "baselines" / "news_legal_target_full_s0.json").unlink()
+    logs.clear()
+    run_grid(spec(tiny, tmp_path), progress=False, log=logs.append)
+    assert any("(12/14 rounds done, 2 tasks to run" in line for line in logs), logs
+    assert all_records(out) == records
+    logs.clear()
+    run_grid(spec(tiny, tmp_path), progress=False, log=logs.append)
+    assert any("(14/14 rounds done, 0 tasks to run" in line for line in logs), logs
+
+
+def test_failed_tasks_are_reported_after_the_rest(tiny, tmp_path):
+    s = spec(tiny, tmp_path, strategy_params={"margin": {"aggregation": "median"}}, baselines=[])
+    with pytest.raises(AdaptnerError, match=r"2 of 4 tasks failed; first: news_legal_margin_.*"):
+        run_grid(s, progress=False, log=lambda _: None)
+    done = all_records(tmp_path / "metrics")
+    assert done["news_legal_random_reset_s0"][-1]["last"]
+    # margin failed when it was first used (round 2): rounds 0-1 are kept for the resume
+    assert [r["round"] for r in done["news_legal_margin_reset_s0"]] == [0, 1]
+
+
+def test_trains_sources_and_scratch_baselines(tiny, tmp_path):
+    s = spec(
+        tiny,
+        tmp_path,
+        source_model=None,
+        strategies=["random"],
+        modes=["reset"],
+        baselines=["target_only", "joint"],
+        settings=SETTINGS.replace(eval_limit=5),
+    )
+    logs: list[str] = []
+    plan = run_grid(s, progress=False, log=logs.append)
+    assert any(line.startswith("Training 3 pipeline(s)") for line in logs)
+    assert all(t.done() for t in plan.trainings)
+    joint = json.loads(
+        (tmp_path / "metrics" / "baselines" / "news_legal_joint_s0.json").read_text()
+    )
+    assert joint["train_domains"] == "news,legal" and 0 <= joint["target_f1"] <= 1
+    meta = json.loads((tmp_path / "training" / "source" / "news" / "train_meta.json").read_text())
+    assert meta["train_domains"] == "news"
+    # a cached pipeline trained differently is refused, naming what differs
+    other = TrainTask(
+        name="source news",
+        train_domains="news",
+        train_config=ROOT / "configs" / "test" / "ner_cnn.cfg",
+        corpus_dir=tiny[0],
+        model_dir=tmp_path / "training" / "source" / "news",
+    )
+    with pytest.raises(
+        AdaptnerError, match=r"source news\) was trained with other settings \(config"
+    ):
+        ensure_trained(other)
+
+
+class FakeRay(types.ModuleType):
+    """Just enough of Ray's API: tasks run eagerly at .remote()."""
+
+    def __init__(self) -> None:
+        super().__init__("ray")
+        self.initialized = False
+        self.init_args: dict = {}
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init(self, address=None, **kwargs) -> None:
+        self.initialized, self.init_args = True, {"address": address, **kwargs}
+
+    def remote(self, **options):
+        def wrap(fn):
+            return types.SimpleNamespace(remote=lambda *args: FakeRef(fn(*args)))
+
+        return wrap
+
+    def wait(self, refs, num_returns=1):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref.value
+
+
+class FakeRef:
+    """A hashable object reference, like ray.ObjectRef."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+
+def test_ray_backend(tiny, tmp_path, monkeypatch):
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    run_grid(
+        spec(tiny, tmp_path, strategies=["random"], modes=["reset"]),
+        backend="ray",
+        ray_address="ray://head:10001",
+        progress=False,
+        log=lambda _: None,
+    )
+    assert fake.init_args["address"] == "ray://head:10001"
+    records = all_records(tmp_path / "metrics")
+    assert list(records) == ["news_legal_random_reset_s0"]
+    assert records["news_legal_random_reset_s0"][-1]["last"]
+
+
+def test_ray_backend_needs_ray(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(
+        AdaptnerError, match=r"--backend ray needs Ray: pip install 'adaptner\[ray\]'"
+    ):
+        run_grid(spec(tiny, tmp_path), backend="ray", progress=False, log=lambda _: None)
+    with pytest.raises(AdaptnerError, match="Unknown backend 'slurm'"):
+        run_grid(spec(tiny, tmp_path), backend="slurm", progress=False, log=lambda _: None)
