@@ -156,6 +156,7 @@ def run_al(
     reference: str,
     epochs: int,
     quick: bool,
+    overrides: dict,
 ) -> None:
     """Cartography vs random and margin in the simulation grid; prints the AULC table."""
     from adaptner.simulation.config import load_al_settings
@@ -175,7 +176,11 @@ def run_al(
             dev_path=ROOT / "corpus" / "dev",
         )
     al_cfg = ROOT / "configs" / "al" / ("test/tiny.cfg" if quick else "default.cfg")
-    settings = load_al_settings(al_cfg)
+    settings = load_al_settings(al_cfg, **overrides)
+    changed = {k: v for k, v in overrides.items() if v is not None}
+    # the results folder encodes the settings, so different settings never resume each other
+    run_name = "_".join(["al", reference, *(f"{k}{v}" for k, v in changed.items())])
+    run_name += "_quick" if quick else ""
     params: dict = {"reference": reference}
     if reference == "dynamics":
         params["dynamics"] = str(source_dir / "dynamics")
@@ -188,7 +193,7 @@ def run_al(
         settings=settings,
         train_config=config,
         corpus_dir=ROOT / "corpus",
-        output_dir=out / f"al_{reference}" if not quick else out / f"al_{reference}_quick",
+        output_dir=out / run_name,
         models_dir=out / "al_models",
         source_model=source_dir / "model" / "model-best",
         eval_split="dev",
@@ -198,8 +203,9 @@ def run_al(
     plan = run_grid(spec, progress=True)
     curves = build_curves(load_records(plan.output_dir))
     print(
-        f"\n## AULC, news -> target ({len(spec.seeds)} seed(s), {al_cfg.relative_to(ROOT)}, "
-        f"cartography reference: {reference}; {time.perf_counter() - start:.0f} s)\n"
+        f"\n## AULC, news -> target ({len(spec.seeds)} seed(s), {al_cfg.relative_to(ROOT)} "
+        f"{changed or ''}, cartography reference: "
+        f"{reference}; {time.perf_counter() - start:.0f} s)\n"
     )
     strategies = spec.strategies
     print("| target | " + " | ".join(strategies) + " |")
@@ -251,6 +257,15 @@ def main(
     al_quick: bool = typer.Option(
         False, "--al-quick", help="AL smoke run: configs/al/test/tiny.cfg settings."
     ),
+    al_train_limit: int | None = typer.Option(
+        None, "--al-train-limit", help="Override: only the first N target train docs."
+    ),
+    al_pool_fraction: float | None = typer.Option(
+        None, "--al-pool-fraction", help="Override: pool share of the target train set."
+    ),
+    al_budget: float | None = typer.Option(
+        None, "--al-budget", help="Override: stop at this labeled share."
+    ),
 ) -> None:
     """Run the dynamics benchmarks and print their figures."""
     output = output.resolve()
@@ -269,6 +284,11 @@ def main(
             cartography_reference,
             epochs,
             al_quick,
+            {
+                "train_limit": al_train_limit,
+                "pool_fraction": al_pool_fraction,
+                "budget": al_budget,
+            },
         )
     print(f"\nTotal {time.perf_counter() - start:.0f} s")
 

@@ -140,11 +140,16 @@ def test_noise_experiment_end_to_end(corpus_dir, tmp_path):
         20,
     )
     assert "| noise | clean F1 | noisy F1 | sieved F1 | flipped F1 |" in output
+    assert "| 20% | 99 (main) |" in output
     report = json.loads((out / "noise.json").read_text())
     (row,) = report["rates"]
     assert row["flipped"] == round(0.2 * row["spans"])
     assert 0 <= row["true_positives"] <= min(row["flagged"], row["flipped"])
     assert 0.0 <= row["precision"] <= 1.0 and 0.0 <= row["recall"] <= 1.0
+    by_pct = row["by_percentile"]
+    assert list(by_pct) == ["50", "90", "99"] and by_pct["99"]["flagged"] == row["flagged"]
+    flagged = [by_pct[p]["flagged"] for p in by_pct]
+    assert flagged == sorted(flagged)  # a higher threshold flags a superset
     for name in ("noisy", "sieved", "flipped"):
         assert 0.0 <= row["f1"][name]["f"] <= 1.0
     assert (out / "runs" / "noise_20" / "sieved" / "model" / "model-last").is_dir()

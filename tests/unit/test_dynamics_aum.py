@@ -194,6 +194,16 @@ def test_find_flags_spans_and_o_runs(vocab):
     assert "| GPE | 1 | 1 | 100.0 | -4.00 |" in md and "| PERSON | 1 | 0 | 0.0 | 2.00 |" in md
 
 
+def test_at_percentile(vocab):
+    docs = [make_doc(vocab, ["a"], [])]
+    result = fake_result(docs, [[0.0]])
+    result.fake_aum = numpy.array([-4.0, -2.0, 0.0, 2.0])
+    assert result.at_percentile(50).threshold == -1.0
+    assert result.at_percentile(100).threshold == 2.0 and result.threshold == -1.0
+    with pytest.raises(AdaptnerError, match="Percentile must be in"):
+        result.at_percentile(0)
+
+
 def test_sieve_and_flip(vocab):
     doc = make_doc(
         vocab,

@@ -2,6 +2,7 @@
 
 import json
 import random
+from importlib.metadata import entry_points
 from itertools import product
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from adaptner.dynamics.callback import (
     RandomState,
     dynamics_overrides,
     find_bio_ner,
+    make_record_dynamics,
     make_record_dynamics_end,
     margins,
 )
@@ -27,7 +29,6 @@ from adaptner.training import train_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_CONFIG = ROOT / "configs" / "test" / "bio_cnn.cfg"
-DYNAMICS_CONFIG = ROOT / "configs" / "test" / "bio_cnn_dynamics.cfg"
 
 NAMES = ["Mette Frederiksen", "Lars", "Anna Hansen"]
 CITIES = ["København", "Aarhus", "Odense", "Aalborg", "Esbjerg"]
@@ -273,12 +274,21 @@ def test_pipeline_without_bio_ner_is_a_clear_error():
         find_bio_ner(spacy.blank("da"))
 
 
-def test_registered_callbacks_resolve_from_the_twin_config(tmp_path):
+def test_registered_callbacks_resolve_from_config_overrides(tmp_path):
     config = load_config(
-        DYNAMICS_CONFIG, overrides={"paths.dynamics": str(tmp_path)}, interpolate=True
+        TEST_CONFIG, overrides=dynamics_overrides(tmp_path, every_n_steps=3), interpolate=True
     )
     resolved = registry.resolve(
         {"a": config["training"]["before_update"], "b": config["training"]["before_to_disk"]}
     )
-    assert resolved["a"].output_dir == tmp_path and resolved["a"].every_n_steps == 0
+    assert isinstance(resolved["a"], DynamicsRecorder)
+    assert resolved["a"].output_dir == tmp_path and resolved["a"].every_n_steps == 3
     assert callable(resolved["b"])
+
+
+def test_entry_points_point_at_the_callbacks():
+    group = {ep.name: ep for ep in entry_points(group="spacy_callbacks")}
+    assert group["adaptner.record_dynamics.v1"].load() is make_record_dynamics, (
+        "reinstall the package: pip install -e ."
+    )
+    assert group["adaptner.record_dynamics_end.v1"].load() is make_record_dynamics_end

@@ -81,10 +81,21 @@ def test_knn_hardness_by_hand():
     pool = numpy.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     ref = numpy.array([[2.0, 0.1], [0.1, 3.0], [1.0, -0.1]])
     hard = numpy.array([True, False, True])
-    numpy.testing.assert_allclose(knn_hardness(pool, ref, hard, 1), [1.0, 0.0, 1.0])
-    numpy.testing.assert_allclose(knn_hardness(pool, ref, hard, 2), [1.0, 0.5, 0.5])
+    numpy.testing.assert_allclose(knn_hardness(pool, ref, hard, 1, center=False), [1.0, 0.0, 1.0])
+    numpy.testing.assert_allclose(knn_hardness(pool, ref, hard, 2, center=False), [1.0, 0.5, 0.5])
     numpy.testing.assert_allclose(knn_hardness(pool, ref, hard, 99), [2 / 3] * 3)
     assert knn_hardness(pool, ref[:0], hard[:0], 3).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_knn_hardness_centres_a_shared_direction():
+    """With a large common offset every pool row is nearest to the same reference row unless
+    the rows are centred first."""
+    offset = numpy.array([0.0, 0.0, 10.0])
+    pool = numpy.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]) + offset
+    ref = numpy.array([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 5.0]]) + offset
+    hard = numpy.array([True, False, False])
+    assert knn_hardness(pool, ref, hard, 1, center=False).tolist() == [0.0, 0.0]
+    assert knn_hardness(pool, ref, hard, 1).tolist() == [1.0, 0.0]
 
 
 def test_exclude_moves_hard_docs_last_keeping_their_order(nlp):

@@ -205,7 +205,7 @@ def test_build_pretrain_config_errors(tmp_path):
 
 
 def initial_loss(corpus: Path, weights: Path | None) -> tuple[float, bytes]:
-    """bio_ner's loss on the first update of a fresh training, and the tok2vec's bytes."""
+    """bio_ner's loss on the first update of a fresh training, and the initial tok2vec bytes."""
     overrides = {"paths.init_tok2vec": str(weights)} if weights else {}
     config = load_training_config(
         TINY,
@@ -216,11 +216,12 @@ def initial_loss(corpus: Path, weights: Path | None) -> tuple[float, bytes]:
         overrides=overrides,
     )
     nlp = init_nlp(config)
+    tok2vec_bytes = nlp.get_pipe("tok2vec").model.to_bytes()
     corpus_reader = registry.resolve({"c": config.interpolate()["corpora"]["train"]})["c"]
     examples = list(corpus_reader(nlp))
     losses: dict[str, float] = {}
     nlp.update(examples, drop=0.0, losses=losses)
-    return losses["bio_ner"], nlp.get_pipe("tok2vec").model.to_bytes()
+    return losses["bio_ner"], tok2vec_bytes
 
 
 def test_pretraining_writes_weights_that_training_loads(corpus, tmp_path, offline):
@@ -286,7 +287,7 @@ def test_cli_pretrain(corpus, tmp_path):
     assert f"--paths.init_tok2vec {out / WEIGHTS_NAME}" in result.output
     result = CliRunner().invoke(app, [*args, "--pretraining.dropout", "0.3", "-e", "1", "-q"])
     assert result.exit_code == 0, result.output
-    assert load_config(out / "config.cfg")["pretraining"]["dropout"] == 0.3
+    assert load_config(out / "config.cfg")["pretraining"]["dropout"] == pytest.approx(0.3)
 
 
 # --- ablation levers ---------------------------------------------------------------------

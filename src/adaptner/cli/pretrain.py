@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
 def pretrain_cmd(
     ctx: typer.Context,
     config: Path = typer.Argument(
-        ..., help="Training config with a CNN tok2vec and a [pretraining] block (bio_cnn.cfg)."
+        ...,
+        help="Training config with a CNN tok2vec and a filled pretraining section, e.g. "
+        "configs/bio_cnn.cfg.",
     ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Output directory; the weights are <output>/model-last.bin."

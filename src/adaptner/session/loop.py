@@ -307,6 +307,8 @@ def next_batch(
         raise AdaptnerError(f"-n must be positive, got {n}.")
     if fmt not in formats.FORMATS:
         raise AdaptnerError(f"Unknown format {fmt!r}; choose one of {', '.join(formats.FORMATS)}.")
+    if Path(str(output)).is_dir():
+        raise AdaptnerError(f"Output {output} is a directory; pass a file such as batch.jsonl.")
     start = time.perf_counter()
     store = open_store(db)
     try:

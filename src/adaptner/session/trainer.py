@@ -32,21 +32,24 @@ class UpdateSettings:
             the new ones (sampled with the session seed). Reset mode ignores it.
     """
 
-    max_epochs: int = 6
-    patience: int = 2
-    batch_size: int = 16
+    max_epochs: int = 8
+    patience: int = 3
+    batch_size: int = 32
     dropout: float | None = None
-    replay: int = 150
+    replay: int = 300
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for the store and metrics)."""
         return asdict(self)
 
 
-#: Defaults per mode: warm is tuned for a short round-trip, reset for a full retrain.
+#: Defaults per mode: warm is tuned for a short round-trip (bench/session_bench.py: next
+#: batch within ~10 s on 2 cores for sessions of a few hundred answers), reset for a full
+#: retrain. Warm replays up to 300 earlier answers, so its cost stays bounded as a session
+#: grows.
 DEFAULT_SETTINGS: dict[str, UpdateSettings] = {
-    "warm": UpdateSettings(max_epochs=6, patience=2, batch_size=16, replay=150),
-    "reset": UpdateSettings(max_epochs=20, patience=4, batch_size=16, replay=0),
+    "warm": UpdateSettings(max_epochs=8, patience=3, batch_size=32, replay=300),
+    "reset": UpdateSettings(max_epochs=20, patience=4, batch_size=32, replay=0),
 }
 
 

@@ -31,7 +31,7 @@ from .pipelines import TrainTask, ensure_trained
 BACKENDS = ("local", "ray")
 
 # Environment for worker processes: one thread each, so N workers use N cores.
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass
@@ -223,6 +223,12 @@ def plan_grid(spec: GridSpec) -> GridPlan:
     return GridPlan(trainings, runs, baselines, sizes, splits, source_models, Path(spec.output_dir))
 
 
+def _task_name(kind: str, cfg: Any) -> str:
+    if kind == "train":
+        return cfg.name
+    return cfg.baseline_id if kind == "baseline" else cfg.run_id
+
+
 def execute_task(kind: str, cfg: Any, output_dir: str, progress: Any = None) -> dict[str, Any]:
     """Run one task (train / baseline / run) and report; never raises (errors are returned).
 
@@ -241,9 +247,7 @@ def execute_task(kind: str, cfg: Any, output_dir: str, progress: Any = None) -> 
         else:
             progress.put(1)
 
-    name = {"train": lambda c: c.name, "baseline": lambda c: c.baseline_id}.get(
-        kind, lambda c: c.run_id
-    )(cfg)
+    name = _task_name(kind, cfg)
     try:
         if kind == "train":
             ensure_trained(cfg)
@@ -291,13 +295,19 @@ def _run_local(
     with _single_threaded_children(workers), ctx.Manager() as manager:
         q = manager.Queue()
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            pending = {
-                pool.submit(execute_task, kind, cfg, str(output_dir), q) for kind, cfg, _ in tasks
+            futures = {
+                pool.submit(execute_task, kind, cfg, str(output_dir), q): _task_name(kind, cfg)
+                for kind, cfg, _ in tasks
             }
+            pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 _drain(q, bar)
-                results.extend(f.result() for f in done)
+                for f in done:
+                    try:
+                        results.append(f.result())
+                    except Exception as e:  # noqa: BLE001 - a worker died (killed, out of memory)
+                        results.append({"task": futures[f], "error": f"worker died: {e!r}"})
         _drain(q, bar)
     return results
 

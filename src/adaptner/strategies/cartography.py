@@ -38,7 +38,12 @@ MODES = ("exclude", "downweight")
 
 
 def knn_hardness(
-    pool: numpy.ndarray, reference: numpy.ndarray, hard: numpy.ndarray, k: int
+    pool: numpy.ndarray,
+    reference: numpy.ndarray,
+    hard: numpy.ndarray,
+    k: int,
+    *,
+    center: bool = True,
 ) -> numpy.ndarray:
     """Share of hard reference rows among the ``k`` most cosine-similar ones, per pool row.
 
@@ -47,6 +52,9 @@ def knn_hardness(
         reference: Reference embeddings (m x d).
         hard: Whether each reference row is hard-to-learn (m,).
         k: Neighbours (clipped to m).
+        center: Subtract the mean of all rows first. Mean-pooled token vectors share a large
+            common direction, so uncentred cosine similarity makes a few reference docs the
+            nearest neighbour of almost every pool doc.
 
     Returns:
         Floats in [0, 1] (zeros when there are no reference rows).
@@ -57,6 +65,9 @@ def knn_hardness(
     if len(pool) == 0 or len(reference) == 0:
         return numpy.zeros(len(pool))
     k = max(1, min(k, len(reference)))
+    if center:
+        mean = numpy.concatenate([pool, reference]).mean(axis=0)
+        pool, reference = pool - mean, reference - mean
 
     def unit(x: numpy.ndarray) -> numpy.ndarray:
         norm = numpy.linalg.norm(x, axis=1, keepdims=True)
@@ -102,7 +113,7 @@ class CartographyStrategy(QueryStrategy):
         reference: str = "auto",
         labeled_docs: Sequence[Doc] | None = None,
         dynamics: str | Path | None = None,
-        k: int = 10,
+        k: int = 3,
         max_hardness: float = 0.5,
         mode: str = "exclude",
         weight: float = 1.0,
@@ -254,7 +265,7 @@ def make_cartography(
     reference: str = "auto",
     dynamics: str | None = None,
     labeled_docs: Sequence[Doc] | None = None,
-    k: int = 10,
+    k: int = 3,
     max_hardness: float = 0.5,
     mode: str = "exclude",
     weight: float = 1.0,
