@@ -92,7 +92,7 @@ def simulate_cmd(
     al_config: Path | None = typer.Option(
         Path("configs/al/default.cfg"),
         "--al-config",
-        help="AL settings ([simulation] section); the options below override it.",
+        help="AL settings (the \\[simulation] section); the options below override it.",
     ),
     source_model: Path | None = typer.Option(
         None,

@@ -14,6 +14,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import registry, resolve_dot_names
 
+from ..components.bio_ner import BioNER, softmax
 from ..errors import AdaptnerError
 from ..util import atomic_path, write_json
 
@@ -30,14 +31,12 @@ BATCH_SIZE = 256
 _RECORDERS: "weakref.WeakKeyDictionary[Language, DynamicsRecorder]" = weakref.WeakKeyDictionary()
 
 
-def find_bio_ner(nlp: Language, name: str | None = None) -> tuple[str, Any]:
+def find_bio_ner(nlp: Language, name: str | None = None) -> tuple[str, BioNER]:
     """The (name, component) of the pipeline's bio_ner (the first one, or the one called ``name``).
 
     Raises:
         AdaptnerError: no such component, or it is not a bio_ner.
     """
-    from ..components.bio_ner import BioNER
-
     for pipe_name, proc in nlp.pipeline:
         if (name is None or pipe_name == name) and isinstance(proc, BioNER):
             return pipe_name, proc
@@ -240,8 +239,6 @@ class DynamicsRecorder:
 
     def record(self, nlp: Language, *, epoch: int, step: int, final: bool = False) -> Path:
         """Write one snapshot of the current model's dynamics; returns its path."""
-        from ..components.bio_ner import softmax
-
         with RandomState():
             name, bio = find_bio_ner(nlp, self.component)
             if self.examples is None:
