@@ -2,6 +2,7 @@
 
 import html
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -111,13 +112,15 @@ def render_review(
             if ent is not None:
                 ents.append(ent)
         shown.ents = ents
-        ent_html = displacy.render(
-            shown,
-            style="ent",
-            page=False,
-            jupyter=False,
-            options={"ents": labels or None, "colors": COLORS},
-        )
+        with warnings.catch_warnings():  # W006: a sentence without entities is fine here
+            warnings.filterwarnings("ignore", message=r"\[W006\]")
+            ent_html = displacy.render(
+                shown,
+                style="ent",
+                page=False,
+                jupyter=False,
+                options={"ents": labels or None, "colors": COLORS},
+            )
         unc = token_uncertainty(doc)
         probs = doc._.ner_probs
         heat = []
