@@ -1,4 +1,4 @@
-"""The ``adaptner`` command line: one Typer app, one module per command group."""
+"""The `adaptner` command line: one Typer app, one module per command group."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``adaptner corpus`` and ``adaptner download``: DANSK to per-domain DocBins."""
+"""`adaptner corpus` and `adaptner download`: DANSK to per-domain DocBins."""
 
 from pathlib import Path
 

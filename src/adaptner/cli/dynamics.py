@@ -1,4 +1,4 @@
-"""``adaptner datamap`` and ``adaptner aum``: training dynamics, data maps and label-noise flags."""
+"""`adaptner datamap` and `adaptner aum`: training dynamics, data maps and label-noise flags."""
 
 from pathlib import Path
 
@@ -69,7 +69,7 @@ def datamap_cmd(
 ) -> None:
     """Train with the dynamics callback (or read a recording) and draw data maps per domain.
 
-    Extra ``--section.key value`` arguments override the training config.
+    Extra `--section.key value` arguments override the training config.
     """
     from ..dynamics.datamap import TABLE_FORMATS, record_training_dynamics, write_datamap
     from ..dynamics.stats import compute_datamap, load_dynamics
@@ -152,7 +152,7 @@ def aum_cmd(
 
     With --noise, flip that share of entity spans first and report the flags' precision and
     recall and the dev F1 of training on clean, noisy, sieved and flipped data.
-    Extra ``--section.key value`` arguments override the training config.
+    Extra `--section.key value` arguments override the training config.
     """
     import spacy
     from tqdm import tqdm

@@ -1,4 +1,4 @@
-"""``adaptner evaluate`` and ``adaptner matrix``: per-domain scores and the cross-domain table."""
+"""`adaptner evaluate` and `adaptner matrix`: per-domain scores and the cross-domain table."""
 
 from pathlib import Path
 
@@ -95,7 +95,7 @@ def matrix_cmd(
 ) -> None:
     """Train one model per domain and score each on every domain: the cross-domain F1 table.
 
-    Extra ``--section.key value`` arguments override the config (e.g. --training.max_steps 20).
+    Extra `--section.key value` arguments override the config (e.g. --training.max_steps 20).
     """
     from tqdm import tqdm
 

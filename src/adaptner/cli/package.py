@@ -1,4 +1,4 @@
-"""``adaptner package``: build installable wheels of a trained or adapted pipeline."""
+"""`adaptner package`: build installable wheels of a trained or adapted pipeline."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""``adaptner pretrain``: domain-adaptive pretraining of the CNN tok2vec on unlabeled text."""
+"""`adaptner pretrain`: domain-adaptive pretraining of the CNN tok2vec on unlabeled text."""
 
 import json
 from pathlib import Path
@@ -55,8 +55,8 @@ def pretrain_cmd(
 ) -> None:
     """Pretrain the tok2vec of CONFIG with spaCy's character objective on unlabeled Danish text.
 
-    Extra ``--section.key value`` arguments override the config. Train with the same config
-    and ``--paths.init_tok2vec <output>/model-last.bin`` to start from these weights.
+    Extra `--section.key value` arguments override the config. Train with the same config
+    and `--paths.init_tok2vec <output>/model-last.bin` to start from these weights.
     """
     from ..pretrain import META_NAME, run_pretraining
     from .train import parse_overrides

@@ -1,4 +1,4 @@
-"""``adaptner session …``: annotation sessions (next batch, import answers, train, status)."""
+"""`adaptner session …`: annotation sessions (next batch, import answers, train, status)."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""``adaptner simulate`` and ``adaptner curves``: active-learning simulations and their reports."""
+"""`adaptner simulate` and `adaptner curves`: active-learning simulations and their reports."""
 
 import json
 from pathlib import Path
@@ -17,10 +17,10 @@ def register(app: typer.Typer) -> None:
 
 
 def parse_strategy_params(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``strategy.key=value`` strings to {strategy: {key: value}} (JSON values when parseable).
+    """`strategy.key=value` strings to {strategy: {key: value}} (JSON values when parseable).
 
     Raises:
-        AdaptnerError: an item without ``.`` or ``=``.
+        AdaptnerError: an item without `.` or `=`.
     """
     out: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -40,7 +40,7 @@ def parse_strategy_params(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def parse_baselines(spec: str) -> list[str]:
-    """``all`` | ``none`` | a comma-separated list of baseline kinds."""
+    """`all` | `none` | a comma-separated list of baseline kinds."""
     from ..simulation.baselines import BASELINES
 
     spec = spec.strip()

@@ -1,4 +1,4 @@
-"""``adaptner tiny-bert``: build a tiny random local BERT for offline transformer tests."""
+"""`adaptner tiny-bert`: build a tiny random local BERT for offline transformer tests."""
 
 from pathlib import Path
 

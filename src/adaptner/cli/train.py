@@ -1,4 +1,4 @@
-"""``adaptner train``: train a pipeline on a selection of domains."""
+"""`adaptner train`: train a pipeline on a selection of domains."""
 
 from pathlib import Path
 
@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 
 def parse_overrides(args: list[str]) -> dict:
-    """``--section.key value`` pairs (as in ``spacy train``) to a dict of overrides."""
+    """`--section.key value` pairs (as in `spacy train`) to a dict of overrides."""
     from spacy.cli._util import parse_config_overrides
 
     return parse_config_overrides(args)
@@ -39,7 +39,7 @@ def train_cmd(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No training table."),
 ) -> None:
-    """Train a pipeline. Extra ``--section.key value`` arguments override the config."""
+    """Train a pipeline. Extra `--section.key value` arguments override the config."""
     from ..training import train_pipeline
 
     best = train_pipeline(

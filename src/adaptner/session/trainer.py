@@ -1,19 +1,16 @@
 """In-process model updates for session rounds: warm (continue) and reset (from the source)."""
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy
 from spacy.language import Language
 from spacy.tokens import Doc
-from spacy.training import Example
-from spacy.util import minibatch, registry
-from thinc.api import Optimizer, fix_random_seed
 from tqdm import tqdm
 
 from ..errors import AdaptnerError
+from ..simulation.trainer import score_ner
+from ..simulation.trainer import update_pipeline as run_update
 
 MODES: tuple[str, ...] = ("warm", "reset")
 
@@ -53,17 +50,6 @@ DEFAULT_SETTINGS: dict[str, UpdateSettings] = {
 }
 
 
-def make_optimizer(nlp: Language) -> Optimizer:
-    """The optimizer of the pipeline's own training config (fresh state); Adam if it has none."""
-    cfg = nlp.config.get("training", {}).get("optimizer")
-    if cfg:
-        try:
-            return registry.resolve({"optimizer": cfg})["optimizer"]
-        except Exception:  # noqa: BLE001 - an unresolvable config falls back to the default
-            pass
-    return nlp.create_optimizer()
-
-
 def config_dropout(nlp: Language) -> float:
     """The training dropout from the pipeline's config (0.1 if unset)."""
     value = nlp.config.get("training", {}).get("dropout", 0.1)
@@ -71,14 +57,16 @@ def config_dropout(nlp: Language) -> float:
 
 
 def evaluate(nlp: Language, gold: Sequence[Doc]) -> dict[str, Any]:
-    """Entity P/R/F (0-1) and per-type scores of ``nlp`` on gold Docs."""
-    examples = [Example(nlp.make_doc(doc.text), doc) for doc in gold]
-    scores = nlp.evaluate(examples)
+    """Entity P/R/F (0-1) and F1 per type of ``nlp`` on gold Docs."""
+    return _metrics(score_ner(nlp, gold))
+
+
+def _metrics(scores: dict[str, Any]) -> dict[str, Any]:
     return {
-        "ents_p": float(scores.get("ents_p") or 0.0),
-        "ents_r": float(scores.get("ents_r") or 0.0),
-        "ents_f": float(scores.get("ents_f") or 0.0),
-        "ents_per_type": scores.get("ents_per_type") or {},
+        "ents_p": scores["p"],
+        "ents_r": scores["r"],
+        "ents_f": scores["f1"],
+        "ents_per_type": scores["per_label"],
     }
 
 
@@ -93,9 +81,10 @@ def update_pipeline(
 ) -> dict[str, Any]:
     """Update ``nlp`` in place on gold Docs, with early stopping on the held-out Docs.
 
-    Every epoch shuffles the docs (seeded), updates in minibatches, and scores the held-out
-    set; the best epoch's weights are restored at the end. The first epoch always runs, so
-    a round always changes the model.
+    The loop itself is the simulation's (:func:`adaptner.simulation.trainer.update_pipeline`):
+    every epoch shuffles the docs (seeded), updates in minibatches with a fresh optimizer
+    from the pipeline's config, and scores the held-out set; the best epoch's weights are
+    kept. The first epoch always runs, so a round always changes the model.
 
     Returns:
         Metrics: held-out scores of the kept weights (if any), epochs run, best epoch,
@@ -105,56 +94,42 @@ def update_pipeline(
         raise AdaptnerError("No training documents for this round.")
     if settings.max_epochs < 1:
         raise AdaptnerError(f"max_epochs must be at least 1, got {settings.max_epochs}.")
-    start = time.perf_counter()
-    fix_random_seed(seed)
-    rng = numpy.random.default_rng(seed)
-    optimizer = make_optimizer(nlp)
     dropout = config_dropout(nlp) if settings.dropout is None else settings.dropout
-    examples = [Example(nlp.make_doc(doc.text), doc) for doc in train_docs]
-    trainable = [(name, proc) for name, proc in nlp.pipeline if hasattr(proc, "model")]
     history: list[dict[str, Any]] = []
-    best_f = -1.0
-    best_epoch = 0
-    best_scores: dict[str, Any] = {}
-    snapshot: dict[str, bytes] = {}
-    bad_epochs = 0
-    epochs = tqdm(
-        range(1, settings.max_epochs + 1),
+    bar = tqdm(
+        total=settings.max_epochs,
         desc="train",
         unit="epoch",
         leave=False,
         disable=None if progress else True,  # None: only on a terminal
     )
-    for epoch in epochs:
-        order = rng.permutation(len(examples))
-        losses: dict[str, float] = {}
-        for batch in minibatch([examples[i] for i in order], size=settings.batch_size):
-            nlp.update(batch, drop=dropout, sgd=optimizer, losses=losses)
-        entry: dict[str, Any] = {"epoch": epoch, "loss": round(sum(losses.values()), 4)}
-        if heldout:
-            scores = evaluate(nlp, heldout)
-            entry["ents_f"] = scores["ents_f"]
-            if scores["ents_f"] > best_f:
-                best_f, best_epoch, best_scores = scores["ents_f"], epoch, scores
-                snapshot = {name: proc.model.to_bytes() for name, proc in trainable}
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
+
+    def on_epoch(epoch: int, loss: float, dev_f1: float | None) -> None:
+        entry: dict[str, Any] = {"epoch": epoch, "loss": round(loss, 4)}
+        if dev_f1 is not None:
+            entry["ents_f"] = dev_f1
         history.append(entry)
-        if heldout and bad_epochs >= settings.patience:
-            break
-    if heldout:
-        for name, proc in trainable:
-            proc.model.from_bytes(snapshot[name])
-    else:
-        best_epoch = len(history)
-    metrics: dict[str, Any] = {
-        **best_scores,
-        "epochs": len(history),
-        "best_epoch": best_epoch,
+        bar.update(1)
+
+    with bar:
+        stats = run_update(
+            nlp,
+            train_docs,
+            heldout,
+            epochs=settings.max_epochs,
+            patience=settings.patience if heldout else 0,
+            seed=seed,
+            batch_size=settings.batch_size,
+            dropout=dropout,
+            on_epoch=on_epoch,
+        )
+    best = _metrics(stats.best_dev) if heldout and stats.best_dev else {}
+    return {
+        **best,
+        "epochs": stats.epochs,
+        "best_epoch": stats.best_epoch,
         "history": history,
         "n_train": len(train_docs),
-        "seconds": round(time.perf_counter() - start, 3),
+        "seconds": round(stats.seconds, 3),
         "settings": settings.to_dict(),
     }
-    return metrics

@@ -23,6 +23,7 @@ class UpdateStats:
     losses: list[float] = field(default_factory=list)  # summed loss per epoch
     dev_f1: list[float] = field(default_factory=list)  # per epoch, when dev docs were given
     best_epoch: int = 0
+    best_dev: dict[str, object] = field(default_factory=dict)  # score_ner of the kept epoch
     seconds: float = 0.0
 
 
@@ -150,11 +151,13 @@ def update_pipeline(
         stats.epochs = epoch
         dev_f1 = None
         if use_dev:
-            dev_f1 = float(score_ner(nlp, dev_docs)["f1"])  # type: ignore[arg-type]
+            dev_scores = score_ner(nlp, dev_docs)  # type: ignore[arg-type]
+            dev_f1 = float(dev_scores["f1"])  # type: ignore[arg-type]
             stats.dev_f1.append(dev_f1)
             if dev_f1 > best_f1:
                 best_f1, best_weights, since_best = dev_f1, snapshot_weights(nlp), 0
                 stats.best_epoch = epoch
+                stats.best_dev = dev_scores
             else:
                 since_best += 1
         else:
