@@ -348,6 +348,7 @@ def test_ablation_table_mean_sd_and_delta():
             "words_per_second": 10000.0 + seed,
             "train_seconds": 100.0,
             "pretrain_seconds": 30.0 if name == "pretrain_dev" else None,
+            "speed_vs_baseline": {"viterbi": 0.9 - 0.1 * seed}.get(name),
         }
         for name, seed, f in rows
     ]
@@ -355,5 +356,7 @@ def test_ablation_table_mean_sd_and_delta():
     lines = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
     assert "| 2 | 71.00 ± 1.41 | – |" in lines["| baseline"]
     assert "| 2 | 74.00 ± 1.41 | +3.00 |" in lines["| viterbi"]
+    assert "| 0.85 ± 0.07 |" in lines["| viterbi"]
+    assert "| 30 |" in lines["| pretrain_dev †"] and "| 30 |" not in lines["| baseline"]
     assert "| 1 | 80.00 | +9.00 |" in lines["| pretrain_dev †"]
     assert "transductive" in table

@@ -4,11 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_simulation_engine import make_source_pipeline, write_tiny_corpus
 
 from adaptner.cli import main
 from adaptner.cli.simulate import parse_baselines, parse_strategy_params
 from adaptner.errors import AdaptnerError
+from tests.unit.test_simulation_engine import make_source_pipeline, write_tiny_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 

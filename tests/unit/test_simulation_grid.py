@@ -9,11 +9,11 @@ import types
 from pathlib import Path
 
 import pytest
-from test_simulation_engine import make_source_pipeline, strip_timing, write_tiny_corpus
 
 from adaptner.errors import AdaptnerError
 from adaptner.simulation import ALSettings, GridSpec, plan_grid, read_records, run_grid
 from adaptner.simulation.pipelines import TrainTask, ensure_trained
+from tests.unit.test_simulation_engine import make_source_pipeline, strip_timing, write_tiny_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_CONFIG = ROOT / "configs" / "test" / "bio_cnn.cfg"
