@@ -26,8 +26,13 @@ def build_bio_tagger(
     """
     t2v_width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
     output_layer = Linear(nO=nO, nI=t2v_width, init_W=glorot_uniform_init)
-    head = with_array(chain(Dropout(dropout), output_layer))
+    head_dropout = Dropout(dropout)
+    head = with_array(chain(head_dropout, output_layer))
     model = chain(tok2vec, head)
     model.set_ref("tok2vec", tok2vec)
+    model.set_ref("head_dropout", head_dropout)
     model.set_ref("output_layer", output_layer)
+    # spaCy's update sets every dropout layer to training.dropout; the component puts the
+    # head's own rate back from here, so `dropout` above is the head's rate in training.
+    model.attrs["head_dropout_rate"] = dropout
     return model

@@ -138,6 +138,13 @@ def train_pipeline(
         except Exception as e:
             if type(e).__name__ == "ConfigValidationError":
                 raise AdaptnerError(f"Config {config_path} is invalid:\n{e}") from e
+            init_tok2vec = config.get("paths", {}).get("init_tok2vec")
+            if init_tok2vec and "Cannot deserialize model" in str(e):
+                raise AdaptnerError(
+                    f"The pretrained weights {init_tok2vec} do not fit the tok2vec of "
+                    f"{config_path}. Pretrain with the same config: `adaptner pretrain "
+                    f"{config_path} -o <dir>`."
+                ) from e
             if isinstance(e, OSError) or type(e).__module__.startswith("huggingface_hub"):
                 name = config.get("paths", {}).get("transformer")
                 raise AdaptnerError(

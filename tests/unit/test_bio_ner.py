@@ -170,3 +170,19 @@ def test_unknown_decoder():
     nlp = spacy.blank("da")
     with pytest.raises(ValueError, match="Unknown decoder"):
         nlp.add_pipe("bio_ner", config={"decoder": "beam"})
+
+
+def test_head_dropout_is_its_own_rate():
+    nlp = spacy.blank("da")
+    ner = nlp.add_pipe("bio_ner", config={"model": {"dropout": 0.3}})
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    nlp.update(examples, sgd=optimizer, drop=0.1)
+    head = ner.model.get_ref("head_dropout")
+    assert head.attrs["dropout_rate"] == pytest.approx(0.3)
+    tok2vec_rates = [
+        node.attrs["dropout_rate"]
+        for node in ner.model.get_ref("tok2vec").walk()
+        if "dropout_rate" in node.attrs
+    ]
+    assert tok2vec_rates and all(r == pytest.approx(0.1) for r in tok2vec_rates)

@@ -45,10 +45,10 @@ def main() -> None:
         sys.exit(1)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        # Usage errors (bad option values, missing arguments). Typer ships its own copy of
+        # click, so match on the interface, not on a class from one particular click.
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
             sys.exit(e.exit_code)
         raise

@@ -269,6 +269,9 @@ class BioNER(TrainablePipe):
         if not any(len(eg.predicted) if eg.predicted else 0 for eg in examples):
             return losses
         set_dropout_rate(self.model, drop)
+        if drop and self.model.has_ref("head_dropout"):
+            rate = self.model.attrs.get("head_dropout_rate", drop)
+            self.model.get_ref("head_dropout").attrs["dropout_rate"] = rate
         logits, backprop = self.model.begin_update([eg.predicted for eg in examples])
         loss, d_logits = self.get_loss(examples, logits)
         backprop(d_logits)
