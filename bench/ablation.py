@@ -154,6 +154,14 @@ LEVERS: list[Lever] = [
         "viterbi", "bio_ner decoder argmax -> viterbi", {"components.bio_ner.decoder": "viterbi"}
     ),
     Lever(
+        "head_hidden64",
+        "bio_ner head with a 64-wide maxout hidden layer (adaptner.BioTagger.v2)",
+        {
+            "components.bio_ner.model.@architectures": "adaptner.BioTagger.v2",
+            "components.bio_ner.model.hidden_width": 64,
+        },
+    ),
+    Lever(
         "long",
         "max_steps 8000 -> 20000, patience 2000 -> 4000 (early stopping on dev)",
         {"training.max_steps": 20000, "training.patience": 4000},

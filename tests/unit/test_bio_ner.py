@@ -186,3 +186,54 @@ def test_head_dropout_is_its_own_rate():
         if "dropout_rate" in node.attrs
     ]
     assert tok2vec_rates and all(r == pytest.approx(0.1) for r in tok2vec_rates)
+
+
+def test_head_with_hidden_layer_learns_and_round_trips(tmp_path):
+    """BioTagger.v2 with a maxout hidden layer: trains, predicts, saves and loads."""
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("da")
+    tok2vec = {
+        "@architectures": "spacy.HashEmbedCNN.v2",
+        "pretrained_vectors": None,
+        "width": 48,
+        "depth": 2,
+        "embed_size": 500,
+        "window_size": 1,
+        "maxout_pieces": 3,
+        "subword_features": True,
+    }
+    config = {
+        "model": {
+            "@architectures": "adaptner.BioTagger.v2",
+            "hidden_width": 32,
+            "tok2vec": tok2vec,
+        }
+    }
+    ner = nlp.add_pipe("bio_ner", config=config)
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(60):
+        nlp.update(examples, sgd=optimizer, drop=0.1)
+    output_layer = ner.model.get_ref("output_layer")
+    assert output_layer.get_dim("nI") == 32
+    for text, ents in TRAIN_DATA:
+        assert [(e.start, e.end, e.label_) for e in nlp(text).ents] == ents
+    nlp.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp")
+    text = TRAIN_DATA[0][0]
+    numpy.testing.assert_allclose(loaded(text)._.ner_probs, nlp(text)._.ner_probs, rtol=1e-5)
+
+
+def test_head_v2_without_hidden_layer_is_v1():
+    from thinc.api import Relu
+
+    from adaptner.architectures import build_bio_tagger, build_bio_tagger_v2
+
+    def names(model):
+        return [node.name for node in model.walk()]
+
+    v1 = build_bio_tagger(Relu(nO=8, nI=4), nO=5)
+    v2 = build_bio_tagger_v2(Relu(nO=8, nI=4), nO=5, hidden_width=0)
+    assert names(v1) == names(v2)
+    with pytest.raises(ValueError, match="hidden_width"):
+        build_bio_tagger_v2(Relu(nO=8, nI=4), nO=5, hidden_width=-1)
