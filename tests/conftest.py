@@ -34,6 +34,39 @@ def dansk_corpus(tmp_path_factory, dansk_dir) -> Path:
     return out
 
 
+#: Every split file a test may read; the repo's corpus/ is used only when all are there.
+CORPUS_FILES = [
+    f"{split}/{domain}.spacy"
+    for split in ("train", "dev")
+    for domain in ("news", "conversation", "legal", "social_media", "web", "wiki_books")
+]
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(request, dansk_dir) -> Path:
+    """The converted corpus: the repo's corpus/ if fully built, else DANSK converted once."""
+    local = ROOT / "corpus"
+    if all((local / name).exists() for name in CORPUS_FILES):
+        return local
+    return request.getfixturevalue("dansk_corpus")
+
+
+@pytest.fixture(scope="session")
+def tiny_news_model(corpus_dir, tmp_path_factory) -> Path:
+    """configs/test/bio_cnn.cfg trained on DANSK News (seconds); shared, so never modify it."""
+    from adaptner.training import train_pipeline
+
+    out = tmp_path_factory.mktemp("tiny_news") / "news"
+    return train_pipeline(
+        CONFIGS / "test" / "bio_cnn.cfg",
+        out,
+        train_path=corpus_dir / "train",
+        dev_path=corpus_dir / "dev",
+        train_domains="news",
+        verbose=False,
+    )
+
+
 @pytest.fixture
 def nlp_blank():
     return spacy.blank("da")

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import spacy
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 from spacy.language import Language
@@ -21,7 +20,7 @@ from .errors import AdaptnerError
 from .extensions import install_extensions
 from .labels import DOMAINS
 from .readers import available_domains, read_docbin
-from .util import parse_domains, write_json, write_text
+from .util import load_spacy, parse_domains, write_json, write_text
 
 PathLike = str | Path
 
@@ -53,13 +52,7 @@ def load_pipeline(model_dir: PathLike) -> Language:
             f"{model_dir} is not a spaCy pipeline directory (no config.cfg/meta.json).{hint}"
         )
     install_extensions()
-    try:
-        nlp = spacy.load(model_dir)
-    except Exception as e:  # noqa: BLE001 - spaCy raises many kinds on a broken pipeline
-        raise AdaptnerError(
-            f"Cannot load the pipeline in {model_dir} ({type(e).__name__}: {e}). "
-            "Re-train it or point to another model directory."
-        ) from e
+    nlp = load_spacy(model_dir, "Re-train it or point to another model directory.")
     if not entity_components(nlp):
         raise AdaptnerError(
             f"The pipeline in {model_dir} has no component that sets doc.ents "

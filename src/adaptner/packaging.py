@@ -33,7 +33,7 @@ from typing import Any
 
 from .about import __version__
 from .errors import AdaptnerError
-from .util import PathLike, atomic_path
+from .util import PathLike, atomic_path, load_spacy
 
 #: Components that predict entities, in order of preference.
 NER_FACTORIES: tuple[str, ...] = ("bio_ner", "ner")
@@ -123,16 +123,8 @@ def load_pipeline(path: PathLike):
     Raises:
         AdaptnerError: the pipeline fails to load, has no NER component, or no labels.
     """
-    import spacy
-
     path = Path(path)
-    try:
-        nlp = spacy.load(path)
-    except Exception as e:  # noqa: BLE001 - spaCy raises many kinds on a broken directory
-        raise AdaptnerError(
-            f"Cannot load the pipeline in {path} ({type(e).__name__}: {e}). Re-train it with "
-            "adaptner train."
-        ) from e
+    nlp = load_spacy(path, "Re-train it with adaptner train.")
     ner = [name for name in nlp.pipe_names if nlp.get_pipe_meta(name).factory in NER_FACTORIES]
     if not ner:
         raise AdaptnerError(

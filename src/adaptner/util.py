@@ -123,3 +123,20 @@ def _check_domains(names: Iterable[str], known: Sequence[str]) -> list[str]:
     if not out:
         raise AdaptnerError("Empty domain selection.")
     return out
+
+
+def load_spacy(path: PathLike, remedy: str):
+    """``spacy.load(path)``, turning any failure into an AdaptnerError naming the directory.
+
+    Args:
+        path: A pipeline directory (or an installed package name).
+        remedy: What the user should do, appended to the message.
+    """
+    import spacy
+
+    try:
+        return spacy.load(path)
+    except Exception as e:  # noqa: BLE001 - spaCy raises many kinds on a broken pipeline
+        raise AdaptnerError(
+            f"Cannot load the pipeline in {path} ({type(e).__name__}: {e}). {remedy}"
+        ) from e

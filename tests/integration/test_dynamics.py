@@ -18,15 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TEST_CONFIG = ROOT / "configs" / "test" / "bio_cnn.cfg"
 
 
-@pytest.fixture(scope="module")
-def corpus_dir(request) -> Path:
-    """The repository's converted corpus, or DANSK converted for this session."""
-    local = ROOT / "corpus"
-    if all((local / split / "news.spacy").exists() for split in ("train", "dev")):
-        return local
-    return request.getfixturevalue("dansk_corpus")
-
-
 def run(*args: str) -> str:
     result = CliRunner().invoke(app, [str(a) for a in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):

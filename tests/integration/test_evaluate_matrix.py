@@ -19,15 +19,6 @@ TINY = {"training.max_steps": 30, "training.eval_frequency": 10}
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(request, dansk_dir) -> Path:
-    """The converted corpus: the repo's corpus/ if built, else converted from DANSK once."""
-    built = ROOT / "corpus"
-    if all((built / split / "news.spacy").exists() for split in ("train", "dev")):
-        return built
-    return request.getfixturevalue("dansk_corpus")
-
-
-@pytest.fixture(scope="module")
 def news_model(tmp_path_factory, corpus_dir) -> Path:
     """configs/test/bio_cnn.cfg trained briefly on a 200-doc news slice."""
     out = tmp_path_factory.mktemp("eval") / "news"

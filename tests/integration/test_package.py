@@ -169,18 +169,9 @@ def _load_in_venv(venv: Path, name: str, workdir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cnn_model(dansk_corpus, tmp_path_factory) -> Path:
-    from adaptner.training import train_pipeline
-
-    out = tmp_path_factory.mktemp("cnn") / "news"
-    return train_pipeline(
-        CNN_CONFIG,
-        out,
-        train_path=dansk_corpus / "train",
-        dev_path=dansk_corpus / "dev",
-        train_domains="news",
-        verbose=False,
-    )
+def cnn_model(tiny_news_model) -> Path:
+    """configs/test/bio_cnn.cfg trained on News (the session's shared model)."""
+    return tiny_news_model
 
 
 @pytest.fixture(scope="module")

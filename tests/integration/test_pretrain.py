@@ -20,15 +20,6 @@ TINY = ROOT / "configs" / "test" / "bio_cnn.cfg"
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(request, dansk_dir) -> Path:
-    """The converted corpus: the repo's corpus/ if built, else converted from DANSK once."""
-    built = ROOT / "corpus"
-    if all((built / split / "news.spacy").exists() for split in ("train", "dev")):
-        return built
-    return request.getfixturevalue("dansk_corpus")
-
-
-@pytest.fixture(scope="module")
 def weights(tmp_path_factory, corpus_dir) -> Path:
     """The CLI pretrains the tiny config on 200 News sentences plus a Social Media pool."""
     out = tmp_path_factory.mktemp("pretrain") / "news"

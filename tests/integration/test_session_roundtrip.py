@@ -31,14 +31,6 @@ N_BATCH = 20
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(request, dansk_dir) -> Path:
-    """The repo's converted corpus if present, else DANSK converted for this test session."""
-    if (ROOT / "corpus" / "train" / "legal.spacy").exists():
-        return ROOT / "corpus"
-    return request.getfixturevalue("dansk_corpus")
-
-
-@pytest.fixture(scope="module")
 def slices(tmp_path_factory, corpus_dir):
     """Tiny news source model, a legal pool slice (gold kept aside) and a legal held-out slice."""
     out = tmp_path_factory.mktemp("session_roundtrip")

@@ -17,7 +17,6 @@ from adaptner.simulation import (
 )
 from adaptner.simulation.curves import write_report
 from adaptner.simulation.engine import Simulation
-from adaptner.training import train_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -34,17 +33,9 @@ def strip_timing(records):
 
 
 @pytest.fixture(scope="module")
-def source_model(dansk_corpus, tmp_path_factory):
-    """The tiny test pipeline trained on DANSK news (seconds)."""
-    out = tmp_path_factory.mktemp("source") / "news"
-    return train_pipeline(
-        TEST_CONFIG,
-        out,
-        train_path=dansk_corpus / "train",
-        dev_path=dansk_corpus / "dev",
-        train_domains="news",
-        verbose=False,
-    )
+def source_model(tiny_news_model):
+    """The tiny test pipeline trained on DANSK news (the session's shared model)."""
+    return tiny_news_model
 
 
 def make_cfg(dansk_corpus, source_model, mode: str) -> SimulationConfig:

@@ -23,18 +23,6 @@ CONFIGS = ROOT / "configs" / "test"
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(request) -> Path:
-    """The converted corpus: the repo's corpus/ if built, else DANSK converted for the session."""
-    if not (DANSK_DIR / "train.parquet").exists():
-        pytest.skip(f"DANSK not found at {DANSK_DIR}")
-    local = ROOT / "corpus"
-    needed = ["train/news.spacy", "dev/news.spacy", "dev/web.spacy", "dev/legal.spacy"]
-    if all((local / name).exists() for name in needed):
-        return local
-    return request.getfixturevalue("dansk_corpus")
-
-
-@pytest.fixture(scope="module")
 def nlp(corpus_dir, tmp_path_factory):
     """configs/test/bio_cnn.cfg trained for 40 steps on 100 news sentences (a few seconds)."""
     from adaptner.training import train_pipeline
@@ -65,9 +53,10 @@ def source_docs(nlp, corpus_dir):
 def pool(nlp, corpus_dir):
     """20 news + 20 legal dev sentences (gold annotations, no probabilities)."""
     dev = corpus_dir / "dev"
-    return read_docbin(dev / "news.spacy", nlp.vocab)[:20] + read_docbin(
-        dev / "legal.spacy", nlp.vocab
-    )[:20]
+    return (
+        read_docbin(dev / "news.spacy", nlp.vocab)[:20]
+        + read_docbin(dev / "legal.spacy", nlp.vocab)[:20]
+    )
 
 
 def params(name, source_docs):
@@ -149,9 +138,7 @@ def test_transformer_pipeline(trf_nlp, corpus_dir):
     for layer in head_layers(bio.model):
         X = layer.predict(X)
     for logits, doc in zip(X, processed, strict=True):
-        numpy.testing.assert_allclose(
-            bio.model.ops.softmax(logits), doc._.ner_probs, atol=1e-4
-        )
+        numpy.testing.assert_allclose(bio.model.ops.softmax(logits), doc._.ner_probs, atol=1e-4)
     vocab = get_strategy("vocab", source_docs=source)
     assert vocab.resolve_unit(processed) == "wordpiece"
     assert vocab.resolve_unit(raw) == "norm"

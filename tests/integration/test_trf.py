@@ -117,8 +117,22 @@ def test_cli_tiny_bert(tmp_path, monkeypatch, capsys):
         docbin.add(doc)
     docbin.to_disk(tmp_path / "news.spacy")
     out = tmp_path / "bert"
-    _run_cli(monkeypatch, "tiny-bert", "-o", str(out), "--corpus", str(tmp_path / "news.spacy"),
-             "--vocab-size", "100", "--hidden-size", "8", "--layers", "1", "--seed", "3")
+    _run_cli(
+        monkeypatch,
+        "tiny-bert",
+        "-o",
+        str(out),
+        "--corpus",
+        str(tmp_path / "news.spacy"),
+        "--vocab-size",
+        "100",
+        "--hidden-size",
+        "8",
+        "--layers",
+        "1",
+        "--seed",
+        "3",
+    )
     assert "from 4 texts" in capsys.readouterr().out
     assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
     with pytest.raises(SystemExit) as exit_info:
@@ -128,17 +142,6 @@ def test_cli_tiny_bert(tmp_path, monkeypatch, capsys):
 
 
 # --- the real code path on DANSK ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def corpus_dir(request) -> Path:
-    """The repo's converted corpus if it is there, else DANSK converted for this session."""
-    request.getfixturevalue("dansk_dir")  # skips with a clear reason when DANSK is absent
-    local = ROOT / "corpus"
-    needed = ["train/news.spacy", "train/legal.spacy", "dev/news.spacy", "dev/legal.spacy"]
-    if all((local / name).exists() for name in needed):
-        return local
-    return request.getfixturevalue("dansk_corpus")
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,25 @@ class Session:
     session_dir: str
     settings: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Session":
+        """A ``sessions`` row, with its JSON columns decoded."""
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            created_at=row["created_at"],
+            source=row["source"],
+            pool_path=row["pool_path"],
+            heldout_path=row["heldout_path"],
+            strategy=row["strategy"],
+            strategy_params=json.loads(row["strategy_params"]),
+            labels=json.loads(row["labels"]),
+            lang=row["lang"],
+            seed=row["seed"],
+            session_dir=row["session_dir"],
+            settings=json.loads(row["settings"]),
+        )
+
 
 @dataclass
 class RoundInfo:
@@ -143,6 +162,18 @@ class RoundInfo:
     model_dir: str
     n_train: int
     metrics: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "RoundInfo":
+        """A ``rounds`` row, with its metrics decoded."""
+        return cls(
+            round=row["round"],
+            created_at=row["created_at"],
+            mode=row["mode"],
+            model_dir=row["model_dir"],
+            n_train=row["n_train"],
+            metrics=json.loads(row["metrics"]),
+        )
 
 
 @dataclass
@@ -162,6 +193,25 @@ class StoredAnswer:
     trained_round: int | None
     domain: str | None = None
     source: str | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "StoredAnswer":
+        """An ``answers`` row joined with its pool row (``domain``, ``psource``)."""
+        return cls(
+            id=row["id"],
+            input_hash=row["input_hash"],
+            task_hash=row["task_hash"],
+            answer_hash=row["answer_hash"],
+            answer=row["answer"],
+            text=row["text"],
+            tokens=[tuple(t) for t in json.loads(row["tokens"])],
+            spans=[tuple(s) for s in json.loads(row["spans"])],
+            timestamp=row["timestamp"],
+            task=json.loads(row["task"]),
+            trained_round=row["trained_round"],
+            domain=row["domain"],
+            source=row["psource"],
+        )
 
 
 class SessionStore:
@@ -275,23 +325,7 @@ class SessionStore:
     def find_session(self, name: str) -> Session | None:
         """The session called ``name``, or None."""
         row = self.conn.execute("SELECT * FROM sessions WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return None
-        return Session(
-            id=row["id"],
-            name=row["name"],
-            created_at=row["created_at"],
-            source=row["source"],
-            pool_path=row["pool_path"],
-            heldout_path=row["heldout_path"],
-            strategy=row["strategy"],
-            strategy_params=json.loads(row["strategy_params"]),
-            labels=json.loads(row["labels"]),
-            lang=row["lang"],
-            seed=row["seed"],
-            session_dir=row["session_dir"],
-            settings=json.loads(row["settings"]),
-        )
+        return None if row is None else Session.from_row(row)
 
     def get_session(self, name: str) -> Session:
         """The session called ``name``.
@@ -540,26 +574,9 @@ class SessionStore:
             sql += " AND a.trained_round IS NOT NULL"
         elif trained is False:
             sql += " AND a.trained_round IS NULL"
-        out = []
-        for row in self.conn.execute(sql + " ORDER BY a.id", args):
-            out.append(
-                StoredAnswer(
-                    id=row["id"],
-                    input_hash=row["input_hash"],
-                    task_hash=row["task_hash"],
-                    answer_hash=row["answer_hash"],
-                    answer=row["answer"],
-                    text=row["text"],
-                    tokens=[tuple(t) for t in json.loads(row["tokens"])],
-                    spans=[tuple(s) for s in json.loads(row["spans"])],
-                    timestamp=row["timestamp"],
-                    task=json.loads(row["task"]),
-                    trained_round=row["trained_round"],
-                    domain=row["domain"],
-                    source=row["psource"],
-                )
-            )
-        return out
+        return [
+            StoredAnswer.from_row(row) for row in self.conn.execute(sql + " ORDER BY a.id", args)
+        ]
 
     def mark_trained(self, conn: sqlite3.Connection, answer_ids: Sequence[int], round: int) -> None:
         """Record that these answers went into round ``round``."""
@@ -589,19 +606,10 @@ class SessionStore:
 
     def rounds(self, session_id: int) -> list[RoundInfo]:
         """Every round, round 0 (the source pipeline) first."""
-        return [
-            RoundInfo(
-                round=r["round"],
-                created_at=r["created_at"],
-                mode=r["mode"],
-                model_dir=r["model_dir"],
-                n_train=r["n_train"],
-                metrics=json.loads(r["metrics"]),
-            )
-            for r in self.conn.execute(
-                "SELECT * FROM rounds WHERE session_id = ? ORDER BY round", (session_id,)
-            )
-        ]
+        rows = self.conn.execute(
+            "SELECT * FROM rounds WHERE session_id = ? ORDER BY round", (session_id,)
+        )
+        return [RoundInfo.from_row(r) for r in rows]
 
     def current_round(self, session_id: int, conn: sqlite3.Connection | None = None) -> RoundInfo:
         """The latest round (its model is the current one)."""
@@ -611,14 +619,7 @@ class SessionStore:
         ).fetchone()
         if r is None:
             raise AdaptnerError("The session has no model (round 0 is missing); re-run init.")
-        return RoundInfo(
-            round=r["round"],
-            created_at=r["created_at"],
-            mode=r["mode"],
-            model_dir=r["model_dir"],
-            n_train=r["n_train"],
-            metrics=json.loads(r["metrics"]),
-        )
+        return RoundInfo.from_row(r)
 
     # --- counts -----------------------------------------------------------------
     def counts(self, session_id: int) -> dict[str, int]:
