@@ -148,6 +148,20 @@ def run_aum(
         print(f"({report['seconds']:.0f} s)")
 
 
+def parse_params(items: list[str]) -> dict:
+    """``["hard_quantile=0.1", "mode=downweight"]`` -> keyword dict (numbers parsed)."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def run_al(
     config: Path,
     out: Path,
@@ -157,6 +171,7 @@ def run_al(
     epochs: int,
     quick: bool,
     overrides: dict,
+    extra_params: dict | None = None,
 ) -> None:
     """Cartography vs random and margin in the simulation grid; prints the AULC table."""
     from adaptner.simulation.config import load_al_settings
@@ -179,9 +194,12 @@ def run_al(
     settings = load_al_settings(al_cfg, **overrides)
     changed = {k: v for k, v in overrides.items() if v is not None}
     # the results folder encodes the settings, so different settings never resume each other
-    run_name = "_".join(["al", reference, *(f"{k}{v}" for k, v in changed.items())])
+    extra_params = extra_params or {}
+    run_name = "_".join(
+        ["al", reference, *(f"{k}{v}" for k, v in {**changed, **extra_params}.items())]
+    )
     run_name += "_quick" if quick else ""
-    params: dict = {"reference": reference}
+    params: dict = {"reference": reference, **extra_params}
     if reference == "dynamics":
         params["dynamics"] = str(source_dir / "dynamics")
     spec = GridSpec(
@@ -205,7 +223,7 @@ def run_al(
     print(
         f"\n## AULC, news -> target ({len(spec.seeds)} seed(s), {al_cfg.relative_to(ROOT)} "
         f"{changed or ''}, cartography reference: "
-        f"{reference}; {time.perf_counter() - start:.0f} s)\n"
+        f"{reference} {extra_params or ''}; {time.perf_counter() - start:.0f} s)\n"
     )
     strategies = spec.strategies
     print("| target | " + " | ".join(strategies) + " |")
@@ -254,6 +272,11 @@ def main(
         "--cartography-reference",
         help="labeled (docs labelled so far) | dynamics (the source pipeline's training).",
     ),
+    cartography_params: list[str] = typer.Option(
+        [],
+        "--cartography-param",
+        help="Extra cartography keyword (repeat), e.g. hard_quantile=0.1 or mode=downweight.",
+    ),
     al_quick: bool = typer.Option(
         False, "--al-quick", help="AL smoke run: configs/al/test/tiny.cfg settings."
     ),
@@ -289,6 +312,7 @@ def main(
                 "pool_fraction": al_pool_fraction,
                 "budget": al_budget,
             },
+            parse_params(cartography_params),
         )
     print(f"\nTotal {time.perf_counter() - start:.0f} s")
 

@@ -223,7 +223,26 @@ def test_dynamics_reference(nlp, tmp_path):
     assert strategy.hardness(pool, nlp).tolist() == [1.0, 0.0]
 
 
+def test_hard_quantile_marks_the_least_confident_recorded_docs(nlp, tmp_path):
+    v = nlp.vocab
+    recorded = [
+        person_city(v, "Lars", "Aarhus"),
+        weather(v, "Odense"),
+        person_city(v, "Peter", "Esbjerg"),
+    ]
+    # no doc is in the hard-to-learn region (all confident), yet the quantile picks the lowest
+    dyn = write_dynamics(tmp_path / "dyn", recorded, [0.9, 0.6, 0.8], [0.05, 0.05, 0.05])
+    assert not get_strategy("cartography", dynamics=str(dyn), k=1).reference_set(nlp)[1].any()
+    strategy = get_strategy("cartography", dynamics=str(dyn), k=1, hard_quantile=0.2)
+    _, hard = strategy.reference_set(nlp)
+    assert hard.tolist() == [False, True, False]
+    pool = [weather(v, "Odense"), person_city(v, "Lars", "Aarhus")]
+    assert strategy.hardness(pool, nlp).tolist() == [1.0, 0.0]
+
+
 def test_bad_parameters():
+    with pytest.raises(AdaptnerError, match="hard_quantile must be in"):
+        get_strategy("cartography", hard_quantile=1.0)
     with pytest.raises(AdaptnerError, match="reference 'dynamics' needs dynamics="):
         get_strategy("cartography", reference="dynamics")
     with pytest.raises(AdaptnerError, match="unknown mode 'drop'"):

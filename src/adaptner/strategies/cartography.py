@@ -120,6 +120,7 @@ class CartographyStrategy(QueryStrategy):
         conf_threshold: float = 0.5,
         var_threshold: float = 0.2,
         max_reference: int = 3000,
+        hard_quantile: float = 0.0,
     ) -> None:
         """Create the strategy.
 
@@ -138,6 +139,9 @@ class CartographyStrategy(QueryStrategy):
             var_threshold: "dynamics": at or above this variability a doc is ambiguous, not
                 hard.
             max_reference: Use at most this many reference docs (a fixed sample).
+            hard_quantile: If > 0, the reference docs in this lowest share of gold
+                confidence are the hard ones instead of the fixed thresholds (a source whose
+                data map has no hard-to-learn region still marks its least-learned docs).
         """
         if reference not in REFERENCES:
             raise AdaptnerError(
@@ -157,6 +161,10 @@ class CartographyStrategy(QueryStrategy):
                 f"cartography: weight and max_hardness must be in [0, 1] (got {weight}, "
                 f"{max_hardness})."
             )
+        if not 0.0 <= hard_quantile < 1.0:
+            raise AdaptnerError(
+                f"cartography: hard_quantile must be in [0, 1), got {hard_quantile}."
+            )
         if reference == "auto":
             reference = "dynamics" if dynamics is not None else "labeled"
         if reference == "dynamics" and dynamics is None:
@@ -175,6 +183,7 @@ class CartographyStrategy(QueryStrategy):
         self.conf_threshold = conf_threshold
         self.var_threshold = var_threshold
         self.max_reference = max_reference
+        self.hard_quantile = hard_quantile
         self._dynamics_docs: tuple[list[dict], numpy.ndarray] | None = None
 
     # --- reference set -------------------------------------------------------------------
@@ -197,8 +206,11 @@ class CartographyStrategy(QueryStrategy):
                 conf_threshold=self.conf_threshold,
                 var_threshold=self.var_threshold,
             )
+            hard = reg == "hard-to-learn"
+            if self.hard_quantile > 0:
+                hard = self._lowest(s.confidence[keep])
             docs = dm.dynamics.docs()
-            self._dynamics_docs = ([docs[i] for i in keep], reg == "hard-to-learn")
+            self._dynamics_docs = ([docs[i] for i in keep], hard)
         return self._dynamics_docs
 
     def reference_set(self, nlp: Language) -> tuple[numpy.ndarray, numpy.ndarray]:
@@ -212,9 +224,15 @@ class CartographyStrategy(QueryStrategy):
             keep = ~numpy.isnan(conf)
             docs = [d for d, ok in zip(docs, keep, strict=True) if ok]
             hard = conf[keep] < self.conf_threshold
+            if self.hard_quantile > 0 and len(docs):
+                hard = self._lowest(conf[keep])
         if not docs or not hard.any():
             return numpy.zeros((0, 0)), numpy.zeros(0, dtype=bool)
         return doc_embeddings(docs, nlp), hard
+
+    def _lowest(self, confidence: numpy.ndarray) -> numpy.ndarray:
+        """Whether each confidence is in the lowest ``hard_quantile`` share."""
+        return confidence <= numpy.quantile(confidence, self.hard_quantile)
 
     def hardness(self, docs: Sequence[Doc], nlp: Language | None) -> numpy.ndarray:
         """Predicted hardness of every pool doc in [0, 1] (0 without a reference set)."""
@@ -272,6 +290,7 @@ def make_cartography(
     conf_threshold: float = 0.5,
     var_threshold: float = 0.2,
     max_reference: int = 3000,
+    hard_quantile: float = 0.0,
 ) -> QueryStrategy:
     """Uncertainty-ranked candidates, excluding (or down-weighting) predicted hard-to-learn docs.
 
@@ -289,6 +308,8 @@ def make_cartography(
         conf_threshold: Gold confidence below which a reference doc is hard-to-learn.
         var_threshold: Variability at or above which a recorded doc is ambiguous instead.
         max_reference: Cap on the number of reference docs.
+        hard_quantile: If > 0, the lowest-confidence share of reference docs is hard instead
+            of the thresholds.
     """
     if uncertainty in ("cartography", "hybrid", "diversity", "random"):
         raise AdaptnerError(f"cartography ranks with an uncertainty strategy, not {uncertainty!r}.")
@@ -312,4 +333,5 @@ def make_cartography(
         conf_threshold=conf_threshold,
         var_threshold=var_threshold,
         max_reference=max_reference,
+        hard_quantile=hard_quantile,
     )
