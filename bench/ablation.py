@@ -72,6 +72,9 @@ class Lever:
         config: Another base config instead of ``--config`` (the output-layer comparison).
         pretrain: Pretrain the tok2vec first on "train" texts or "train+dev" texts.
         default: Part of the default grid (opt-in levers need ``--levers``).
+        decode: No training: the baseline's models of the same seed with these component
+            settings changed at load time (component name -> cfg key -> value), e.g. the
+            decoder. Needs the baseline's runs first.
     """
 
     name: str
@@ -80,6 +83,7 @@ class Lever:
     config: str | None = None
     pretrain: str | None = None
     default: bool = True
+    decode: dict[str, dict[str, Any]] | None = None
 
     @property
     def transductive(self) -> bool:
@@ -152,6 +156,12 @@ LEVERS: list[Lever] = [
     ),
     Lever(
         "viterbi", "bio_ner decoder argmax -> viterbi", {"components.bio_ner.decoder": "viterbi"}
+    ),
+    Lever(
+        "viterbi_decode",
+        "the baseline's models, decoded with viterbi instead of argmax (no retraining)",
+        {"components.bio_ner.decoder": "viterbi"},
+        decode={"bio_ner": {"decoder": "viterbi"}},
     ),
     Lever(
         "head_hidden64",
@@ -448,22 +458,33 @@ class Bench:
         cfg_path = lever_dir / "config.cfg"
         with atomic_path(cfg_path) as tmp:
             tmp.write_text(config_text, encoding="utf8")
-        out_dir = lever_dir / f"seed{seed}"
-        log(f"⏳ {lever.name} seed {seed}: training -> {out_dir}")
-        start = time.perf_counter()
-        best = train_pipeline(
-            cfg_path,
-            out_dir,
-            train_path=self.train_path,
-            dev_path=self.dev_path,
-            train_domains=self.train_domains,
-            seed=seed,
-            overrides=overrides,
-            verbose=self.verbose,
-        )
-        wall = time.perf_counter() - start
+        if lever.decode:
+            best = self.reference_models.get(seed)
+            if best is None or not best.exists():
+                log(f"✘ {lever.name} seed {seed}: run the baseline with this seed first")
+                return None
+            log(f"⏳ {lever.name} seed {seed}: the baseline's {best}, {lever.decode}")
+            out_dir, wall = best.parent, 0.0
+            nlp = load_pipeline(best)
+            for component, settings in lever.decode.items():
+                nlp.get_pipe(component).cfg.update(settings)
+        else:
+            out_dir = lever_dir / f"seed{seed}"
+            log(f"⏳ {lever.name} seed {seed}: training -> {out_dir}")
+            start = time.perf_counter()
+            best = train_pipeline(
+                cfg_path,
+                out_dir,
+                train_path=self.train_path,
+                dev_path=self.dev_path,
+                train_domains=self.train_domains,
+                seed=seed,
+                overrides=overrides,
+                verbose=self.verbose,
+            )
+            wall = time.perf_counter() - start
+            nlp = load_pipeline(best)
         meta = json.loads((out_dir / "train_meta.json").read_text(encoding="utf8"))
-        nlp = load_pipeline(best)
         load_before = os.getloadavg()[0]
         with limit_threads(self.n_threads):
             report = evaluate_docs(nlp, gold, batch_size=self.batch_size)

@@ -77,6 +77,28 @@ def test_viterbi_never_invalid():
         assert seq == repair_bio(seq)
 
 
+def test_viterbi_is_the_best_valid_sequence_by_brute_force():
+    """Against enumeration of every tag sequence: fast path (valid argmax) and DP alike."""
+    from itertools import product
+
+    tags = make_tags(["PER", "LOC"])
+    rng = numpy.random.default_rng(1)
+    n_fast = 0
+    for trial in range(60):
+        n = 1 + trial % 4
+        probs = rng.dirichlet(numpy.ones(len(tags)) * (0.2 if trial % 2 else 3.0), size=n)
+        valid = [
+            seq
+            for seq in product(range(len(tags)), repeat=n)
+            if [tags[j] for j in seq] == repair_bio([tags[j] for j in seq])
+        ]
+        best = max(valid, key=lambda seq: numpy.prod(probs[numpy.arange(n), seq]))
+        assert viterbi_bio(probs, tags) == [tags[j] for j in best]
+        greedy = [tags[j] for j in probs.argmax(axis=1)]
+        n_fast += greedy == repair_bio(greedy)
+    assert 0 < n_fast < 60  # both paths were exercised
+
+
 def test_viterbi_prefers_valid_sequence():
     tags = make_tags(["PER", "LOC"])  # O B-LOC I-LOC B-PER I-PER
     probs = numpy.full((2, 5), 0.01)

@@ -144,8 +144,13 @@ def viterbi_bio(probs: numpy.ndarray, tags: Sequence[str]) -> list[str]:
     if n == 0:
         return []
     allowed = _transition_mask(tuple(tags))
-    logp = numpy.log(numpy.clip(probs, 1e-12, None)).astype("float64")
     start_ok = numpy.array([not tag.startswith("I-") for tag in tags])
+    # The per-token argmax maximizes the unconstrained joint probability; when it is valid
+    # BIO it is also the constrained optimum, so the dynamic programme is only run otherwise.
+    greedy = probs.argmax(axis=1)
+    if start_ok[greedy[0]] and allowed[greedy[:-1], greedy[1:]].all():
+        return [tags[j] for j in greedy]
+    logp = numpy.log(numpy.clip(probs, 1e-12, None)).astype("float64")
     neg = -1e18
     score = numpy.where(start_ok, logp[0], neg)
     back = numpy.zeros((n, t), dtype="int64")
