@@ -72,9 +72,10 @@ class Lever:
         config: Another base config instead of ``--config`` (the output-layer comparison).
         pretrain: Pretrain the tok2vec first on "train" texts or "train+dev" texts.
         default: Part of the default grid (opt-in levers need ``--levers``).
-        decode: No training: the baseline's models of the same seed with these component
-            settings changed at load time (component name -> cfg key -> value), e.g. the
-            decoder. Needs the baseline's runs first.
+        decode: No training: the models of lever ``decode_base`` (same seed) with these
+            component settings changed at load time (component name -> cfg key -> value),
+            e.g. the decoder. Needs that lever's runs first.
+        decode_base: The lever whose models a ``decode`` lever re-decodes.
     """
 
     name: str
@@ -84,6 +85,7 @@ class Lever:
     pretrain: str | None = None
     default: bool = True
     decode: dict[str, dict[str, Any]] | None = None
+    decode_base: str = "baseline"
 
     @property
     def transductive(self) -> bool:
@@ -164,6 +166,13 @@ LEVERS: list[Lever] = [
         decode={"bio_ner": {"decoder": "viterbi"}},
     ),
     Lever(
+        "averages_viterbi",
+        "averaged parameters + viterbi decoder (the averages models, re-decoded): the new default",
+        {"training.optimizer.use_averages": True, "components.bio_ner.decoder": "viterbi"},
+        decode={"bio_ner": {"decoder": "viterbi"}},
+        decode_base="averages",
+    ),
+    Lever(
         "head_hidden64",
         "bio_ner head with a 64-wide maxout hidden layer (adaptner.BioTagger.v2)",
         {
@@ -175,6 +184,16 @@ LEVERS: list[Lever] = [
         "long",
         "max_steps 8000 -> 20000, patience 2000 -> 4000 (early stopping on dev)",
         {"training.max_steps": 20000, "training.patience": 4000},
+    ),
+    Lever(
+        "combined",
+        "averages + rows_x4 + dropout0.3 + viterbi decoder (the winners together)",
+        {
+            "training.optimizer.use_averages": True,
+            f"{EMBED}.rows": [20000, 4000, 10000, 10000],
+            "training.dropout": 0.3,
+            "components.bio_ner.decoder": "viterbi",
+        },
     ),
     Lever("pretrain", "init_tok2vec from `adaptner pretrain` on train texts", pretrain="train"),
     Lever(
@@ -459,9 +478,9 @@ class Bench:
         with atomic_path(cfg_path) as tmp:
             tmp.write_text(config_text, encoding="utf8")
         if lever.decode:
-            best = self.reference_models.get(seed)
-            if best is None or not best.exists():
-                log(f"✘ {lever.name} seed {seed}: run the baseline with this seed first")
+            best = self.models_dir / lever.decode_base / f"seed{seed}" / "model-best"
+            if not best.exists():
+                log(f"✘ {lever.name} seed {seed}: run {lever.decode_base} with this seed first")
                 return None
             log(f"⏳ {lever.name} seed {seed}: the baseline's {best}, {lever.decode}")
             out_dir, wall = best.parent, 0.0
