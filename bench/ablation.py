@@ -482,7 +482,7 @@ class Bench:
             if not best.exists():
                 log(f"✘ {lever.name} seed {seed}: run {lever.decode_base} with this seed first")
                 return None
-            log(f"⏳ {lever.name} seed {seed}: the baseline's {best}, {lever.decode}")
+            log(f"⏳ {lever.name} seed {seed}: {lever.decode_base}'s {best}, {lever.decode}")
             out_dir, wall = best.parent, 0.0
             nlp = load_pipeline(best)
             for component, settings in lever.decode.items():
@@ -804,12 +804,10 @@ def main(
         if not table_only:
             gold = bench.dev_docs()
             texts = [doc.text for docs in gold.values() for doc in docs]
-            done = {
-                (r["lever"], r["seed"], r["mode"], r["fingerprint"])
-                for r in load_results(bench.output)
-            }
+            previous = load_results(bench.output)
+            done = {(r["lever"], r["seed"], r["mode"], r["fingerprint"]) for r in previous}
             base_fp = bench.fingerprint(LEVER_NAMES["baseline"])
-            for r in load_results(bench.output):
+            for r in previous:
                 if (r["lever"], r["mode"], r["fingerprint"]) == ("baseline", bench.mode, base_fp):
                     bench.reference_models[r["seed"]] = Path(r["model"])
             runs = [(lever, seed) for lever in selected for seed in seed_list]

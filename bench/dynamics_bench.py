@@ -39,8 +39,9 @@ from adaptner.dynamics.datamap import (
     write_datamap,
 )
 from adaptner.dynamics.stats import compute_datamap, load_dynamics, regions
+from adaptner.errors import AdaptnerError
 from adaptner.readers import load_domain_docs
-from adaptner.util import parse_domains, write_json, write_text
+from adaptner.util import parse_domains, parse_params, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,20 +147,6 @@ def run_aum(
     print(noise_markdown(report, domain))
     if "seconds" in report:
         print(f"({report['seconds']:.0f} s)")
-
-
-def parse_params(items: list[str]) -> dict:
-    """``["hard_quantile=0.1", "mode=downweight"]`` -> keyword dict (numbers parsed)."""
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected key=value, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def run_al(
@@ -291,6 +278,12 @@ def main(
     ),
 ) -> None:
     """Run the dynamics benchmarks and print their figures."""
+    try:
+        cartography_kwargs = parse_params(
+            cartography_params, "--cartography-param", "hard_quantile=0.1"
+        )
+    except AdaptnerError as e:
+        raise typer.BadParameter(str(e)) from None
     output = output.resolve()
     start = time.perf_counter()
     if not skip_datamap:
@@ -312,7 +305,7 @@ def main(
                 "pool_fraction": al_pool_fraction,
                 "budget": al_budget,
             },
-            parse_params(cartography_params),
+            cartography_kwargs,
         )
     print(f"\nTotal {time.perf_counter() - start:.0f} s")
 

@@ -140,3 +140,26 @@ def load_spacy(path: PathLike, remedy: str):
         raise AdaptnerError(
             f"Cannot load the pipeline in {path} ({type(e).__name__}: {e}). {remedy}"
         ) from e
+
+
+def parse_params(items: Iterable[str], option: str, example: str) -> dict[str, Any]:
+    """``["key=value", ...]`` option values to a dict; values are JSON when they parse.
+
+    Args:
+        items: The option's values.
+        option: The option's name, for the error (e.g. ``--param``).
+        example: A valid value, for the error (e.g. ``aggregation=max``).
+
+    Raises:
+        AdaptnerError: an item without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise AdaptnerError(f"{option} {item!r} must look like key=value (e.g. {example}).")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out

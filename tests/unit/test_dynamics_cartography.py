@@ -207,13 +207,18 @@ def write_dynamics(path: Path, docs, confidence, variability) -> Path:
     return path
 
 
+def recorded_docs(vocab):
+    """The docs of a toy dynamics recording: doc 1 is the one the tests make hard."""
+    return [
+        person_city(vocab, "Lars", "Aarhus"),
+        weather(vocab, "Odense"),
+        person_city(vocab, "Peter", "Esbjerg"),
+    ]
+
+
 def test_dynamics_reference(nlp, tmp_path):
     v = nlp.vocab
-    recorded = [
-        person_city(v, "Lars", "Aarhus"),
-        weather(v, "Odense"),
-        person_city(v, "Peter", "Esbjerg"),
-    ]
+    recorded = recorded_docs(v)
     dyn = write_dynamics(tmp_path / "dyn", recorded, [0.9, 0.2, 0.3], [0.05, 0.05, 0.3])
     strategy = get_strategy("cartography", dynamics=str(dyn), k=1)
     assert strategy.reference == "dynamics"
@@ -225,11 +230,7 @@ def test_dynamics_reference(nlp, tmp_path):
 
 def test_hard_quantile_marks_the_least_confident_recorded_docs(nlp, tmp_path):
     v = nlp.vocab
-    recorded = [
-        person_city(v, "Lars", "Aarhus"),
-        weather(v, "Odense"),
-        person_city(v, "Peter", "Esbjerg"),
-    ]
+    recorded = recorded_docs(v)
     # no doc is in the hard-to-learn region (all confident), yet the quantile picks the lowest
     dyn = write_dynamics(tmp_path / "dyn", recorded, [0.9, 0.6, 0.8], [0.05, 0.05, 0.05])
     assert not get_strategy("cartography", dynamics=str(dyn), k=1).reference_set(nlp)[1].any()

@@ -3,7 +3,7 @@
 import pytest
 
 from adaptner.errors import AdaptnerError
-from adaptner.util import append_jsonl, atomic_path, parse_domains, write_json
+from adaptner.util import append_jsonl, atomic_path, parse_domains, parse_params, write_json
 
 
 def test_parse_domains_forms():
@@ -51,3 +51,14 @@ def test_append_jsonl(tmp_path):
     append_jsonl(path, {"round": 1})
     append_jsonl(path, {"round": 2})
     assert path.read_text().count("\n") == 2
+
+
+def test_parse_params_json_values_and_named_errors():
+    assert parse_params(["k=3", " mode =downweight", "w=0.5", "x=a=b"], "--param", "k=1") == {
+        "k": 3,
+        "mode": "downweight",
+        "w": 0.5,
+        "x": "a=b",
+    }
+    with pytest.raises(AdaptnerError, match=r"--cartography-param 'bad' must look like key=value"):
+        parse_params(["bad"], "--cartography-param", "hard_quantile=0.1")

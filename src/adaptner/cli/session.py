@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from ..errors import AdaptnerError
+from ..util import parse_params
 
 session_app = typer.Typer(
     name="session",
@@ -28,21 +29,6 @@ DB_OPTION = typer.Option(
     envvar="ADAPTNER_DB",
     help="The session store (SQLite); default adaptner.db in the current directory.",
 )
-
-
-def _parse_params(params: list[str]) -> dict:
-    out = {}
-    for item in params:
-        if "=" not in item:
-            raise AdaptnerError(
-                f"--param {item!r} must look like key=value (e.g. aggregation=max)."
-            )
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 @session_app.command("init")
@@ -92,7 +78,7 @@ def init_cmd(
         pool=pool,
         heldout=heldout,
         strategy=strategy,
-        strategy_params=_parse_params(param),
+        strategy_params=parse_params(param, "--param", "aggregation=max"),
         labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None,
         seed=seed,
         session_dir=session_dir,

@@ -143,8 +143,7 @@ def viterbi_bio(probs: numpy.ndarray, tags: Sequence[str]) -> list[str]:
     n, t = probs.shape
     if n == 0:
         return []
-    allowed = _transition_mask(tuple(tags))
-    start_ok = numpy.array([not tag.startswith("I-") for tag in tags])
+    allowed, start_ok = _transitions(tuple(tags))
     # The per-token argmax maximizes the unconstrained joint probability; when it is valid
     # BIO it is also the constrained optimum, so the dynamic programme is only run otherwise.
     greedy = probs.argmax(axis=1)
@@ -165,18 +164,20 @@ def viterbi_bio(probs: numpy.ndarray, tags: Sequence[str]) -> list[str]:
     return [tags[j] for j in reversed(best)]
 
 
-_MASKS: dict[tuple[str, ...], numpy.ndarray] = {}
+_TRANSITIONS: dict[tuple[str, ...], tuple[numpy.ndarray, numpy.ndarray]] = {}
 
 
-def _transition_mask(tags: tuple[str, ...]) -> numpy.ndarray:
-    if tags not in _MASKS:
+def _transitions(tags: tuple[str, ...]) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Valid BIO transitions (prev x next) and valid first tags, computed once per tag set."""
+    if tags not in _TRANSITIONS:
         mask = numpy.ones((len(tags), len(tags)), dtype=bool)
         for j, nxt in enumerate(tags):
             if nxt.startswith("I-"):
                 for i, prev in enumerate(tags):
                     mask[i, j] = prev[2:] == nxt[2:] and prev != "O"
-        _MASKS[tags] = mask
-    return _MASKS[tags]
+        start_ok = numpy.array([not tag.startswith("I-") for tag in tags])
+        _TRANSITIONS[tags] = (mask, start_ok)
+    return _TRANSITIONS[tags]
 
 
 class BioNER(TrainablePipe):

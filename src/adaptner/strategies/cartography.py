@@ -200,15 +200,16 @@ class CartographyStrategy(QueryStrategy):
                 keep = numpy.sort(
                     numpy.random.default_rng(0).choice(keep, self.max_reference, replace=False)
                 )
-            reg = regions(
-                s.confidence[keep],
-                s.variability[keep],
-                conf_threshold=self.conf_threshold,
-                var_threshold=self.var_threshold,
-            )
-            hard = reg == "hard-to-learn"
             if self.hard_quantile > 0:
                 hard = self._lowest(s.confidence[keep])
+            else:
+                reg = regions(
+                    s.confidence[keep],
+                    s.variability[keep],
+                    conf_threshold=self.conf_threshold,
+                    var_threshold=self.var_threshold,
+                )
+                hard = reg == "hard-to-learn"
             docs = dm.dynamics.docs()
             self._dynamics_docs = ([docs[i] for i in keep], hard)
         return self._dynamics_docs
@@ -223,9 +224,10 @@ class CartographyStrategy(QueryStrategy):
             conf = gold_confidence(docs, nlp) if docs else numpy.zeros(0)
             keep = ~numpy.isnan(conf)
             docs = [d for d, ok in zip(docs, keep, strict=True) if ok]
-            hard = conf[keep] < self.conf_threshold
             if self.hard_quantile > 0 and len(docs):
                 hard = self._lowest(conf[keep])
+            else:
+                hard = conf[keep] < self.conf_threshold
         if not docs or not hard.any():
             return numpy.zeros((0, 0)), numpy.zeros(0, dtype=bool)
         return doc_embeddings(docs, nlp), hard
