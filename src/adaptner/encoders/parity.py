@@ -185,11 +185,17 @@ class AlignmentReport:
     unaligned: list[tuple[str, str]]  # (doc text, token text), first 20
     n_unaligned: int
     shared_pieces: int  # wordpieces aligned to more than one spaCy token
+    vanishing: list[str]  # tokens the normalizer deletes (e.g. a lone U+200D): no piece exists
 
 
 def check_alignment(tokenizer, docs, window: int = 128, stride: int = 96) -> AlignmentReport:
     """Align every token of ``docs`` to wordpieces through spacy-transformers' own code path
-    (strided spans, ``huggingface_tokenize``, alignment via the fast tokenizer's offsets)."""
+    (strided spans, ``huggingface_tokenize``, alignment via the fast tokenizer's offsets).
+
+    A token that the normalizer deletes entirely (a lone zero-width joiner or soft hyphen) has
+    no piece to align to; it is listed in ``vanishing``, not counted as unaligned (its vector is
+    the pooled zero vector, and the pipeline still predicts for it).
+    """
     from spacy_transformers.align import get_alignment_via_offset_mapping
     from spacy_transformers.layers.transformer_model import huggingface_tokenize
     from spacy_transformers.span_getters import configure_strided_spans
@@ -197,6 +203,8 @@ def check_alignment(tokenizer, docs, window: int = 128, stride: int = 96) -> Ali
     get_spans = configure_strided_spans(window, stride)
     n_tokens = n_unaligned = shared = 0
     unaligned: list[tuple[str, str]] = []
+    vanishing: list[str] = []
+    normalize = tokenizer.backend_tokenizer.normalizer.normalize_str
     for start in range(0, len(docs), 256):
         batch = docs[start : start + 256]
         spans = [span for doc_spans in get_spans(batch) for span in doc_spans]
@@ -212,12 +220,16 @@ def check_alignment(tokenizer, docs, window: int = 128, stride: int = 96) -> Ali
         for span in spans:
             for token in span:
                 if lengths[offset] == 0 and not token.is_space:
+                    if not normalize(token.text).strip():
+                        vanishing.append(token.text)
+                        offset += 1
+                        continue
                     n_unaligned += 1
                     if len(unaligned) < 20:
                         unaligned.append((span.doc.text, token.text))
                 offset += 1
         n_tokens += sum(len(span) for span in spans)
-    return AlignmentReport(len(docs), n_tokens, unaligned, n_unaligned, shared)
+    return AlignmentReport(len(docs), n_tokens, unaligned, n_unaligned, shared, vanishing)
 
 
 __all__ = [
