@@ -198,6 +198,8 @@ def import_cmd(
     extra = []
     if r.unannotated:
         extra.append(f"{r.unannotated} task(s) without annotation skipped")
+    if r.superseded:
+        extra.append(f"{r.superseded} older annotation(s) of the same task dropped")
     if r.foreign:
         extra.append(f"{r.foreign} not handed out by this session")
     if r.snaps:

@@ -380,6 +380,8 @@ class AnswerFile:
     errors: list[LineError]
     #: Tasks the tool exported without any annotation (nothing to import for them).
     unannotated: int = 0
+    #: Older annotations of a task that has a later one in the same file (JSON_MIN).
+    superseded: int = 0
 
 
 @dataclass
@@ -477,7 +479,28 @@ def validate_answers(
             )
         except _BadLine as e:
             errors.append(LineError(rec.line, str(e), rec.raw, rec.where))
-    return AnswerFile(path, fmt, answers, errors, unannotated)
+    superseded = 0
+    if fmt == "labelstudio-min":  # one row per annotation: the latest per task counts
+        answers, superseded = _latest_per_task(answers)
+    return AnswerFile(path, fmt, answers, errors, unannotated, superseded)
+
+
+def _latest_per_task(answers: list[Answer]) -> tuple[list[Answer], int]:
+    """Keep the latest of several annotations of one Label Studio task (JSON_MIN rows)."""
+
+    def key(a: Answer) -> tuple[int, int]:
+        ann = a.task["_labelstudio"].get("annotation")
+        return (a.timestamp or 0, ann if _is_int(ann) else 0)
+
+    latest: dict[Any, Answer] = {}
+    for a in answers:
+        task_id = a.task["_labelstudio"].get("task")
+        if task_id is None:
+            task_id = ("line", a.line)
+        if task_id not in latest or key(a) > key(latest[task_id]):
+            latest[task_id] = a
+    kept = {id(a) for a in latest.values()}
+    return [a for a in answers if id(a) in kept], len(answers) - len(kept)
 
 
 def _read_lines(data: bytes) -> list[_Record]:

@@ -452,6 +452,7 @@ class ImportResult:
     ignored: int
     fmt: str = "prodigy"
     unannotated: int = 0
+    superseded: int = 0
     foreign: int = 0
     snaps: list[str] = field(default_factory=list)
     rejects_path: Path | None = None
@@ -633,6 +634,7 @@ def import_answers(
             ignored=kinds["ignore"],
             fmt=read.fmt,
             unannotated=read.unannotated,
+            superseded=read.superseded,
             foreign=foreign,
             snaps=[
                 f"{path}:{a.line}: {a.where + ': ' if a.where else ''}{n}"
