@@ -27,7 +27,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -142,6 +141,8 @@ def prepare_session(
                 train_domains="news,wiki_books",
                 seed=0,
                 verbose=False,
+                # enough steps that the model pre-annotates some legal sentences
+                overrides={"training.max_steps": 600, "training.eval_frequency": 200},
             )
     vocab = spacy.blank("da").vocab
     pool = read_docbin(corpus / "train" / "legal.spacy", vocab)[:n_pool]
@@ -241,10 +242,20 @@ def ls_result(text: str, spans: list[tuple]) -> list[dict]:
     ]
 
 
+def label_studio_exe() -> str | None:
+    """The ``label-studio`` executable: $LABEL_STUDIO_BIN, else on PATH, else None."""
+    exe = os.environ.get("LABEL_STUDIO_BIN")
+    if exe and Path(exe).exists():
+        return exe
+    return shutil.which("label-studio")
+
+
 def start_label_studio(workdir: Path, port: int) -> tuple[subprocess.Popen, str, Path]:
-    exe = shutil.which("label-studio")
+    exe = label_studio_exe()
     if exe is None:
-        raise RuntimeError("label-studio is not on PATH (install it in its own venv)")
+        raise RuntimeError(
+            "label-studio is not on PATH (install it in its own venv; or set LABEL_STUDIO_BIN)"
+        )
     data = workdir / "ls-data"
     data.mkdir(parents=True, exist_ok=True)
     log = workdir / "label-studio.log"
@@ -567,7 +578,7 @@ def main(
     source: Path | None = typer.Option(
         None, "--source", help="Source pipeline (default: train a tiny one)."
     ),
-    n: int = typer.Option(12, "-n", min=7, help="Batch size (7 tasks are annotated)."),
+    n: int = typer.Option(12, "-n", min=7, help="Batch size (6 tasks are annotated)."),
     n_pool: int = typer.Option(120, "--pool", help="Legal train sentences in the pool."),
     ls_url: str | None = typer.Option(
         None, "--ls-url", help="A running Label Studio (else one is started)."
@@ -587,10 +598,43 @@ def main(
         "random", "--strategy", help="Session strategy (random: ordinary sentences)."
     ),
     record: Path | None = typer.Option(None, "--record", help="Copy batches and exports here."),
-) -> dict[str, Any]:
+) -> None:
     """Run the round trip(s) and print what happened at each step."""
     if tool not in ("labelstudio", "doccano", "both"):
         raise typer.BadParameter("--tool must be labelstudio, doccano or both")
+    results = run_roundtrip(
+        workdir,
+        tool=tool,
+        corpus=corpus,
+        source=source,
+        n=n,
+        n_pool=n_pool,
+        ls_url=ls_url,
+        ls_token=ls_token,
+        ls_port=ls_port,
+        doccano=(doccano_url, doccano_user, doccano_password),
+        strategy=strategy,
+        record=record,
+    )
+    print(json.dumps(results, indent=1, ensure_ascii=False, default=str))
+
+
+def run_roundtrip(
+    workdir: Path,
+    *,
+    tool: str = "labelstudio",
+    corpus: Path | None = None,
+    source: Path | None = None,
+    n: int = 12,
+    n_pool: int = 120,
+    ls_url: str | None = None,
+    ls_token: str = LS_TOKEN,
+    ls_port: int = 0,
+    doccano: tuple[str, str, str] = ("http://127.0.0.1:8001", "admin", "adminpass123"),
+    strategy: str = "random",
+    record: Path | None = None,
+) -> dict[str, Any]:
+    """The round trip(s); returns what happened at each step (asserting the expected counts)."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -613,12 +657,9 @@ def main(
                 os.killpg(proc.pid, 15)
                 proc.wait(timeout=60)
     if tool in ("doccano", "both"):
-        results["doccano"] = doccano_roundtrip(
-            workdir, db, gold, doccano_url, doccano_user, doccano_password, n, record
-        )
-    print(json.dumps(results, indent=1, ensure_ascii=False, default=str))
+        results["doccano"] = doccano_roundtrip(workdir, db, gold, *doccano, n, record)
     return results
 
 
 if __name__ == "__main__":
-    sys.exit(typer.run(main))
+    typer.run(main)

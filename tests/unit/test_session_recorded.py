@@ -4,6 +4,7 @@ and doccano 1.8.4 by bench/annotation_tools_roundtrip.py --record tests/fixtures
 import json
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,27 @@ def test_answers_for_another_batch_are_refused(tmp_path):
         import_answers(db, "rt", path, snap=True)
     assert str(err.value).count("this text was not handed out by session 'rt'") == 5
     assert import_answers(db, "rt", path, snap=True, allow_foreign=True).foreign == 5
+
+
+def test_cli_import_of_a_label_studio_export(ls_session, monkeypatch, capsys):
+    from adaptner.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["adaptner", "session", "import", *map(str, args)])
+        try:
+            main()
+        except SystemExit as e:
+            return e.code or 0, capsys.readouterr()
+        return 0, capsys.readouterr()
+
+    path = FIXTURES / "labelstudio" / "export.json"
+    code, out = run("rt", path, "--db", ls_session)
+    assert code == 1 and f"✘ {path}: 1 invalid line(s); nothing was imported" in out.err
+    assert "(or pass --snap)" in out.err
+    code, out = run("rt", path, "--db", ls_session, "--snap", "--format", "labelstudio")
+    assert code == 0, out.err
+    assert out.out.count("ℹ snapped: ") == 1
+    assert f"✔ {path} (labelstudio): 6 new, 0 replaced, 0 duplicate, 0 stale" in out.out
+    assert "(5 accept, 0 reject, 1 ignore); 1 span(s) snapped" in out.out
+    code, out = run("rt", path, "--db", ls_session, "--format", "csv")
+    assert code == 1 and "Unknown --format 'csv'" in out.err

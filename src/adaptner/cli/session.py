@@ -175,8 +175,8 @@ def import_cmd(
     text. Answers for texts the session did not hand out are refused (unless
     --allow-foreign), and answers for held-out texts are always refused, each named by
     file:line. Label Studio: the latest annotation per task counts; a skipped task is an
-    ignore; an empty annotation is an accept with no entities. doccano: every line is an
-    accept (export only the approved examples).
+    ignore (JSON_MIN leaves skipped tasks out); an empty annotation is an accept with no
+    entities. doccano: every line is an accept (export only the approved examples).
     """
     from ..session.formats import ANSWER_FORMATS
     from ..session.loop import import_answers
