@@ -203,6 +203,10 @@ def test_unknown_formats_say_what_was_expected(tmp_path, nlp):
         read(cases[0][0], nlp)
     for name in formats.ANSWER_FORMATS:
         assert f"{name}: " in str(err.value)
+    conll = tmp_path / "export.conll"
+    conll.write_text("-DOCSTART- -X- O\n\nMette -X- _ B-PERSON\n", encoding="utf8")
+    with pytest.raises(AdaptnerError, match=r"export.conll:1: not JSON \(the file starts with "):
+        read(conll, nlp)
     broken = tmp_path / "broken.json"
     broken.write_text('[\n {"data": {"text": "x"}},\n {"data": \n]', encoding="utf8")
     with pytest.raises(AdaptnerError, match=r"broken.json:4: invalid JSON in the list"):

@@ -617,6 +617,12 @@ def _check_format(path: Path, records: list[_Record], is_list: bool, fmt: str | 
         )
     if fmt is not None:
         return fmt
+    if records and all(r.obj is None for r in records) and records[0].raw.lstrip()[:1] != "{":
+        first = records[0].raw.strip() or "(not UTF-8)"
+        raise AdaptnerError(
+            f"{path}:{records[0].line}: not JSON (the file starts with {first[:60]!r}); a CSV or "
+            f"CoNLL export cannot be imported. Expected one of: {_expected()}."
+        )
     if not objs or any("answer" in o for o in objs):
         return "prodigy"  # bad lines are then named one by one
     if any("label" in o for o in objs):
