@@ -8,6 +8,7 @@ import pytest
 import spacy
 from spacy.tokens import DocBin
 
+from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
 from adaptner.session import formats
 from adaptner.session.loop import (
@@ -110,6 +111,37 @@ def test_session_round_trip(tmp_path, slices):
     assert (first.new, first.accepted, first.rejected, first.ignored) == (N_BATCH, 17, 2, 1)
     again = import_answers(db, "legal", answers)
     assert (again.new, again.replaced, again.duplicate) == (0, 0, N_BATCH)
+
+    # no leaks: a held-out (Legal dev) sentence is always refused; a pool sentence that was
+    # not handed out is refused unless --allow-foreign
+    held = read_docbin(slices["dir"] / "heldout.spacy", spacy.blank("da").vocab)[0]
+    handed = {t["text"] for t in b1.tasks}
+    other = next(text for text in gold if text not in handed)
+    leak = tmp_path / "leak.jsonl"
+    leak.write_text(
+        json.dumps(
+            {
+                "text": held.text,
+                "answer": "accept",
+                "spans": [
+                    {"start": e.start_char, "end": e.end_char, "label": e.label_} for e in held.ents
+                ],
+            },
+            ensure_ascii=False,
+        )
+        + "\n"
+        + json.dumps({"text": other, "answer": "accept", "spans": gold[other]}, ensure_ascii=False)
+        + "\n",
+        encoding="utf8",
+    )
+    before = session_status(db, "legal")["counts"]
+    for allow in (False, True):
+        with pytest.raises(AdaptnerError) as err:
+            import_answers(db, "legal", leak, allow_foreign=allow)
+        message = str(err.value)
+        assert f"{leak}:1: this text is in the session's held-out set" in message
+        assert (f"{leak}:2: this text was not handed out" in message) is not allow
+    assert session_status(db, "legal")["counts"] == before
 
     # train (warm): a new round whose model differs from the source
     warm = train_round(db, "legal", mode="warm")

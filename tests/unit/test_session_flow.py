@@ -291,6 +291,61 @@ def test_next_other_formats(tmp_path, session, fmt):
     )
 
 
+def test_no_leaks_heldout_always_refused_foreign_only_when_allowed(tmp_path, session):
+    b1 = next_batch(session, "demo", n=3, output=tmp_path / "b1.jsonl")
+    answers = answer_batch(b1.path, tmp_path / "a.jsonl")
+    heldout_text = HELDOUT[1][0]
+    foreign_text = "Jens bor i Roskilde ."
+    with answers.open("a", encoding="utf8") as f:
+        for text in (heldout_text, "  " + HELDOUT[2][0].replace(" ", "  "), foreign_text):
+            f.write(json.dumps({"text": text, "answer": "accept", "spans": []}) + "\n")
+    before = snapshot(session)
+    for allow in (False, True):
+        with pytest.raises(AdaptnerError) as err:
+            import_answers(session, "demo", answers, allow_foreign=allow)
+        text = str(err.value)
+        assert f"{answers}:4: this text is in the session's held-out set" in text
+        assert f"{answers}:5: this text is in the session's held-out set" in text  # respaced
+        assert (f"{answers}:6: this text was not handed out" in text) is not allow
+        assert f"{answers}:1:" not in text and "nothing was imported" in text
+        assert snapshot(session) == before
+    result = import_answers(session, "demo", answers, allow_foreign=True, skip_invalid=True)
+    assert (result.new, result.foreign, result.invalid) == (4, 1, 2)
+    rejected = [json.loads(x) for x in result.rejects_path.read_text().splitlines()]
+    assert [r["line"] for r in rejected] == [4, 5]
+    c = session_status(session, "demo")["counts"]
+    assert (c["answered"], c["outside_pool"]) == (4, 1)
+
+
+def test_labelstudio_batch_round_trip(tmp_path, session):
+    """A Label Studio batch, answered as Label Studio exports it, comes back in."""
+    b = next_batch(session, "demo", n=4, output=tmp_path / "ls.json", fmt="labelstudio")
+    tasks = json.loads(b.path.read_text())
+    export = []
+    for i, t in enumerate(tasks):
+        result = [dict(r, origin="prediction") for r in t["predictions"][0]["result"]]
+        annotation = {"id": i + 1, "result": result if i != 1 else [], "was_cancelled": i == 2}
+        export.append({"id": i + 1, "data": t["data"], "annotations": [annotation]})
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export, ensure_ascii=False), encoding="utf8")
+    r = import_answers(session, "demo", path)
+    assert (r.fmt, r.new, r.accepted, r.ignored) == ("labelstudio", 4, 3, 1)
+    store_answers = {a["text"]: a for a in map(json.loads, answer_lines(tmp_path, session))}
+    first = store_answers[b.tasks[0]["text"]]
+    assert first["spans"] == [
+        {"start": s["start"], "end": s["end"], "label": s["label"]} for s in b.tasks[0]["spans"]
+    ]
+    assert first["_task_hash"] == b.tasks[0]["_task_hash"]
+    assert store_answers[b.tasks[1]["text"]]["spans"] == []
+    again = import_answers(session, "demo", path)
+    assert again.duplicate == 4
+
+
+def answer_lines(tmp_path, db):
+    paths = export_session(db, "demo", tmp_path / "exported")
+    return paths["jsonl"].read_text(encoding="utf8").splitlines()
+
+
 def probs_of(model_dir, text):
     nlp = load_pipeline(model_dir)
     return nlp(text)._.ner_probs

@@ -169,7 +169,8 @@ def validate(tmp_path, nlp, lines):
         "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines),
         encoding="utf8",
     )
-    return formats.validate_answers(path, LABELS, lambda text, h: offsets_of(nlp, text))
+    read = formats.validate_answers(path, LABELS, lambda text, h: offsets_of(nlp, text))
+    return read.answers, read.errors
 
 
 def test_valid_answer(tmp_path, nlp):
@@ -268,7 +269,8 @@ def test_bad_answer_lines(tmp_path, nlp, line, message):
 def test_not_utf8_and_missing_file(tmp_path, nlp):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(json.dumps({"text": "x", "answer": "ignore"}).encode() + b"\n\xe6\xf8\n")
-    answers, errors = formats.validate_answers(path, LABELS, lambda t, h: offsets_of(nlp, t))
+    read = formats.validate_answers(path, LABELS, lambda t, h: offsets_of(nlp, t))
+    answers, errors = read.answers, read.errors
     assert len(answers) == 1 and errors[0].line == 2 and "not UTF-8" in errors[0].reason
     with pytest.raises(AdaptnerError, match="does not exist"):
         formats.validate_answers(tmp_path / "nope.jsonl", LABELS, lambda t, h: [])

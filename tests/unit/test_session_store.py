@@ -69,6 +69,16 @@ def make_session(db: Path, nlp, name: str = "s") -> None:
             for i, t in enumerate(POOL)
         ]
         store.add_pool(conn, sid, rows)
+        store.add_batch(  # every pool text handed out, so answers for them are accepted
+            conn,
+            sid,
+            round=0,
+            path=str(db.parent / "batch.jsonl"),
+            copy_path=str(db.parent / "batch.jsonl"),
+            format="prodigy",
+            strategy="random",
+            handouts=[(h, h, i, None) for i, h, *_ in rows],
+        )
         store.add_round(
             conn, sid, round=0, mode="source", model_dir=str(db.parent), n_train=0, metrics={}
         )
@@ -187,7 +197,7 @@ def test_import_twice_changes_nothing(db, tmp_path):
     assert after["answers"] == before["answers"]
     c = counts(db)
     assert (c["answered"], c["accepted"], c["rejected"], c["ignored"]) == (4, 2, 1, 1)
-    assert c["remaining"] == len(POOL) - 4 and c["replaced"] == 0
+    assert c["outstanding"] == len(POOL) - 4 and c["replaced"] == 0  # all were handed out
 
 
 def test_newer_answer_replaces_older(db, tmp_path):
@@ -297,13 +307,31 @@ def test_empty_and_missing_answers_files(db, tmp_path):
     assert snapshot(db) == before
 
 
-def test_answer_outside_pool_is_kept(db, tmp_path):
+def test_answer_outside_pool_is_refused_unless_allowed(db, tmp_path):
     text = "Jens bor i Roskilde."
-    import_answers(
-        db, "s", write_lines(tmp_path / "a.jsonl", [answer(text, [("Roskilde", "GPE")])])
-    )
+    path = write_lines(tmp_path / "a.jsonl", [answer(POOL[0]), answer(text, [("Roskilde", "GPE")])])
+    before = snapshot(db)
+    with pytest.raises(AdaptnerError) as err:
+        import_answers(db, "s", path)
+    assert f"{path}:2: this text was not handed out by session 's'" in str(err.value)
+    assert "--allow-foreign" in str(err.value) and f"{path}:1:" not in str(err.value)
+    assert snapshot(db) == before
+    result = import_answers(db, "s", path, allow_foreign=True)
+    assert (result.new, result.foreign) == (2, 1)
     c = counts(db)
-    assert (c["answered"], c["outside_pool"], c["remaining"]) == (1, 1, len(POOL))
+    assert (c["answered"], c["outside_pool"], c["outstanding"]) == (2, 1, len(POOL) - 1)
+
+
+def test_pool_text_not_handed_out_is_refused(db, tmp_path):
+    store = SessionStore(db)
+    with store.write() as conn:
+        h = formats.input_hash({"text": POOL[9]})
+        conn.execute("DELETE FROM handouts WHERE input_hash = ?", (h,))
+    store.close()
+    path = write_lines(tmp_path / "a.jsonl", [answer(POOL[9], [("Esbjerg", "GPE")])])
+    with pytest.raises(AdaptnerError, match=r"a.jsonl:1: this text was not handed out"):
+        import_answers(db, "s", path)
+    assert import_answers(db, "s", path, allow_foreign=True).new == 1
 
 
 # --- crashes and concurrency ----------------------------------------------------------------

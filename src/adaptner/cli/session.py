@@ -11,9 +11,11 @@ from ..util import parse_params
 session_app = typer.Typer(
     name="session",
     help=(
-        "Annotation sessions: the model picks sentences (`next`), people annotate them in "
-        "Prodigy, Label Studio or doccano, the answers come back (`import`), the model improves "
-        "(`train`), and the next batch is ready. State lives in one SQLite file (--db)."
+        "Annotation sessions: the model picks sentences (`next`, as Prodigy, Label Studio or "
+        "doccano tasks), people annotate them, the answers come back (`import` reads Prodigy "
+        "JSONL, Label Studio JSON / JSON_MIN and doccano JSONL exports; answers for held-out "
+        "texts are always refused), the model improves (`train`), and the next batch is "
+        "ready. State lives in one SQLite file (--db)."
     ),
     no_args_is_help=True,
 )
@@ -135,29 +137,81 @@ def next_cmd(
 def import_cmd(
     name: str = typer.Argument(..., help="Session name."),
     answers: Path = typer.Argument(
-        ..., help="Answers JSONL: Prodigy db-out output, or a batch edited by hand."
+        ...,
+        help="Answers file: Prodigy JSONL (db-out, or a batch edited by hand), a Label Studio "
+        "JSON or JSON_MIN export, or a doccano JSONL export; the format is detected.",
+    ),
+    fmt: str | None = typer.Option(
+        None,
+        "--format",
+        help="Force the answers format: prodigy | labelstudio (JSON export) | labelstudio-min "
+        "(JSON_MIN export) | doccano (JSONL export). Default: detected from the content.",
+    ),
+    snap: bool = typer.Option(
+        False,
+        "--snap",
+        help="Widen spans that start or end inside a token (e.g. half a word selected in "
+        "Label Studio) to whole tokens, listing each snap, instead of refusing them.",
+    ),
+    allow_foreign: bool = typer.Option(
+        False,
+        "--allow-foreign",
+        help="Also import answers for texts this session did not hand out (they are refused "
+        "by default). Texts of the held-out set are refused always.",
     ),
     skip_invalid: bool = typer.Option(
         False,
         "--skip-invalid",
-        help="Import the valid lines; write the bad ones to a rejects file.",
+        help="Import the valid lines; write the bad or refused ones to a rejects file.",
     ),
     rejects: Path | None = typer.Option(
         None, "--rejects", help="Rejects file for --skip-invalid (default <answers>.rejects.jsonl)."
     ),
     db: Path = DB_OPTION,
 ) -> None:
-    """Validate and store answers (all or nothing unless --skip-invalid)."""
+    """Validate and store answers from Prodigy, Label Studio or doccano (all or nothing).
+
+    Answers are matched to the tasks handed out by the hashes the tool kept, else by exact
+    text. Answers for texts the session did not hand out are refused (unless
+    --allow-foreign), and answers for held-out texts are always refused, each named by
+    file:line. Label Studio: the latest annotation per task counts; a skipped task is an
+    ignore (JSON_MIN leaves skipped tasks out); an empty annotation is an accept with no
+    entities. doccano: every line is an accept (export only the approved examples).
+    """
+    from ..session.formats import ANSWER_FORMATS
     from ..session.loop import import_answers
 
-    r = import_answers(db, name, answers, skip_invalid=skip_invalid, rejects=rejects)
+    if fmt is not None and fmt not in ANSWER_FORMATS:
+        raise AdaptnerError(f"Unknown --format {fmt!r}; choose one of {', '.join(ANSWER_FORMATS)}.")
+    r = import_answers(
+        db,
+        name,
+        answers,
+        fmt=fmt,
+        snap=snap,
+        allow_foreign=allow_foreign,
+        skip_invalid=skip_invalid,
+        rejects=rejects,
+    )
+    for note in r.snaps:
+        typer.echo(f"ℹ snapped: {note}")
+    extra = []
+    if r.unannotated:
+        extra.append(f"{r.unannotated} task(s) without annotation skipped")
+    if r.superseded:
+        extra.append(f"{r.superseded} older annotation(s) of the same task dropped")
+    if r.foreign:
+        extra.append(f"{r.foreign} not handed out by this session")
+    if r.snaps:
+        extra.append(f"{len(r.snaps)} span(s) snapped")
+    note = f"; {'; '.join(extra)}" if extra else ""
     typer.echo(
-        f"✔ {answers}: {r.new} new, {r.replaced} replaced, {r.duplicate} duplicate, "
-        f"{r.stale} stale ({r.accepted} accept, {r.rejected} reject, {r.ignored} ignore)"
+        f"✔ {answers} ({r.fmt}): {r.new} new, {r.replaced} replaced, {r.duplicate} duplicate, "
+        f"{r.stale} stale ({r.accepted} accept, {r.rejected} reject, {r.ignored} ignore){note}"
     )
     if r.invalid:
         typer.secho(
-            f"⚠ {r.invalid} invalid line(s) skipped -> {r.rejects_path}",
+            f"⚠ {r.invalid} invalid or refused line(s) skipped -> {r.rejects_path}",
             fg=typer.colors.YELLOW,
             err=True,
         )

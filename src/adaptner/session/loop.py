@@ -199,13 +199,13 @@ def init_session(
             )
         items = formats.read_pool(pool, nlp.make_doc, nlp.vocab, domain=domain)
         heldout_docs = read_docbin(heldout_path, nlp.vocab) if heldout_path else []
-        heldout_hashes = {formats.input_hash({"text": d.text}) for d in heldout_docs}
+        heldout_hashes = {formats.text_key(d.text) for d in heldout_docs}
         rows = []
         seen: set[int] = set()
         duplicates = overlap = 0
         for item in items:
             h = formats.input_hash({"text": item.text})
-            if h in heldout_hashes:
+            if formats.text_key(item.text) in heldout_hashes:
                 overlap += 1
                 continue
             if h in seen:
@@ -241,6 +241,7 @@ def init_session(
                     settings={"domain": domain, "limit": limit},
                 )
                 store.add_pool(conn, sid, rows)
+                store.add_heldout(conn, sid, sorted(heldout_hashes))
                 store.add_round(
                     conn,
                     sid,
@@ -449,8 +450,36 @@ class ImportResult:
     accepted: int
     rejected: int
     ignored: int
+    fmt: str = "prodigy"
+    unannotated: int = 0
+    superseded: int = 0
+    foreign: int = 0
+    snaps: list[str] = field(default_factory=list)
     rejects_path: Path | None = None
     errors: list[formats.LineError] = field(default_factory=list)
+
+
+def heldout_keys(store: SessionStore, session: Session) -> set[int]:
+    """Text keys (:func:`formats.text_key`) of the session's held-out set.
+
+    The keys recorded at ``init`` plus those of the held-out file as it is now (every round
+    is evaluated on the file), so neither a moved nor an edited file lets a held-out text in.
+
+    Raises:
+        AdaptnerError: the session has a held-out file, it is gone, and no keys were recorded.
+    """
+    keys = store.heldout_hashes(session.id)
+    if session.heldout_path:
+        path = Path(session.heldout_path)
+        if path.exists():
+            vocab = spacy.blank(session.lang).vocab
+            keys |= {formats.text_key(doc.text) for doc in read_docbin(path, vocab)}
+        elif not keys:
+            raise AdaptnerError(
+                f"The held-out set of session {session.name!r} ({path}) is missing, so answers "
+                "cannot be checked against it; restore the file before importing."
+            )
+    return keys
 
 
 def import_answers(
@@ -458,26 +487,39 @@ def import_answers(
     name: str,
     path: str | Path,
     *,
+    fmt: str | None = None,
+    snap: bool = False,
+    allow_foreign: bool = False,
     skip_invalid: bool = False,
     rejects: str | Path | None = None,
 ) -> ImportResult:
     """Validate an answers file and store its answers in one transaction.
 
-    Any invalid line makes the whole import fail (nothing is stored) with ``file:line:
-    reason`` for every bad line, unless ``skip_invalid``: then the valid lines are imported
-    and the bad ones written to ``rejects`` (default ``<file>.rejects.jsonl``). An answer
-    identical to the stored one is a duplicate (no change); a different answer for the same
-    input replaces it, unless both carry a ``_timestamp`` and the new one is older (stale).
+    The file may be Prodigy JSONL, a Label Studio JSON or JSON_MIN export, or a doccano
+    JSONL export (see :data:`formats.ANSWER_FORMATS`; detected unless ``fmt`` is given).
+    Answers for texts of the session's held-out set are always refused; answers for texts
+    the session did not hand out are refused unless ``allow_foreign``. Any invalid or
+    refused line makes the whole import fail (nothing is stored) with ``file:line: reason``
+    for every bad line, unless ``skip_invalid``: then the valid lines are imported and the
+    bad ones written to ``rejects`` (default ``<file>.rejects.jsonl``). An answer identical
+    to the stored one is a duplicate (no change); a different answer for the same input
+    replaces it, unless both carry a timestamp and the new one is older (stale).
+
+    Args:
+        snap: Widen spans that start or end inside a token to token boundaries (each snap is
+            listed in the result) instead of refusing them.
 
     Raises:
-        AdaptnerError: a missing file, invalid lines (without ``skip_invalid``), or no
-            answers at all.
+        AdaptnerError: a missing file or one in no known format, invalid or refused lines
+            (without ``skip_invalid``), or no answers at all.
     """
     path = Path(path)
     store = open_store(db)
     try:
         session = store.get_session(name)
         pool = store.pool_tokens(session.id)
+        handed_out = store.handed_out(session.id)
+        heldout = heldout_keys(store, session)
         tokenizer: list[Callable[[str], Doc]] = []
 
         def get_offsets(text: str, in_hash: int) -> formats.Offsets:
@@ -487,16 +529,53 @@ def import_answers(
                 tokenizer.append(_tokenizer(session.lang))
             return formats.doc_offsets(tokenizer[0](text))
 
-        answers, errors = formats.validate_answers(path, session.labels, get_offsets)
+        read = formats.validate_answers(
+            path,
+            session.labels,
+            get_offsets,
+            fmt=fmt,
+            snap=snap,
+            handed_out_task_hash=handed_out.get,
+        )
+        answers, errors = [], list(read.errors)
+        foreign = 0
+        for a in read.answers:
+            if formats.text_key(a.text) in heldout:
+                errors.append(
+                    formats.LineError(
+                        a.line,
+                        "this text is in the session's held-out set, which every round is "
+                        "evaluated on; answers for held-out texts are never imported",
+                        json.dumps(a.task, ensure_ascii=False),
+                        a.where,
+                    )
+                )
+            elif a.input_hash not in handed_out and not allow_foreign:
+                errors.append(
+                    formats.LineError(
+                        a.line,
+                        f"this text was not handed out by session {name!r} (it is in none of "
+                        "its batches); pass --allow-foreign to import answers for other texts",
+                        json.dumps(a.task, ensure_ascii=False),
+                        a.where,
+                    )
+                )
+            else:
+                foreign += a.input_hash not in handed_out
+                answers.append(a)
+        errors.sort(key=lambda e: e.line)
         if errors and not skip_invalid:
-            shown = "\n".join(f"  {path}:{e.line}: {e.reason}" for e in errors)
+            shown = "\n".join(f"  {e.message(path)}" for e in errors)
             raise AdaptnerError(
                 f"{path}: {len(errors)} invalid line(s); nothing was imported.\n{shown}\n"
                 f"Fix these lines, or pass --skip-invalid to import the {len(answers)} valid "
                 "one(s) and write the rest to a rejects file."
             )
         if not answers:
-            raise AdaptnerError(f"{path} holds no valid answers; nothing was imported.")
+            extra = (
+                f" ({read.unannotated} task(s) have no annotation yet)" if read.unannotated else ""
+            )
+            raise AdaptnerError(f"{path} holds no valid answers{extra}; nothing was imported.")
         rejects_path = None
         if errors:
             rejects_path = (
@@ -505,7 +584,13 @@ def import_answers(
             write_jsonl(
                 rejects_path,
                 [
-                    {"file": str(path), "line": e.line, "error": e.reason, "raw": e.raw}
+                    {
+                        "file": str(path),
+                        "line": e.line,
+                        "task": e.where,
+                        "error": e.reason,
+                        "raw": e.raw,
+                    }
                     for e in errors
                 ],
             )
@@ -547,6 +632,15 @@ def import_answers(
             accepted=kinds["accept"],
             rejected=kinds["reject"],
             ignored=kinds["ignore"],
+            fmt=read.fmt,
+            unannotated=read.unannotated,
+            superseded=read.superseded,
+            foreign=foreign,
+            snaps=[
+                f"{path}:{a.line}: {a.where + ': ' if a.where else ''}{n}"
+                for a in answers
+                for n in a.snaps
+            ],
             rejects_path=rejects_path,
             errors=errors,
         )

@@ -106,6 +106,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, round)
     );
     """,
+    # 2: the held-out (evaluation) texts, by the hash of their whitespace-normalised text,
+    # so that `import` can refuse answers for them even if the held-out file moves.
+    """
+    CREATE TABLE heldout (
+        session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        norm_hash INTEGER NOT NULL,
+        PRIMARY KEY (session_id, norm_hash)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -427,6 +436,25 @@ class SessionStore:
             )
         return list(self.conn.execute(sql + " ORDER BY p.idx", (session_id,)))
 
+    # --- held-out texts -----------------------------------------------------------
+    def add_heldout(
+        self, conn: sqlite3.Connection, session_id: int, norm_hashes: Sequence[int]
+    ) -> None:
+        """Record the held-out texts (hashes of their whitespace-normalised text)."""
+        conn.executemany(
+            "INSERT OR IGNORE INTO heldout (session_id, norm_hash) VALUES (?, ?)",
+            [(session_id, h) for h in norm_hashes],
+        )
+
+    def heldout_hashes(self, session_id: int) -> set[int]:
+        """The recorded held-out text hashes (see :meth:`add_heldout`)."""
+        return {
+            r[0]
+            for r in self.conn.execute(
+                "SELECT norm_hash FROM heldout WHERE session_id = ?", (session_id,)
+            )
+        }
+
     # --- batches ----------------------------------------------------------------
     def add_batch(
         self,
@@ -477,6 +505,16 @@ class SessionStore:
                 "SELECT * FROM batches WHERE session_id = ? ORDER BY id", (session_id,)
             )
         )
+
+    def handed_out(self, session_id: int) -> dict[int, int]:
+        """input_hash -> task_hash of every text handed out (the latest batch wins)."""
+        return {
+            r[0]: r[1]
+            for r in self.conn.execute(
+                "SELECT input_hash, task_hash FROM handouts WHERE session_id = ? ORDER BY batch_id",
+                (session_id,),
+            )
+        }
 
     def outstanding(self, session_id: int, batch_id: int | None = None) -> int:
         """Inputs handed out (in ``batch_id``, or in any batch) without an answer yet."""
