@@ -138,6 +138,73 @@ def paper_grid(
         typer.echo(f"plot: {path}")
 
 
+@app.command("estimate")
+def estimate(
+    runs: Path = typer.Option(
+        ..., "--runs", help="A folder of finished runs (<run>.jsonl) whose rounds give the rate."
+    ),
+    targets: list[str] = typer.Option(TARGETS, "--target", "-t", help="Targets (repeat)."),
+    n_strategies: int = typer.Option(len(PAPER_STRATEGIES), "--strategies", help="Strategies."),
+    modes: list[str] = typer.Option(["reset", "warm"], "--mode", "-m", help="Modes (repeat)."),
+    seeds: int = typer.Option(3, "--seeds", "-n", help="Seeds per setting."),
+    budget: float = typer.Option(0.5, "--budget", help="Largest labeled share."),
+) -> None:
+    """Single-core time of a paper-grid from its training workload (token-epochs per round,
+    from the corpus and configs/al/default.cfg) and the retraining rate of measured rounds."""
+    import spacy
+
+    from adaptner.readers import read_docbin
+    from adaptner.simulation.engine import plan_sizes, split_heldout
+
+    settings = load_al_settings(ROOT / "configs" / "al" / "default.cfg", budget=budget)
+    vocab = spacy.blank("da").vocab
+    tokens: dict[str, float] = {}
+    work: dict[str, float] = {}
+    rounds = 0
+    for t in targets:
+        docs = read_docbin(ROOT / "corpus" / "train" / f"{t}.spacy", vocab)
+        al, _ = split_heldout(docs, settings.eval_holdout, settings.holdout_seed)
+        tokens[t] = sum(len(docs[i]) for i in al) / len(al)
+        sizes = plan_sizes(len(al), settings)
+        total = len(al) * settings.epochs * seeds  # the target_full baselines
+        rounds += (sizes.rounds - 1) * len(modes) * n_strategies * seeds
+        for mode in modes:
+            labeled = 0
+            for k in range(1, sizes.rounds):
+                now = sizes.labeled_after(k)
+                docs_k = now if mode == "reset" or k == 1 else now - labeled + round(0.5 * labeled)
+                total += docs_k * settings.epochs * n_strategies * seeds
+                labeled = now
+        work[t] = total * tokens[t]
+    measured_work = measured_s = overhead = 0.0
+    n_rounds = 0
+    for path in sorted(Path(runs).glob("*.jsonl")):
+        for r in read_records(path)[0]:
+            if r["round"] > 0 and r["target"] in tokens:
+                measured_work += r["train_docs"] * settings.epochs * tokens[r["target"]]
+                measured_s += r["train_seconds"]
+                overhead += r["round_seconds"] - r["train_seconds"]
+                n_rounds += 1
+    if not n_rounds:
+        raise typer.BadParameter(f"no measured rounds of {', '.join(targets)} in {runs}")
+    rate = measured_work / measured_s
+    rounds = (
+        len(targets) * len(modes) * n_strategies * seeds * (plan_sizes(100, settings).rounds - 1)
+    )
+    train_s = sum(work.values()) / rate
+    other_s = overhead / n_rounds * rounds
+    typer.echo(
+        f"training workload: {sum(work.values()) / 1e6:.1f} M token-epochs "
+        f"({', '.join(f'{t} {w / 1e6:.1f} M' for t, w in work.items())}); measured rate "
+        f"{rate:.0f} token-epochs/s over {n_rounds} rounds in {runs}"
+    )
+    typer.echo(
+        f"estimate on one core: retraining {train_s / 60:.0f} min + scoring/evaluation "
+        f"{other_s / 60:.0f} min ({rounds} rounds x {overhead / n_rounds:.2f} s) = "
+        f"{(train_s + other_s) / 60:.0f} min (+ the News source training if not cached)"
+    )
+
+
 @app.command("time-round")
 def time_round(
     target: str = typer.Option("legal", "--target", "-t", help="Target domain."),
