@@ -171,7 +171,14 @@ def test_cartography_in_a_simulation(corpus_dir, tmp_path, monkeypatch):
         verbose=False,
     )
     settings = ALSettings(
-        pool_fraction=1.0, query_fraction=0.2, budget=0.8, epochs=2, train_limit=50, eval_limit=20
+        protocol="fixed_pool",
+        eval_holdout=0.0,
+        pool_fraction=1.0,
+        query_fraction=0.2,
+        budget=0.8,
+        epochs=2,
+        train_limit=50,
+        eval_limit=20,
     )
     cfg = SimulationConfig(
         source="news",

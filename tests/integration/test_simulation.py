@@ -22,9 +22,17 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_CONFIG = ROOT / "configs" / "test" / "bio_cnn.cfg"
+# The fixed-pool protocol, dev only (the paper's protocol: test_simulation_protocol.py).
 # 200 legal train docs: pool 100, 10 docs (5 %) per round, budget 10 % = 2 rounds
 SETTINGS = ALSettings(
-    pool_fraction=0.5, query_fraction=0.05, budget=0.1, epochs=2, train_limit=200, eval_limit=60
+    protocol="fixed_pool",
+    eval_holdout=0.0,
+    pool_fraction=0.5,
+    query_fraction=0.05,
+    budget=0.1,
+    epochs=2,
+    train_limit=200,
+    eval_limit=60,
 )
 
 

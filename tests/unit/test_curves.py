@@ -163,14 +163,14 @@ BASELINES = [{**BASELINE, "seed": s, "target_f1": f} for s, f in enumerate([0.88
 def test_build_and_summarize():
     curves = build_curves(make_records("random", RANDOM) + make_records("margin", MARGIN))
     assert set(curves) == {
-        ("news", "legal", "random", "reset"),
-        ("news", "legal", "margin", "reset"),
+        ("news", "legal", "random", "reset", "dev"),
+        ("news", "legal", "margin", "reset", "dev"),
     }
-    c = curves[("news", "legal", "margin", "reset")]
+    c = curves[("news", "legal", "margin", "reset", "dev")]
     assert c.seeds == [0, 1] and c.complete and c.f1.shape == (2, 5)
     assert c.fractions.tolist() == pytest.approx([0, 0.05, 0.1, 0.15, 0.2])
     base = baseline_means(BASELINES)
-    assert base[("news", "legal", "target_full")]["target_f1"] == pytest.approx(0.89)
+    assert base[("news", "legal", "target_full", "dev")]["target_f1"] == pytest.approx(0.89)
     row = summarize_curve(c, base)
     assert row["f1@0.05"] == pytest.approx(0.71)
     assert row["f1@0.05_ci"] == pytest.approx(12.706 * 0.01)
@@ -181,6 +181,12 @@ def test_build_and_summarize():
     assert row["reference"] == "target_full" and row["full_target_f1"] == pytest.approx(0.89)
     assert row["reach95"] == pytest.approx(0.2)  # .84 at 15 % < .8455 <= .86 at 20 %
     assert row["reach99"] is None  # .881 never reached
+    # per seed: seed 0 reaches .8455 at 15 % (.85), seed 1 at 20 % (.86)
+    assert row["reach95_seeds"] == pytest.approx([0.15, 0.2]) and row["reach95_n"] == 2
+    assert row["reach95_mean"] == pytest.approx(0.175)
+    assert row["reach95_ci"] == pytest.approx(12.706 * 0.025)
+    assert row["reach99_seeds"] == [None, None] and row["reach99_mean"] is None
+    assert row["eval_set"] == "dev"
     assert row["source_f1_start"] == pytest.approx(0.8) and row["source_f1_end"] == pytest.approx(
         0.76
     )
@@ -190,7 +196,7 @@ def test_build_and_summarize():
 def test_incomplete_seeds_are_truncated():
     recs = make_records("random", RANDOM)
     recs = [r for r in recs if not (r["seed"] == 1 and r["round"] > 2)]
-    c = build_curves(recs)[("news", "legal", "random", "reset")]
+    c = build_curves(recs)[("news", "legal", "random", "reset", "dev")]
     assert not c.complete and c.f1.shape == (2, 3)
 
 
@@ -198,7 +204,7 @@ def test_reference_falls_back_to_curve_at_full_target():
     recs = [record("random", 0, r, 0.5 + 0.1 * r, n_rounds=2) for r in range(3)]
     for r in recs:
         r["labeled_fraction"] = r["round"] / 2
-    c = build_curves(recs)[("news", "legal", "random", "reset")]
+    c = build_curves(recs)[("news", "legal", "random", "reset", "dev")]
     row = summarize_curve(c, {})
     assert row["reference"] == "curve@100%" and row["full_target_f1"] == pytest.approx(0.7)
     assert (
@@ -226,11 +232,17 @@ def test_markdown_report(anchors):
     base = baseline_means(BASELINES)
     rows = [summarize_curve(c, base) for c in build_curves(make_records("margin", MARGIN)).values()]
     text = markdown_report(rows, base, anchors)
-    assert "| news | legal | margin | reset | 2 | 0.710 ± 0.127 |" in text
-    assert "| 20 % | > 20 % | 0.890 (target_full) | 0.800 → 0.760 | 2.0 |" in text
-    assert "## Baselines" in text and "| news | legal | target_full | 2 | 0.890 ± 0.127 |" in text
-    assert "## Against the paper" in text and "| legal | margin | reset |" in text
-    assert "Pool: 20 % of the target train set (drawn at random per seed)" in text
+    assert "## Evaluation set: dev" in text
+    assert "| dev | news | legal | margin | reset | 2 | 0.710 ± 0.127 |" in text
+    assert (
+        "| 20 % (seeds 18 ± 32 %) | > 20 % (0/2 seeds) | 0.890 (target_full) | 0.800 → 0.760 |"
+        in text
+    )
+    assert "## Baselines" in text
+    assert "| dev | news | legal | target_full | 2 | 0.890 ± 0.127 |" in text
+    assert "## Against the paper" in text and "| dev | legal | margin | reset |" in text
+    assert "Protocol: fixed_pool (one pool drawn at random per seed" in text
+    assert "Pool: 20 % of the target train set" in text
 
 
 def test_write_report(tmp_path, anchors):
@@ -249,7 +261,7 @@ def test_write_report(tmp_path, anchors):
     out = write_report(results, tmp_path / "report", anchors_dir=ANCHORS)
     assert [p.name for p in out["plots"]] == ["curves_news_legal.png"]
     assert out["plots"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert out["report"].read_text().count("| news | legal |") == 3  # 2 curves + 1 baseline
+    assert out["report"].read_text().count("| dev | news | legal |") == 3  # 2 curves + 1 baseline
     summary = json.loads(out["summary"].read_text())
     assert len(summary["rows"]) == 2 and summary["goals"]
     assert not list((tmp_path / "report").glob(".*tmp"))  # atomic writes leave no temporaries
@@ -263,3 +275,103 @@ def test_write_report_errors(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
     with pytest.raises(AdaptnerError, match=r"x\.jsonl, line 1: not a simulation record"):
         write_report(tmp_path, tmp_path / "out")
+
+
+# --- several evaluation sets, the paper's protocol to 100 % ------------------------------------
+
+
+def paper_records(strategy, seed, heldout, dev, target="legal"):
+    """21 rounds (0 %, 5 %, ..., 100 %) scored on the held-out set and on dev."""
+    recs = []
+    for r, (h, d) in enumerate(zip(heldout, dev, strict=True)):
+        rec = record(strategy, seed, r, h, target=target, n_rounds=20)
+        rec.update(
+            protocol="paper",
+            eval_set="heldout",
+            evals={"heldout": {"f1": h}, "dev": {"f1": d}},
+        )
+        recs.append(rec)
+    return recs
+
+
+def test_curves_per_evaluation_set_to_100_percent(tmp_path, anchors):
+    ramp = numpy.linspace(0.3, 0.9, 21)
+    recs = []
+    for seed in (0, 1, 2):
+        recs += paper_records("random", seed, ramp - 0.01 * seed, ramp[::-1] * 0 + 0.5 + seed / 100)
+        recs += paper_records("margin", seed, ramp + 0.05 - 0.01 * seed, ramp * 0.5)
+    curves = build_curves(recs)
+    assert set(curves) == {
+        ("news", "legal", s, "reset", e) for s in ("random", "margin") for e in ("heldout", "dev")
+    }
+    held = curves[("news", "legal", "margin", "reset", "heldout")]
+    dev = curves[("news", "legal", "margin", "reset", "dev")]
+    assert held.fractions.tolist() == pytest.approx([0.05 * i for i in range(21)])
+    assert held.f1[0].tolist() == pytest.approx((ramp + 0.05).tolist())
+    assert dev.f1[0].tolist() == pytest.approx((ramp * 0.5).tolist())
+    assert held.protocol == "paper" and held.complete
+    # the baselines are scored on both sets; each curve refers to its own set's reference
+    bases = [
+        {
+            **BASELINE,
+            "seed": s,
+            "target_f1": 0.9,
+            "evals": {"heldout": {"f1": 0.9}, "dev": {"f1": 0.5}},
+        }
+        for s in (0, 1, 2)
+    ]
+    base = baseline_means(bases)
+    assert set(base) == {
+        ("news", "legal", "target_full", "heldout"),
+        ("news", "legal", "target_full", "dev"),
+    }
+    row_h, row_d = summarize_curve(held, base), summarize_curve(dev, base)
+    assert row_h["full_target_f1"] == pytest.approx(0.9)
+    assert row_d["full_target_f1"] == pytest.approx(0.5)
+    assert row_h["f1@1"] == pytest.approx(0.94) and row_h["max_fraction"] == pytest.approx(1.0)
+    # heldout: 95 % of .9 = .855; ramp = .3 + .03 i at 5 i %; seed s scores ramp + .05 - .01 s
+    assert row_h["reach95"] == pytest.approx(0.9)  # the mean (ramp + .04) at i = 18
+    assert row_h["reach95_seeds"] == pytest.approx([0.85, 0.9, 0.9])
+    assert row_h["reach95_mean"] == pytest.approx(0.8833333)
+    # dev: 95 % of .5 = .475 is never reached (ramp / 2 <= .45)
+    assert row_d["reach95"] is None and row_d["reach95_n"] == 0
+    out = tmp_path / "al"
+    (out / "baselines").mkdir(parents=True)
+    for seed in (0, 1, 2):
+        for strategy in ("random", "margin"):
+            lines = [json.dumps(r) for r in recs if r["seed"] == seed and r["strategy"] == strategy]
+            (out / f"news_legal_{strategy}_reset_s{seed}.jsonl").write_text("\n".join(lines))
+    for b in bases:
+        (out / "baselines" / f"news_legal_target_full_s{b['seed']}.json").write_text(json.dumps(b))
+    result = write_report(out, tmp_path / "report", anchors_dir=ANCHORS)
+    text = result["report"].read_text()
+    assert "## Evaluation set: heldout" in text and "## Evaluation set: dev" in text
+    assert text.index("## Evaluation set: heldout") < text.index("## Evaluation set: dev")
+    assert "| heldout | news | legal | margin | reset | 3 |" in text
+    assert "| dev | news | legal | target_full | 3 | 0.500 ± 0.000 |" in text
+    assert "Protocol: paper (a fresh random candidate pool every round" in text
+    # the paper's curve spans 5-100 %, as ours: "same range" equals the full-range AULC
+    a = anchors[("legal", "margin")]
+    same = f"| {aulc(a.fractions, a.f1):.3f} | {aulc(a.fractions, a.f1):.3f} |"
+    assert f"| heldout | legal | margin | reset | {row_h['aulc']:.3f} ± " in text
+    assert same in text
+    assert any(line.startswith("- [heldout] source news, reset") for line in text.splitlines())
+    summary = json.loads(result["summary"].read_text())
+    assert {(r["strategy"], r["eval_set"]) for r in summary["rows"]} == {
+        (s, e) for s in ("random", "margin") for e in ("heldout", "dev")
+    }
+    assert result["plots"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_goal_summary_names_clear_winners_per_evaluation_set():
+    recs = []
+    for seed in (0, 1, 2):
+        base = numpy.full(21, 0.5) + seed * 0.001
+        recs += paper_records("random", seed, base, base)
+        recs += paper_records("margin", seed, base + 0.1, base + 0.001)  # dev: inside the CI
+    rows = [summarize_curve(c, {}) for c in build_curves(recs).values()]
+    lines = goal_summary(rows)
+    held = next(x for x in lines if x.startswith("- [heldout]") and "AULC" in x)
+    dev = next(x for x in lines if x.startswith("- [dev]") and "AULC" in x)
+    assert held.endswith("(legal): margin; with non-overlapping 95 % CIs: margin")
+    assert dev.endswith("(legal): margin; with non-overlapping 95 % CIs: no strategy")

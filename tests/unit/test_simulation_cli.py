@@ -54,7 +54,10 @@ def test_simulate_then_curves(tiny, tmp_path, monkeypatch, capsys):
     ]  # fmt: skip
     assert run_cli(monkeypatch, *args) == 0
     text = capsys.readouterr().out
-    assert "Pool: 50% of the target train set; 10% per round; budget 20%" in text
+    assert (
+        "Protocol paper: pool 40% of the target train set (fresh each round); 10% per round; "
+        "budget 20%; 2 epochs per round; evaluation set: 20% of the target train set held out"
+    ) in text
     assert "✔ 4 runs and 4 baselines complete" in text
     assert len(list(out.glob("news_legal_*_reset_s*.jsonl"))) == 4
     assert run_cli(monkeypatch, "curves", "-i", out) == 0

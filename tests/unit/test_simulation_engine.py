@@ -128,7 +128,20 @@ def tiny(tmp_path_factory):
     return corpus, source
 
 
-SETTINGS = ALSettings(pool_fraction=0.5, query_fraction=0.1, budget=1.0, epochs=2, batch_size=8)
+# The earlier protocol (one fixed pool, random first batch, stop when the pool is used up),
+# scored on dev only: the tests below this section check that it is unchanged.
+SETTINGS = ALSettings(
+    protocol="fixed_pool",
+    eval_holdout=0.0,
+    pool_fraction=0.5,
+    query_fraction=0.1,
+    budget=1.0,
+    epochs=2,
+    batch_size=8,
+)
+# The paper's protocol with a held-out evaluation set: legal's 40 train docs = 8 held out +
+# 32 for AL; a fresh pool of 8 each round, 3 docs per round (16 = 50 % after 5 rounds).
+PAPER = ALSettings(pool_fraction=0.25, query_fraction=0.1, budget=0.5, epochs=2, batch_size=8)
 
 
 def make_cfg(tiny, **changes) -> SimulationConfig:

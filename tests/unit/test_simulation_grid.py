@@ -9,14 +9,17 @@ import types
 from pathlib import Path
 
 import pytest
+import spacy
 
 from adaptner.errors import AdaptnerError
+from adaptner.readers import read_docbin
 from adaptner.simulation import ALSettings, GridSpec, plan_grid, read_records, run_grid
 from adaptner.simulation.pipelines import TrainTask, ensure_trained
 from tests.unit.test_simulation_engine import make_source_pipeline, strip_timing, write_tiny_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_CONFIG = ROOT / "configs" / "test" / "bio_cnn.cfg"
+VOCAB = spacy.blank("da").vocab
 SETTINGS = ALSettings(pool_fraction=0.5, query_fraction=0.1, budget=0.2, epochs=1, batch_size=8)
 
 
@@ -130,8 +133,9 @@ def test_failed_tasks_are_reported_after_the_rest(tiny, tmp_path):
         run_grid(s, progress=False, log=lambda _: None)
     done = all_records(tmp_path / "metrics")
     assert done["news_legal_random_reset_s0"][-1]["last"]
-    # margin failed when it was first used (round 2): rounds 0-1 are kept for the resume
-    assert [r["round"] for r in done["news_legal_margin_reset_s0"]] == [0, 1]
+    # margin failed when it was first used (round 1: the paper protocol's first batch is the
+    # strategy's): round 0 is kept for the resume
+    assert [r["round"] for r in done["news_legal_margin_reset_s0"]] == [0]
 
 
 def test_trains_sources_and_scratch_baselines(tiny, tmp_path):
@@ -154,6 +158,19 @@ def test_trains_sources_and_scratch_baselines(tiny, tmp_path):
     assert joint["train_domains"] == "news,legal" and 0 <= joint["target_f1"] <= 1
     meta = json.loads((tmp_path / "training" / "source" / "news" / "train_meta.json").read_text())
     assert meta["train_domains"] == "news"
+    # target_only and joint trained without legal's held-out evaluation set (8 of 40 docs)
+    baselines = tmp_path / "training" / "baselines"
+    for name in ("legal_target_only_s0", "news_legal_joint_s0"):
+        filtered = read_docbin(baselines / f"{name}_corpus" / "train" / "legal.spacy", VOCAB)
+        assert len(filtered) == 32
+        held = json.loads((baselines / name / "holdout.json").read_text())
+        assert held == {"target": "legal", "eval_holdout": 0.2, "holdout_seed": 0, "train_limit": 0}
+    assert joint["eval_set"] == "heldout" and set(joint["evals"]) == {"heldout", "dev"}
+    # a cached baseline trained on another hold-out is refused
+    task = next(t for t in plan.trainings if t.name == "legal target_only s0")
+    task.holdout = ("legal", 0.3, 0, 0)
+    with pytest.raises(AdaptnerError, match=r"trained with other settings \(holdout"):
+        ensure_trained(task)
     # a cached pipeline trained differently is refused, naming what differs
     other = TrainTask(
         name="source news",

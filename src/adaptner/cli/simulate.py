@@ -123,8 +123,19 @@ def simulate_cmd(
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="Ray cluster address for --backend ray (default: local Ray)."
     ),
+    protocol: str | None = typer.Option(
+        None,
+        "--protocol",
+        help="paper (fresh candidate pool every round, strategy from round 1, up to --budget) "
+        "| fixed_pool (one pool per seed, random first batch, stop when it is used up).",
+    ),
     pool_fraction: float | None = typer.Option(
         None, "--pool-fraction", help="Pool share of the target train set (paper 0.2; 1.0 = all)."
+    ),
+    eval_holdout: float | None = typer.Option(
+        None,
+        "--eval-holdout",
+        help="Share of each target's train docs held out as the evaluation set (0 = none).",
     ),
     query_fraction: float | None = typer.Option(
         None, "--query-fraction", help="Docs per round as a share of the target train set."
@@ -160,6 +171,8 @@ def simulate_cmd(
         raise AdaptnerError(f"--repeats must be at least 1, got {repeats}.")
     settings = load_al_settings(
         al_config,
+        protocol=protocol,
+        eval_holdout=eval_holdout,
         pool_fraction=pool_fraction,
         query_fraction=query_fraction,
         budget=budget,
@@ -192,9 +205,11 @@ def simulate_cmd(
         if settings.pool_fraction >= 1.0
         else f"{settings.pool_fraction:.0%} of the target train set"
     )
+    fresh = "fresh each round" if settings.protocol == "paper" else "fixed per seed"
     typer.echo(
-        f"Pool: {pool_desc}; {settings.query_fraction:.0%} per round; budget "
-        f"{settings.budget:.0%}; {settings.epochs} epochs per round"
+        f"Protocol {settings.protocol}: pool {pool_desc} ({fresh}); {settings.query_fraction:.0%} "
+        f"per round; budget {settings.budget:.0%}; {settings.epochs} epochs per round; "
+        f"evaluation set: {settings.eval_holdout:.0%} of the target train set held out"
     )
     plan = run_grid(
         spec,

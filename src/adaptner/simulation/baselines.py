@@ -9,17 +9,18 @@ from typing import Any
 from ..errors import AdaptnerError
 from ..util import write_json
 from .config import ALSettings, SimulationConfig, derive_seed, source_slug
-from .engine import load_pipeline, load_run_data, source_domains_for
+from .engine import evaluate_sets, load_pipeline, load_run_data, source_domains_for
 from .pipelines import TrainTask, ensure_trained
-from .trainer import score_ner, update_pipeline
+from .trainer import get_round_trainer
 
 #: Baseline kinds:
 #: - source_only: the source pipeline as it is (also round 0 of every run);
-#: - target_full: the source pipeline fine-tuned on the whole target train set with the same
-#:   in-process retraining as the AL rounds (the curve's "100 % labeled" end; the reference
-#:   for "95 % / 99 % of full-target F1");
+#: - target_full: the source pipeline fine-tuned on the whole target train set (without the
+#:   held-out evaluation set) with the same round trainer as the AL rounds (the curve's
+#:   "100 % labeled" end; the reference for "95 % / 99 % of full-target F1");
 #: - target_only: a pipeline trained from scratch on the target train set (training config);
 #: - joint: trained from scratch on source + target train sets together (training config).
+#: target_only and joint train on a copy of the corpus without the held-out docs.
 BASELINES: tuple[str, ...] = ("source_only", "target_full", "target_only", "joint")
 
 
@@ -80,8 +81,9 @@ class BaselineConfig:
         source of a grid; ``train_limit`` applies to it (the first N target train docs).
         """
         models = Path(self.models_dir) / "baselines"
+        s = self.settings
+        holdout = (self.target, s.eval_holdout, s.holdout_seed, s.train_limit)
         if self.kind == "target_only":
-            limit = self.settings.train_limit
             return TrainTask(
                 name=f"{self.target} target_only s{self.seed}",
                 train_domains=self.target,
@@ -89,7 +91,7 @@ class BaselineConfig:
                 corpus_dir=Path(self.corpus_dir),
                 model_dir=models / f"{self.target}_target_only_s{self.seed}",
                 seed=self.seed,
-                overrides={"corpora.train.limit": limit} if limit else {},
+                holdout=holdout,
             )
         if self.kind == "joint":
             sources = source_domains_for(self.source, Path(self.corpus_dir) / "train")
@@ -100,6 +102,7 @@ class BaselineConfig:
                 corpus_dir=Path(self.corpus_dir),
                 model_dir=models / self.baseline_id,
                 seed=self.seed,
+                holdout=holdout,
             )
         return None
 
@@ -152,17 +155,8 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
         nlp = load_pipeline(cfg.source_model)
         data = load_run_data(cfg.as_run(), nlp.vocab)
         if cfg.kind == "target_full":
-            update_pipeline(
-                nlp,
-                data.target_train,
-                data.target_eval if s.patience else None,
-                epochs=s.epochs,
-                patience=s.patience,
-                seed=derive_seed(cfg.seed, 0, 4),
-                batch_size=s.batch_size,
-                dropout=s.dropout,
-                learn_rate=s.learn_rate,
-            )
+            trainer = get_round_trainer(s.trainer)
+            trainer(nlp, data.al_docs(), data.dev, settings=s, seed=derive_seed(cfg.seed, 0, 4))
         train_domains = None
     else:
         task = cfg.train_task()
@@ -171,8 +165,7 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
         best = ensure_trained(task)
         nlp = load_pipeline(best)
         data = load_run_data(cfg.as_run(), nlp.vocab)
-    target = score_ner(nlp, data.target_eval)
-    source = score_ner(nlp, data.source_eval) if data.source_eval else None
+    scores = evaluate_sets(nlp, data)
     result = {
         "baseline_id": cfg.baseline_id,
         "source": cfg.source,
@@ -180,11 +173,14 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
         "kind": cfg.kind,
         "seed": cfg.seed,
         "eval_split": cfg.eval_split,
+        "eval_set": data.primary,
         "train_domains": train_domains,
-        "target_f1": target["f1"],
-        "target_per_label": target["per_label"],
-        "source_f1": source["f1"] if source else None,
-        "source_per_label": source["per_label"] if source else {},
+        "train_docs": len(data.al_ids) if cfg.kind == "target_full" else None,
+        "target_f1": scores["target_f1"],
+        "target_per_label": scores["target_per_label"],
+        "evals": scores["evals"],
+        "source_f1": scores["source_f1"],
+        "source_per_label": scores["source_per_label"],
         "seconds": round(time.perf_counter() - start, 3),
         "params": params,
     }

@@ -14,6 +14,16 @@ from ..errors import AdaptnerError
 #: Retraining modes: start again from the source pipeline on all labels, or continue.
 MODES = ("reset", "warm")
 
+#: AL protocols:
+#: - paper: every round draws a fresh candidate pool (``pool_fraction`` of the target train set)
+#:   from the unlabelled docs; the strategy picks from it from round 1 on (with the source
+#:   pipeline); rounds go on to ``budget`` (krusand/CrossNER-Active-Learning, ActiveLearning.py);
+#: - fixed_pool: one pool drawn once per seed; round 1 at random; stops when the pool is used up.
+PROTOCOLS = ("paper", "fixed_pool")
+
+#: Name of the evaluation set held out from the target train set.
+HELDOUT = "heldout"
+
 #: Special source spec: every domain except the run's target.
 ALL_BUT_TARGET = "all-but-target"
 
@@ -25,14 +35,26 @@ TIMING_FIELDS = ("train_seconds", "score_seconds", "eval_seconds", "round_second
 class ALSettings:
     """Hyperparameters of the simulated annotation loop, shared by every run of a grid.
 
+    "Target train set" below means the target's train docs minus the held-out evaluation set
+    (``eval_holdout``); label fractions are shares of it.
+
     Attributes:
-        pool_fraction: Share of the target train set drawn (at random, per seed) as the
-            unlabeled pool. The paper's protocol: 0.2; its curves to 100 % need 1.0.
+        protocol: "paper" (a fresh candidate pool every round, the strategy picks from round 1
+            on, up to ``budget``) or "fixed_pool" (one pool per seed, round 1 at random, stop
+            when the pool is used up); see :data:`PROTOCOLS`.
+        pool_fraction: Share of the target train set drawn at random as the candidate pool:
+            every round from the unlabelled docs (paper), or once per seed (fixed_pool).
         query_fraction: Docs labeled per round, as a share of the target train set (0.05).
-        budget: Stop when this share of the target train set is labeled (or the pool is empty).
+        budget: Stop when this share of the target train set is labeled (the largest label
+            fraction of the curve; fixed_pool also stops when its pool is used up).
+        eval_holdout: Share of the target's train docs held out as the evaluation set
+            ("heldout"): never queried nor trained on, the same for every strategy and seed
+            (chosen by a hash of the doc text and ``holdout_seed``). 0 = none.
+        holdout_seed: Salt of that hash (independent of the run seed).
+        trainer: The registered per-round trainer (``registry.al_trainers``), e.g. "fine_tune".
         epochs: Passes over the round's training docs.
-        patience: Early stopping on the target evaluation split (0 = off; > 0 selects on the
-            split that is also reported, so scores become optimistic).
+        patience: Early stopping on the target's dev split (0 = off). Dev is then optimistic;
+            the held-out set is not.
         batch_size: Docs per update.
         dropout: Dropout during retraining.
         learn_rate: Learning rate of the retraining optimizer (None = the pipeline config's).
@@ -41,9 +63,13 @@ class ALSettings:
         eval_limit: Evaluate on only the first N docs per evaluation set (0 = all).
     """
 
+    protocol: str = "paper"
     pool_fraction: float = 0.2
     query_fraction: float = 0.05
     budget: float = 1.0
+    eval_holdout: float = 0.2
+    holdout_seed: int = 0
+    trainer: str = "fine_tune"
     epochs: int = 10
     patience: int = 0
     batch_size: int = 16
@@ -54,6 +80,12 @@ class ALSettings:
     eval_limit: int = 0
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise AdaptnerError(
+                f"Unknown AL protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}."
+            )
+        if not 0.0 <= self.eval_holdout < 1.0:
+            raise AdaptnerError(f"eval_holdout must be in [0, 1), got {self.eval_holdout}.")
         for name in ("pool_fraction", "query_fraction", "budget"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
@@ -136,11 +168,13 @@ class SimulationConfig:
         target: The target domain slug.
         strategy: A registered query strategy name.
         mode: "reset" or "warm" (see :data:`MODES`).
-        seed: The one seed of the run (pool draw, queries, retraining).
+        seed: The one seed of the run (pool draws, queries, retraining); the held-out
+            evaluation set does not depend on it.
         settings: The loop hyperparameters.
         source_model: Path to the source pipeline directory.
-        corpus_dir: Folder with ``train/`` and the evaluation split's folder.
-        eval_split: "dev" or "test" (the target's held-out split).
+        corpus_dir: Folder with ``train/``, ``dev/`` and the evaluation split's folder.
+        eval_split: "dev" or "test": the target's split reported next to the held-out set
+            (dev is always read too, for early stopping).
         strategy_params: Keyword arguments for the strategy factory.
     """
 

@@ -18,7 +18,7 @@ from .config import source_slug
 from .engine import read_records
 
 #: Label fractions at which the table reports F1.
-REPORT_FRACTIONS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50)
+REPORT_FRACTIONS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 1.0)
 #: Shares of the full-target F1 whose label cost the table reports.
 REPORT_THRESHOLDS: tuple[float, ...] = (0.95, 0.99)
 
@@ -49,6 +49,21 @@ _STRATEGY_COLORS = {
     "bald": "#e377c2",
     "diversity": "#17becf",
 }
+#: What the evaluation set names in records mean (tables say which set each figure is from).
+EVAL_SET_DESCRIPTIONS = {
+    "heldout": "a fixed share of the target train set held out (never queried nor trained on, "
+    "the same for every strategy and seed)",
+    "dev": "the target's dev split (also used for early stopping when patience > 0)",
+    "test": "the target's test split",
+}
+
+
+def eval_set_order(names: Iterable[str]) -> list[str]:
+    """Evaluation set names, the held-out set first, then test, dev and any others."""
+    rank = {name: i for i, name in enumerate(EVAL_SET_DESCRIPTIONS)}
+    return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+
 _BASELINE_STYLES = {
     "source_only": ("black", ":"),
     "target_full": ("black", "-"),
@@ -122,16 +137,27 @@ def fraction_to_reach(
     return None
 
 
+def record_evals(rec: dict[str, Any]) -> dict[str, float]:
+    """F1 per evaluation set of a record or baseline result: ``evals`` when present (records
+    since the held-out evaluation set), else ``{eval_split: target_f1}`` (older files)."""
+    evals = rec.get("evals")
+    if evals:
+        return {name: float(v["f1"]) for name, v in evals.items()}
+    return {str(rec.get("eval_split", "dev")): float(rec["target_f1"])}
+
+
 @dataclass
 class Curve:
-    """One (source, target, strategy, mode) over seeds, aligned by round.
+    """One (source, target, strategy, mode, evaluation set) over seeds, aligned by round.
 
     Attributes:
         fractions: Labeled fraction of the target train set per round (round 0 included).
-        f1: Target F1, seeds x rounds.
+        f1: Target F1 on ``eval_set``, seeds x rounds.
         source_f1: Source F1, seeds x rounds (NaN where not measured).
         seeds: The seeds, in row order.
         pool_fraction: The pool share the runs used ("pool = 20 %" vs "whole train set").
+        eval_set: The evaluation set of ``f1`` ("heldout", "dev", "test").
+        protocol: The runs' AL protocol ("paper", "fixed_pool").
         complete: Whether every seed's run finished (else truncated to the common rounds).
         round_seconds: Mean wall time of a round (scoring + retraining + evaluation), rounds >= 1.
         train_seconds / score_seconds: Mean retraining / pool scoring time per round.
@@ -146,15 +172,16 @@ class Curve:
     source_f1: numpy.ndarray
     seeds: list[int]
     pool_fraction: float
-    eval_split: str
+    eval_set: str
+    protocol: str = "fixed_pool"
     complete: bool = True
     round_seconds: float = float("nan")
     train_seconds: float = float("nan")
     score_seconds: float = float("nan")
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.source, self.target, self.strategy, self.mode)
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.source, self.target, self.strategy, self.mode, self.eval_set)
 
     def labeled(self) -> tuple[numpy.ndarray, numpy.ndarray]:
         """Fractions and F1 (seeds x rounds) of the rounds with labels (round 0 dropped)."""
@@ -204,64 +231,80 @@ def load_baselines(input_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def build_curves(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, str], Curve]:
-    """Group records by (source, target, strategy, mode) and align seeds by round."""
+def build_curves(
+    records: Iterable[dict[str, Any]],
+) -> dict[tuple[str, str, str, str, str], Curve]:
+    """Group records by (source, target, strategy, mode) and align seeds by round; one curve
+    per evaluation set the records score (:func:`record_evals`)."""
     runs: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
         key = (rec["source"], rec["target"], rec["strategy"], rec["mode"])
         runs[key][int(rec["seed"])].append(rec)
     curves = {}
     for key, by_seed in sorted(runs.items()):
-        seeds = sorted(by_seed)
-        series = [sorted(by_seed[s], key=lambda r: r["round"]) for s in seeds]
-        n = min(len(s) for s in series)
-        complete = all(s[-1].get("last") for s in series) and len({len(s) for s in series}) == 1
-        first = series[0]
-        fractions = numpy.array([r["labeled_fraction"] for r in first[:n]], dtype="float64")
-        f1 = numpy.array([[r["target_f1"] for r in s[:n]] for s in series], dtype="float64")
-        src = numpy.array(
-            [
-                [numpy.nan if r.get("source_f1") is None else r["source_f1"] for r in s[:n]]
-                for s in series
-            ],
-            dtype="float64",
-        )
-        timed = [r for s in series for r in s[:n] if r["round"] > 0]
+        for eval_set in record_evals(next(iter(by_seed.values()))[0]):
+            curve = _build_curve(key, by_seed, eval_set)
+            curves[curve.key] = curve
+    return dict(sorted(curves.items()))
 
-        def mean_of(name: str, timed: list[dict] = timed) -> float:
-            values = [r[name] for r in timed if name in r]
-            return float(numpy.mean(values)) if values else float("nan")
 
-        curves[key] = Curve(
-            *key,
-            fractions=fractions,
-            f1=f1,
-            source_f1=src,
-            seeds=seeds,
-            pool_fraction=float(
-                first[0].get(
-                    "pool_fraction", first[0].get("params", {}).get("pool_fraction", float("nan"))
-                )
-            ),
-            eval_split=str(first[0].get("eval_split", "dev")),
-            complete=complete,
-            round_seconds=mean_of("round_seconds"),
-            train_seconds=mean_of("train_seconds"),
-            score_seconds=mean_of("score_seconds"),
-        )
-    return curves
+def _build_curve(key: tuple, by_seed: dict[int, list[dict]], eval_set: str) -> Curve:
+    seeds = sorted(by_seed)
+    series = [sorted(by_seed[s], key=lambda r: r["round"]) for s in seeds]
+    n = min(len(s) for s in series)
+    complete = all(s[-1].get("last") for s in series) and len({len(s) for s in series}) == 1
+    first = series[0]
+    fractions = numpy.array([r["labeled_fraction"] for r in first[:n]], dtype="float64")
+    f1 = numpy.array(
+        [[record_evals(r).get(eval_set, numpy.nan) for r in s[:n]] for s in series],
+        dtype="float64",
+    )
+    src = numpy.array(
+        [
+            [numpy.nan if r.get("source_f1") is None else r["source_f1"] for r in s[:n]]
+            for s in series
+        ],
+        dtype="float64",
+    )
+    timed = [r for s in series for r in s[:n] if r["round"] > 0]
+
+    def mean_of(name: str) -> float:
+        values = [r[name] for r in timed if name in r]
+        return float(numpy.mean(values)) if values else float("nan")
+
+    return Curve(
+        *key,
+        fractions=fractions,
+        f1=f1,
+        source_f1=src,
+        seeds=seeds,
+        pool_fraction=float(
+            first[0].get(
+                "pool_fraction", first[0].get("params", {}).get("pool_fraction", float("nan"))
+            )
+        ),
+        eval_set=eval_set,
+        protocol=str(first[0].get("protocol", "fixed_pool")),
+        complete=complete,
+        round_seconds=mean_of("round_seconds"),
+        train_seconds=mean_of("train_seconds"),
+        score_seconds=mean_of("score_seconds"),
+    )
 
 
 def baseline_means(
     baselines: Iterable[dict[str, Any]],
-) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """(source, target, kind) -> {"target_f1", "target_ci", "source_f1", "source_ci", "n"}."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """(source, target, kind, eval set) -> {"target_f1", "target_ci", "source_f1",
+    "source_ci", "n"}: one entry per evaluation set the baselines were scored on."""
+    groups: dict[tuple, list[tuple[float, dict]]] = defaultdict(list)
     for b in baselines:
-        groups[(b["source"], b["target"], b["kind"])].append(b)
+        for eval_set, f1 in record_evals(b).items():
+            groups[(b["source"], b["target"], b["kind"], eval_set)].append((f1, b))
     out = {}
-    for key, items in groups.items():
-        t_mean, t_ci = mean_ci([b["target_f1"] for b in items])
+    for key, pairs in sorted(groups.items()):
+        items = [b for _, b in pairs]
+        t_mean, t_ci = mean_ci([f1 for f1, _ in pairs])
         srcs = [b["source_f1"] for b in items if b.get("source_f1") is not None]
         s_mean, s_ci = mean_ci(srcs) if srcs else (float("nan"), float("nan"))
         out[key] = {
@@ -331,16 +374,17 @@ def load_anchors(anchors_dir: str | Path) -> dict[tuple[str, str], Anchor]:
 
 
 def full_target_reference(
-    curve: Curve, baselines: dict[tuple[str, str, str], dict[str, Any]]
+    curve: Curve, baselines: dict[tuple[str, str, str, str], dict[str, Any]]
 ) -> tuple[float, str]:
-    """The full-target F1 the thresholds refer to, and where it came from.
+    """The full-target F1 the thresholds refer to (on the curve's evaluation set), and where
+    it came from.
 
     Preference: the ``target_full`` baseline (source fine-tuned on 100 % of the target with
     the AL retraining), then ``target_only``, then the curve's own last point if it reaches
     100 % of the target train set.
     """
     for kind in ("target_full", "target_only"):
-        b = baselines.get((curve.source, curve.target, kind))
+        b = baselines.get((curve.source, curve.target, kind, curve.eval_set))
         if b is not None:
             return b["target_f1"], kind
     if len(curve.fractions) and curve.fractions[-1] >= 1.0 - 1e-9:
@@ -349,17 +393,24 @@ def full_target_reference(
 
 
 def summarize_curve(
-    curve: Curve, baselines: dict[tuple[str, str, str], dict[str, Any]]
+    curve: Curve, baselines: dict[tuple[str, str, str, str], dict[str, Any]]
 ) -> dict[str, Any]:
-    """One table row: F1 at fixed fractions, AULC, label cost of 95/99 % of full-target F1."""
+    """One table row: F1 at fixed fractions, AULC, label cost of 95/99 % of full-target F1.
+
+    ``reachNN`` is the first round where the seed-mean curve reaches NN % of the reference;
+    ``reachNN_seeds`` the same per seed (None = never), ``reachNN_mean`` / ``reachNN_ci``
+    their mean ± 95 % CI when every seed reaches it (else None; ``reachNN_n`` counts the
+    seeds that do).
+    """
     x, y = curve.labeled()
     row: dict[str, Any] = {
         "source": curve.source,
         "target": curve.target,
         "strategy": curve.strategy,
         "mode": curve.mode,
+        "eval_set": curve.eval_set,
+        "protocol": curve.protocol,
         "pool_fraction": curve.pool_fraction,
-        "eval_split": curve.eval_split,
         "seeds": len(curve.seeds),
         "complete": curve.complete,
         "max_fraction": float(x[-1]) if len(x) else 0.0,
@@ -381,8 +432,17 @@ def summarize_curve(
     row["reference"] = ref_kind
     mean_curve = y.mean(axis=0) if len(x) else numpy.zeros(0)
     for thr in REPORT_THRESHOLDS:
+        name = f"reach{int(thr * 100)}"
         reached = None if math.isnan(ref) else fraction_to_reach(x, mean_curve, thr * ref)
-        row[f"reach{int(thr * 100)}"] = reached
+        per_seed = [None if math.isnan(ref) else fraction_to_reach(x, ys, thr * ref) for ys in y]
+        row[name] = reached
+        row[f"{name}_seeds"] = per_seed
+        row[f"{name}_n"] = sum(v is not None for v in per_seed)
+        if per_seed and all(v is not None for v in per_seed):
+            m, ci = mean_ci([float(v) for v in per_seed])  # type: ignore[arg-type]
+            row[f"{name}_mean"], row[f"{name}_ci"] = float(m), _num(ci)
+        else:
+            row[f"{name}_mean"], row[f"{name}_ci"] = None, None
     src0 = curve.source_f1[:, 0] if curve.source_f1.shape[1] else numpy.zeros(0)
     src_last = curve.source_f1[:, -1] if curve.source_f1.shape[1] else numpy.zeros(0)
     if len(src0) and not numpy.isnan(src0).any() and curve.fractions[0] == 0:
@@ -416,110 +476,172 @@ def _pct(value: float | None, max_fraction: float) -> str:
     return f"{value * 100:.0f} %"
 
 
-def anchor_aulc(anchor: Anchor, lo: float, hi: float) -> float:
-    """The anchor's AULC restricted to [lo, hi] (so it compares with a shorter curve)."""
-    keep = (anchor.fractions >= lo - 1e-6) & (anchor.fractions <= hi + 1e-6)
+def _reach_cell(row: dict[str, Any], thr: float) -> str:
+    """``15 % (seeds 13 ± 6 %)``: the mean curve's label share, then the seeds' mean ± CI
+    (or how many seeds reach it at all)."""
+    name = f"reach{int(thr * 100)}"
+    text = _pct(row[name], row["max_fraction"])
+    seeds = row.get(f"{name}_seeds") or []
+    if len(seeds) < 2:
+        return text
+    if row.get(f"{name}_mean") is not None:
+        ci = row.get(f"{name}_ci")
+        ci_text = f" ± {ci * 100:.0f}" if ci is not None else ""
+        return f"{text} (seeds {row[f'{name}_mean'] * 100:.0f}{ci_text} %)"
+    return f"{text} ({row[f'{name}_n']}/{len(seeds)} seeds)"
+
+
+def anchor_aulc(anchor: Anchor, lo: float, hi: float, tol: float = 0.005) -> float:
+    """The anchor's AULC restricted to [lo, hi] (so it compares with a shorter curve).
+
+    ``tol`` as in :func:`f1_at`: the paper's first point is 84 of 1,690 docs = 4.97 %.
+    """
+    keep = (anchor.fractions >= lo - tol) & (anchor.fractions <= hi + tol)
     return aulc(anchor.fractions[keep], anchor.f1[keep])
 
 
 def goal_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Lines answering the project's goals per (source, mode): 95 % with <= 15 % labels, and
-    a strategy whose AULC beats random's on every target."""
+    """Lines answering the project's goals per (evaluation set, source, mode): 95 % with
+    <= 15 % labels, and a strategy whose AULC beats random's on every target (by the mean,
+    and by more than both CIs)."""
     lines = []
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["source"], r["mode"])].append(r)
-    for (source, mode), items in sorted(groups.items()):
+        groups[(r.get("eval_set", "dev"), r["source"], r["mode"])].append(r)
+    order = {name: i for i, name in enumerate(eval_set_order(k[0] for k in groups))}
+    for (eval_set, source, mode), items in sorted(
+        groups.items(), key=lambda kv: (order[kv[0][0]], kv[0])
+    ):
+        head = f"- [{eval_set}] source {source}, {mode}"
         hits = [
             f"{r['target']}/{r['strategy']} ({r['reach95'] * 100:.0f} %)"
             for r in items
             if r["reach95"] is not None and r["reach95"] <= 0.15 + 1e-9
         ]
         lines.append(
-            f"- source {source}, {mode}: 95 % of full-target F1 with ≤ 15 % labels: "
+            f"{head}: 95 % of full-target F1 with ≤ 15 % labels: "
             + (", ".join(hits) if hits else "none")
         )
         targets = sorted({r["target"] for r in items})
-        random = {r["target"]: r["aulc"] for r in items if r["strategy"] == "random"}
+        random = {r["target"]: r for r in items if r["strategy"] == "random"}
         if set(random) != set(targets):
-            lines.append(
-                f"- source {source}, {mode}: no random runs for every target; "
-                "AULC comparison skipped"
-            )
+            lines.append(f"{head}: no random runs for every target; AULC comparison skipped")
             continue
-        winners = []
+        winners, clear = [], []
         for strategy in sorted({r["strategy"] for r in items} - {"random"}):
-            mine = {r["target"]: r["aulc"] for r in items if r["strategy"] == strategy}
-            if set(mine) == set(targets) and all(
-                mine[t] is not None and random[t] is not None and mine[t] > random[t]
-                for t in targets
+            mine = {r["target"]: r for r in items if r["strategy"] == strategy}
+            if set(mine) != set(targets) or any(
+                mine[t]["aulc"] is None or random[t]["aulc"] is None for t in targets
             ):
+                continue
+            if all(mine[t]["aulc"] > random[t]["aulc"] for t in targets):
                 winners.append(strategy)
+            if all(_clearly_above(mine[t], random[t]) for t in targets):
+                clear.append(strategy)
         lines.append(
-            f"- source {source}, {mode}: AULC above random on every target ({', '.join(targets)}): "
+            f"{head}: AULC above random on every target ({', '.join(targets)}): "
             + (", ".join(winners) if winners else "no strategy")
+            + "; with non-overlapping 95 % CIs: "
+            + (", ".join(clear) if clear else "no strategy")
         )
     return lines
 
 
+def _clearly_above(row: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether a row's AULC CI lies entirely above the other's (False without CIs)."""
+    if row["aulc_ci"] is None or other["aulc_ci"] is None:
+        return False
+    return row["aulc"] - row["aulc_ci"] > other["aulc"] + other["aulc_ci"]
+
+
+def _eval_set_text(name: str) -> str:
+    return EVAL_SET_DESCRIPTIONS.get(name, f"the target's {name} split")
+
+
 def markdown_report(
     rows: Sequence[dict[str, Any]],
-    baselines: dict[tuple[str, str, str], dict[str, Any]],
+    baselines: dict[tuple[str, str, str, str], dict[str, Any]],
     anchors: dict[tuple[str, str], Anchor] | None = None,
 ) -> str:
-    """The Markdown report: per target x strategy table, baselines, anchors and goals."""
+    """The Markdown report: one table per evaluation set (target x strategy), baselines per
+    evaluation set, the paper's curves next to ours, and the goals."""
     out = ["# Active-learning simulation results", ""]
     pools = sorted({r["pool_fraction"] for r in rows})
-    splits = sorted({r["eval_split"] for r in rows})
+    protocols = sorted({r.get("protocol", "fixed_pool") for r in rows})
+    eval_sets = eval_set_order(r.get("eval_set", "dev") for r in rows)
+    protocol_text = {
+        "paper": "a fresh random candidate pool every round from the unlabelled docs, the "
+        "strategy picks from round 1 on",
+        "fixed_pool": "one pool drawn at random per seed, first batch random",
+    }
     out += [
-        f"Pool: {', '.join(f'{p * 100:.0f} %' for p in pools)} of the target train set "
-        f"({'whole train set' if pools == [1.0] else 'drawn at random per seed'}); F1 = span F1 "
-        f"on the target's {'/'.join(splits)} split; label fractions are shares of the target "
-        "train set. Mean ± 95 % CI (t-distribution) over seeds. AULC = area under F1 vs label "
-        "fraction from the first to the last round, divided by that range. 'x % for 95 %' = the "
-        "first round where the mean curve reaches 95 % of the full-target F1 (reference column); "
-        "'> m %' = not reached within the curve (max m %). Source F1 = round 0 → last round "
-        "(forgetting).",
+        f"Protocol: {'; '.join(f'{p} ({protocol_text.get(p, p)})' for p in protocols)}. "
+        f"Pool: {', '.join(f'{p * 100:.0f} %' for p in pools)} of the target train set. "
+        "F1 = span F1 on the evaluation set named in each table (and its `eval set` column); "
+        "label fractions are shares of the target train set (without the held-out docs). "
+        "Mean ± 95 % CI (t-distribution) over seeds. AULC = area under F1 vs label fraction "
+        "from the first to the last round, divided by that range. '95 % at' = the first round "
+        "where the seed-mean curve reaches 95 % of the full-target F1 on the same evaluation "
+        "set (reference column), then in brackets the per-seed mean ± 95 % CI, or how many "
+        "seeds reach it; '> m %' = not reached within the curve (max m %). Source F1 = round "
+        "0 → last round (forgetting).",
         "",
-        "| source | target | strategy | mode | seeds | F1 @5 % | F1 @10 % | F1 @25 % | F1 @50 % "
-        "| AULC | 95 % at | 99 % at | reference F1 | source F1 | s/round |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        ref = (
-            f"{r['full_target_f1']:.3f} ({r['reference']})"
-            if r["full_target_f1"] is not None
-            else "–"
-        )
-        src = (
-            f"{r['source_f1_start']:.3f} → {r['source_f1_end']:.3f}"
-            if r["source_f1_start"] is not None
-            else "–"
-        )
-        secs = f"{r['round_seconds']:.1f}" if r["round_seconds"] is not None else "–"
-        seeds = f"{r['seeds']}" + ("" if r["complete"] else " (incomplete)")
-        cells = [
-            r["source"], r["target"], r["strategy"], r["mode"], seeds,
-            *(_fmt(r[f"f1@{a:g}"], r[f"f1@{a:g}_ci"]) for a in REPORT_FRACTIONS),
-            _fmt(r["aulc"], r["aulc_ci"]),
-            _pct(r["reach95"], r["max_fraction"]), _pct(r["reach99"], r["max_fraction"]),
-            ref, src, secs,
-        ]  # fmt: skip
-        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    header = (
+        "| eval set | source | target | strategy | mode | seeds "
+        + "".join(f"| F1 @{a * 100:.0f} % " for a in REPORT_FRACTIONS)
+        + "| AULC | 95 % at | 99 % at | reference F1 | source F1 | s/round |"
+    )
+    sep = "|" + "---|" * (header.count("|") - 1)
+    for eval_set in eval_sets:
+        out += [
+            f"## Evaluation set: {eval_set}",
+            "",
+            f"`{eval_set}` = {_eval_set_text(eval_set)}.",
+            "",
+            header,
+            sep,
+        ]
+        for r in rows:
+            if r.get("eval_set", "dev") != eval_set:
+                continue
+            ref = (
+                f"{r['full_target_f1']:.3f} ({r['reference']})"
+                if r["full_target_f1"] is not None
+                else "–"
+            )
+            src = (
+                f"{r['source_f1_start']:.3f} → {r['source_f1_end']:.3f}"
+                if r["source_f1_start"] is not None
+                else "–"
+            )
+            secs = f"{r['round_seconds']:.1f}" if r["round_seconds"] is not None else "–"
+            seeds = f"{r['seeds']}" + ("" if r["complete"] else " (incomplete)")
+            cells = [
+                eval_set, r["source"], r["target"], r["strategy"], r["mode"], seeds,
+                *(_fmt(r[f"f1@{a:g}"], r[f"f1@{a:g}_ci"]) for a in REPORT_FRACTIONS),
+                _fmt(r["aulc"], r["aulc_ci"]),
+                _reach_cell(r, 0.95), _reach_cell(r, 0.99),
+                ref, src, secs,
+            ]  # fmt: skip
+            out.append("| " + " | ".join(str(c) for c in cells) + " |")
+        out.append("")
     if baselines:
         out += [
-            "",
             "## Baselines",
             "",
-            "| source | target | baseline | n | target F1 | source F1 |",
-            "|---|---|---|---|---|---|",
+            "| eval set | source | target | baseline | n | target F1 | source F1 |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for (source, target, kind), b in sorted(baselines.items()):
+        for (source, target, kind, eval_set), b in sorted(
+            baselines.items(), key=lambda kv: (kv[0][3], kv[0][:3])
+        ):
             out.append(
-                f"| {source} | {target} | {kind} | {b['n']} "
+                f"| {eval_set} | {source} | {target} | {kind} | {b['n']} "
                 f"| {_fmt(b['target_f1'], _num(b['target_ci']))} "
                 f"| {_fmt(_num(b['source_f1']), _num(b['source_ci']))} |"
             )
+        out.append("")
     if anchors:
         lines = []
         for r in rows:
@@ -527,42 +649,67 @@ def markdown_report(
             if a is None or r["source"] != "news" or r["aulc"] is None:
                 continue
             lo = min(REPORT_FRACTIONS[0], r["max_fraction"])
-            ours25 = r["f1@0.25"]
             lines.append(
-                f"| {r['target']} | {r['strategy']} | {r['mode']} | {_fmt(r['aulc'])} "
+                f"| {r.get('eval_set', 'dev')} | {r['target']} | {r['strategy']} | {r['mode']} "
+                f"| {_fmt(r['aulc'], r['aulc_ci'])} "
                 f"| {anchor_aulc(a, lo, r['max_fraction']):.3f} | {aulc(a.fractions, a.f1):.3f} "
-                f"| {_fmt(ours25)} | {f1_at(a.fractions, a.f1, 0.25):.3f} |"
+                f"| {_fmt(r['f1@0.25'])} | {f1_at(a.fractions, a.f1, 0.25):.3f} "
+                f"| {_fmt(r['f1@0.5'])} | {f1_at(a.fractions, a.f1, 0.5):.3f} |"
             )
         if lines:
             out += [
+                "## Against the paper (mBERT, News source, its protocol: fresh 20 % pool, 5 % "
+                "per round, reset, 10 repeats; its own evaluation split)",
                 "",
-                "## Against the paper (mBERT, News source, test split, pool = whole train set)",
-                "",
-                "| target | strategy | mode | our AULC | paper AULC (same range) "
-                "| paper AULC (5–100 %) "
-                "| our F1 @25 % | paper F1 @25 % |",
-                "|---|---|---|---|---|---|---|---|",
+                "| eval set (ours) | target | strategy | mode | our AULC "
+                "| paper AULC (same range) | paper AULC (5–100 %) "
+                "| our F1 @25 % | paper F1 @25 % | our F1 @50 % | paper F1 @50 % |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
                 *lines,
+                "",
             ]
-    out += ["", "## Goals", "", *goal_summary(rows), ""]
+    out += ["## Goals", "", *goal_summary(rows), ""]
     return "\n".join(out)
 
 
 def plot_target(
     curves: Sequence[Curve],
-    baselines: dict[tuple[str, str, str], dict[str, Any]],
+    baselines: dict[tuple[str, str, str, str], dict[str, Any]],
     path: str | Path,
     anchors: dict[tuple[str, str], Anchor] | None = None,
 ) -> Path:
-    """One PNG per (source, target): strategies (mean ± CI), baselines as horizontal lines,
-    the paper's curves dashed (News source only)."""
+    """One PNG per (source, target), one panel per evaluation set: strategies (mean ± CI),
+    baselines as horizontal lines, the paper's curves dashed (News source only)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    source, target = curves[0].source, curves[0].target
-    fig, ax = plt.subplots(figsize=(9.5, 5))
+    eval_sets = eval_set_order(c.eval_set for c in curves)
+    fig, axes = plt.subplots(
+        1, len(eval_sets), figsize=(6.5 * len(eval_sets) + 3, 5), squeeze=False
+    )
+    for ax, eval_set in zip(axes[0], eval_sets, strict=True):
+        _plot_panel(ax, [c for c in curves if c.eval_set == eval_set], baselines, anchors)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    axes[0][-1].legend(
+        handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
+    )
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _plot_panel(
+    ax: Any,
+    curves: Sequence[Curve],
+    baselines: dict[tuple[str, str, str, str], dict[str, Any]],
+    anchors: dict[tuple[str, str], Anchor] | None,
+) -> None:
+    source, target, eval_set = curves[0].source, curves[0].target, curves[0].eval_set
     xmax, ymin, ymax = 0.0, 1.0, 0.0
     for c in curves:
         color = _STRATEGY_COLORS.get(c.strategy)
@@ -578,16 +725,13 @@ def plot_target(
             lo, hi = numpy.clip(mean - ci, 0, 1), numpy.clip(mean + ci, 0, 1)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
     for kind, (color, style) in _BASELINE_STYLES.items():
-        b = baselines.get((source, target, kind))
+        b = baselines.get((source, target, kind, eval_set))
         if b is not None:
             ymin, ymax = min(ymin, b["target_f1"]), max(ymax, b["target_f1"])
             ax.axhline(
-                b["target_f1"],
-                color=color,
-                ls=style,
-                lw=1.2,
+                b["target_f1"], color=color, ls=style, lw=1.2,
                 label=f"{kind} ({b['target_f1']:.3f})",
-            )
+            )  # fmt: skip
     if anchors and source == "news":
         for c in {c.strategy: c for c in curves}.values():
             a = anchors.get((target, c.strategy))
@@ -602,28 +746,25 @@ def plot_target(
                 alpha=0.6, lw=1, label=f"paper mBERT {c.strategy}",
             )  # fmt: skip
     pool = sorted({c.pool_fraction for c in curves})
+    protocols = sorted({c.protocol for c in curves})
     ax.set_title(
-        f"{target}: source {source}, pool {', '.join(f'{p * 100:.0f} %' for p in pool)}, "
-        f"{max(len(c.seeds) for c in curves)} seed(s), {curves[0].eval_split}"
+        f"{target} [{eval_set}]: source {source}, {'/'.join(protocols)}, pool "
+        f"{', '.join(f'{p * 100:.0f} %' for p in pool)}, {max(len(c.seeds) for c in curves)} "
+        "seed(s)",
+        fontsize=9,
     )
     ax.set_xlabel("labeled share of the target train set (%)")
-    ax.set_ylabel(f"span F1 on {target} ({curves[0].eval_split})")
+    ax.set_ylabel(f"span F1 on {target} ({eval_set})")
     ax.set_ylim(max(0.0, ymin - 0.05), min(1.0, ymax + 0.05))
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
 
 
 def write_report(
     input_dir: str | Path, output_dir: str | Path, *, anchors_dir: str | Path | None = None
 ) -> dict[str, Any]:
-    """Aggregate a results folder into ``report.md``, ``summary.json`` and one PNG per target.
+    """Aggregate a results folder into ``report.md``, ``summary.json`` and one PNG per
+    (source, target) with a panel per evaluation set.
 
     Returns:
         {"rows": table rows, "report": Path, "summary": Path, "plots": [Path, ...]}.
@@ -652,8 +793,8 @@ def write_report(
         {
             "rows": rows,
             "baselines": [
-                {"source": s, "target": t, "kind": k, **v}
-                for (s, t, k), v in sorted(baselines.items())
+                {"source": s, "target": t, "kind": k, "eval_set": e, **v}
+                for (s, t, k, e), v in sorted(baselines.items())
             ],
             "goals": goal_summary(rows),
         },

@@ -1,6 +1,7 @@
 """One pool-based active-learning run with the gold labels as the oracle, resumable per round."""
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import math
@@ -20,8 +21,8 @@ from ..extensions import install_extensions
 from ..readers import available_domains, read_docbin
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
 from ..util import append_jsonl, parse_domains, write_text
-from .config import ALSettings, SimulationConfig, derive_seed
-from .trainer import predict, restore_weights, score_ner, snapshot_weights, update_pipeline
+from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed
+from .trainer import get_round_trainer, predict, restore_weights, score_ner, snapshot_weights
 
 # Purposes of derived seeds (with the run seed and the round).
 _POOL, _QUERY, _REPLAY, _TRAIN = 0, 1, 2, 3
@@ -36,8 +37,9 @@ class RunSizes:
     of 1,690 legal docs labels 84, 169, 253, 338 — the paper's counts.
 
     Attributes:
-        target_size: Docs in the target train set (after ``train_limit``).
-        pool_size: Docs drawn into the unlabeled pool.
+        target_size: Docs in the target train set (after ``train_limit``, without the
+            held-out evaluation set).
+        pool_size: Docs per candidate pool (drawn every round, or once: the protocol).
         query_size: Nominal docs per round (``query_fraction * target_size``, rounded).
         budget: Docs labeled when the run stops.
         rounds: Rounds including round 0 (the source pipeline, nothing labeled).
@@ -71,12 +73,51 @@ def plan_sizes(target_size: int, settings: ALSettings) -> RunSizes:
 
     pool = min(target_size, share(settings.pool_fraction))
     query = share(settings.query_fraction)
-    budget = min(pool, share(settings.budget))
+    budget = share(settings.budget)
+    if settings.protocol == "fixed_pool":  # the pool is all a run can ever label
+        budget = min(pool, budget)
     sizes = RunSizes(target_size, pool, query, budget, 0, settings.query_fraction)
     rounds = 1
     while sizes.labeled_after(rounds - 1) < budget:
         rounds += 1
     return dataclasses.replace(sizes, rounds=rounds)
+
+
+def heldout_count(n_docs: int, share: float) -> int:
+    """How many of ``n_docs`` target train docs the evaluation set holds out (floor)."""
+    return math.floor(share * n_docs + 1e-9)
+
+
+def al_train_size(n_docs: int, settings: ALSettings) -> int:
+    """Docs of a target train set of ``n_docs`` that AL can label (limit, then hold-out)."""
+    n = min(n_docs, settings.train_limit) if settings.train_limit else n_docs
+    return n - heldout_count(n, settings.eval_holdout)
+
+
+def split_heldout(docs: Sequence[Doc], share: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split target train docs into the AL part and the held-out evaluation set.
+
+    A doc is held out when the SHA-1 of ``"<seed>\0<text>"`` ranks among the lowest
+    ``floor(share * len(docs))``: the split depends on the texts only, not on the run seed,
+    the strategy or the order of the docs.
+
+    Returns:
+        (AL ids, held-out ids): sorted indices into ``docs``.
+    """
+
+    def key(i: int) -> tuple[str, int]:
+        text = f"{seed}\0{docs[i].text}".encode()
+        return hashlib.sha1(text).hexdigest(), i
+
+    order = sorted(range(len(docs)), key=key)
+    n = heldout_count(len(docs), share)
+    return sorted(order[n:]), sorted(order[:n])
+
+
+def ids_digest(ids: Sequence[int]) -> str:
+    """A short hash of a set of doc ids (records name the held-out set by it)."""
+    text = ",".join(str(i) for i in sorted(ids))
+    return hashlib.sha1(text.encode("utf8")).hexdigest()[:12]
 
 
 def eval_split_for(corpus_dir: str | Path, target: str, split: str = "auto") -> str:
@@ -111,14 +152,36 @@ def load_pipeline(path: str | Path) -> Language:
 
 @dataclass
 class RunData:
-    """The gold Docs a run needs (all in the run pipeline's vocab)."""
+    """The gold Docs a run needs (all in the run pipeline's vocab).
+
+    Attributes:
+        target_train: The target's train docs (after ``train_limit``); ids index this list.
+        al_ids: Ids AL may query and train on (the train docs minus the held-out set).
+        heldout_ids: Ids of the held-out evaluation set (never queried nor trained on).
+        evals: Target evaluation sets by name, the primary one first: "heldout" (when
+            ``eval_holdout`` > 0), the evaluation split ("dev" or "test"), and "dev".
+        dev: The target dev docs (early stopping).
+        source_eval: The source domains' evaluation split docs (forgetting).
+    """
 
     target_train: list[Doc]
-    target_eval: list[Doc]
+    al_ids: list[int]
+    heldout_ids: list[int]
+    evals: dict[str, list[Doc]]
+    dev: list[Doc]
     source_eval: list[Doc]
     source_domains: list[str]
     source_train_dir: Path
     _source_train: list[Doc] | None = field(default=None, repr=False)
+
+    @property
+    def primary(self) -> str:
+        """The evaluation set ``target_f1`` refers to."""
+        return next(iter(self.evals))
+
+    def al_docs(self) -> list[Doc]:
+        """The target train docs AL may use (the full-data reference trains on these)."""
+        return [self.target_train[i] for i in self.al_ids]
 
     def source_train(self, vocab) -> list[Doc]:
         """The source domains' train Docs (read once, on first use; for ``vocab``)."""
@@ -137,7 +200,8 @@ def source_domains_for(source: str, split_dir: Path) -> list[str]:
 
 
 def load_run_data(cfg: SimulationConfig, vocab) -> RunData:
-    """Read the target train set, the target and source evaluation sets of a run.
+    """Read the target train set (split into AL part and held-out set), the target dev and
+    evaluation sets, and the source evaluation sets of a run.
 
     Raises:
         AdaptnerError: a missing DocBin (named), or an unknown domain.
@@ -151,15 +215,23 @@ def load_run_data(cfg: SimulationConfig, vocab) -> RunData:
             f"No target train set {target_path} (domains with data: {known}). "
             "Run `adaptner corpus` first, or check --target."
         )
-    limit = cfg.settings.train_limit or None
-    eval_limit = cfg.settings.eval_limit or None
+    s = cfg.settings
+    limit = s.train_limit or None
+    eval_limit = s.eval_limit or None
     target_train = read_docbin(target_path, vocab)[:limit]
-    target_eval = read_docbin(eval_dir / f"{cfg.target}.spacy", vocab)[:eval_limit]
+    al_ids, heldout_ids = split_heldout(target_train, s.eval_holdout, s.holdout_seed)
+    evals: dict[str, list[Doc]] = {}
+    if heldout_ids:
+        evals[HELDOUT] = [target_train[i] for i in heldout_ids][:eval_limit]
+    for split in dict.fromkeys([cfg.eval_split, "dev"]):
+        evals[split] = read_docbin(corpus / split / f"{cfg.target}.spacy", vocab)[:eval_limit]
     domains = source_domains_for(cfg.source, eval_dir)
     source_eval: list[Doc] = []
     for domain in domains:
         source_eval.extend(read_docbin(eval_dir / f"{domain}.spacy", vocab)[:eval_limit])
-    return RunData(target_train, target_eval, source_eval, domains, train_dir)
+    return RunData(
+        target_train, al_ids, heldout_ids, evals, evals["dev"], source_eval, domains, train_dir
+    )
 
 
 def factory_params(name: str) -> set[str]:
@@ -246,12 +318,14 @@ def check_records(records: Sequence[dict[str, Any]], cfg: SimulationConfig, path
 
 
 class Simulation:
-    """One run: a source pipeline, a target pool, a strategy, a retraining mode and a seed.
+    """One run: a source pipeline, a target train set, a strategy, a retraining mode, a seed.
 
-    Round 0 evaluates the source pipeline. Every later round queries a batch from the pool
-    (round 1 at random, then with the strategy, on the current pipeline's predictions),
-    labels it from gold, retrains, evaluates on the target and source held-out sets, and
-    appends one JSON line (fsync'd) to ``<output_dir>/<run_id>.jsonl``.
+    Round 0 evaluates the source pipeline. Every later round draws the round's candidate pool
+    (:meth:`candidates`), queries a batch from it (with the strategy on the current
+    pipeline's predictions; ``fixed_pool``: round 1 at random), labels it from gold, retrains
+    with the registered round trainer (``settings.trainer``), evaluates on every target
+    evaluation set and the source's, and appends one JSON line (fsync'd) to
+    ``<output_dir>/<run_id>.jsonl``. The held-out evaluation set is never a candidate.
     """
 
     def __init__(self, cfg: SimulationConfig, output_dir: str | Path) -> None:
@@ -260,10 +334,13 @@ class Simulation:
         self.nlp = load_pipeline(cfg.source_model)
         self.source_weights = snapshot_weights(self.nlp)
         self.data = load_run_data(cfg, self.nlp.vocab)
-        self.sizes = plan_sizes(len(self.data.target_train), cfg.settings)
-        pool_rng = numpy.random.default_rng(derive_seed(cfg.seed, 0, _POOL))
-        chosen = pool_rng.choice(self.sizes.target_size, self.sizes.pool_size, replace=False)
-        self.pool_ids: list[int] = sorted(int(i) for i in chosen)
+        self.trainer = get_round_trainer(cfg.settings.trainer)
+        self.sizes = plan_sizes(len(self.data.al_ids), cfg.settings)
+        self.pool_ids: list[int] | None = None  # the fixed pool (protocol fixed_pool)
+        if cfg.settings.protocol == "fixed_pool":
+            pool_rng = numpy.random.default_rng(derive_seed(cfg.seed, 0, _POOL))
+            chosen = pool_rng.choice(self.sizes.target_size, self.sizes.pool_size, replace=False)
+            self.pool_ids = sorted(self.data.al_ids[int(i)] for i in chosen)
         self._strategy = None
 
     # --- one round's pieces ---------------------------------------------------------
@@ -271,15 +348,31 @@ class Simulation:
         """Gold target train Docs by id (index in the target DocBin)."""
         return [self.data.target_train[i] for i in ids]
 
-    def query(self, round_: int, labeled: Sequence[int]) -> list[int]:
-        """Ids of the next batch: at random in round 1, else by the strategy."""
-        cfg, labeled_set = self.cfg, set(labeled)
-        pool = [i for i in self.pool_ids if i not in labeled_set]
+    def candidates(self, round_: int, labeled: Sequence[int]) -> list[int]:
+        """The round's candidate pool (sorted ids), never labelled or held-out docs.
+
+        ``paper``: a fresh random draw of ``pool_size`` docs (all when fewer are left) from
+        the unlabelled AL docs, seeded by (run seed, round). ``fixed_pool``: what is left of
+        the run's one pool.
+        """
+        labeled_set = set(labeled)
+        if self.pool_ids is not None:
+            return [i for i in self.pool_ids if i not in labeled_set]
+        unlabeled = [i for i in self.data.al_ids if i not in labeled_set]
+        n = min(self.sizes.pool_size, len(unlabeled))
+        rng = numpy.random.default_rng(derive_seed(self.cfg.seed, round_, _POOL))
+        return sorted(unlabeled[int(j)] for j in rng.choice(len(unlabeled), n, replace=False))
+
+    def query(self, round_: int, labeled: Sequence[int], pool: Sequence[int]) -> list[int]:
+        """Ids of the next batch from the candidate pool: by the strategy (``fixed_pool``:
+        round 1 at random)."""
+        cfg = self.cfg
+        pool = list(pool)
         n = min(self.sizes.labeled_after(round_) - len(labeled), len(pool))
         rng = numpy.random.default_rng(derive_seed(cfg.seed, round_, _QUERY))
         if n == len(pool):
             return pool
-        if round_ == 1:
+        if round_ == 1 and cfg.settings.protocol == "fixed_pool":
             chosen = select(rng.random(len(pool)), n, rng)
         else:
             strategy = self.strategy(labeled)
@@ -314,31 +407,18 @@ class Simulation:
             m = round(s.replay_fraction * len(labeled_before))
             replay = sorted(rng.choice(len(labeled_before), m, replace=False)) if m else []
             train_ids = [*new, *(labeled_before[i] for i in replay)]
-        stats = update_pipeline(
+        stats = self.trainer(
             self.nlp,
             self.docs(train_ids),
-            self.data.target_eval if s.patience else None,
-            epochs=s.epochs,
-            patience=s.patience,
+            self.data.dev,
+            settings=s,
             seed=derive_seed(cfg.seed, round_, _TRAIN),
-            batch_size=s.batch_size,
-            dropout=s.dropout,
-            learn_rate=s.learn_rate,
         )
         return stats, len(train_ids)
 
     def evaluate(self) -> dict[str, Any]:
-        """Target and source scores of the current pipeline."""
-        target = score_ner(self.nlp, self.data.target_eval)
-        source = score_ner(self.nlp, self.data.source_eval) if self.data.source_eval else None
-        return {
-            "target_f1": target["f1"],
-            "target_p": target["p"],
-            "target_r": target["r"],
-            "target_per_label": target["per_label"],
-            "source_f1": source["f1"] if source else None,
-            "source_per_label": source["per_label"] if source else {},
-        }
+        """Scores of the current pipeline on every target evaluation set and the source's."""
+        return evaluate_sets(self.nlp, self.data)
 
     def restore(self, records: Sequence[dict[str, Any]]) -> list[int]:
         """Rebuild the labeled set and the pipeline after the recorded rounds (deterministic)."""
@@ -374,8 +454,10 @@ class Simulation:
             new: list[int] = []
             score_s = train_s = 0.0
             stats, n_train = None, 0
+            pool: list[int] = []
             if round_ > 0:
-                new = self.query(round_, labeled)
+                pool = self.candidates(round_, labeled)
+                new = self.query(round_, labeled, pool)
                 score_s = time.perf_counter() - start
                 t = time.perf_counter()
                 stats, n_train = self.retrain(round_, labeled, new)
@@ -384,7 +466,10 @@ class Simulation:
             t = time.perf_counter()
             scores = self.evaluate()
             eval_s = time.perf_counter() - t
-            pool_left = self.sizes.pool_size - len(labeled)
+            if self.pool_ids is not None:
+                pool_left = self.sizes.pool_size - len(labeled)
+            else:
+                pool_left = self.sizes.target_size - len(labeled)
             record = {
                 "run_id": self.cfg.run_id,
                 "source": self.cfg.source,
@@ -393,7 +478,11 @@ class Simulation:
                 "mode": self.cfg.mode,
                 "seed": self.cfg.seed,
                 "round": round_,
+                "protocol": self.cfg.settings.protocol,
                 "eval_split": self.cfg.eval_split,
+                "eval_set": self.data.primary,
+                "heldout_size": len(self.data.heldout_ids),
+                "heldout_digest": ids_digest(self.data.heldout_ids),
                 "pool_fraction": self.cfg.settings.pool_fraction,
                 "target_size": self.sizes.target_size,
                 "pool_size": self.sizes.pool_size,
@@ -402,6 +491,7 @@ class Simulation:
                 "labeled_count": len(labeled),
                 "labeled_fraction": len(labeled) / self.sizes.target_size,
                 "new_ids": new,
+                "pool_ids": pool,
                 **scores,
                 "train_docs": n_train,
                 "train_epochs": stats.epochs if stats else 0,
@@ -421,6 +511,26 @@ class Simulation:
             if record["last"]:
                 return records
             round_ += 1
+
+
+def evaluate_sets(nlp: Language, data: RunData) -> dict[str, Any]:
+    """Span scores on every target evaluation set (``evals``) and on the source's.
+
+    ``target_f1`` / ``target_p`` / ``target_r`` / ``target_per_label`` repeat the primary set's
+    scores (``eval_set`` names it).
+    """
+    evals = {name: score_ner(nlp, docs) for name, docs in data.evals.items()}
+    main = evals[data.primary]
+    source = score_ner(nlp, data.source_eval) if data.source_eval else None
+    return {
+        "target_f1": main["f1"],
+        "target_p": main["p"],
+        "target_r": main["r"],
+        "target_per_label": main["per_label"],
+        "evals": evals,
+        "source_f1": source["f1"] if source else None,
+        "source_per_label": source["per_label"] if source else {},
+    }
 
 
 def run_simulation(

@@ -20,6 +20,7 @@ from .baselines import BASELINES, BaselineConfig, baseline_path, run_baseline
 from .config import MODES, ALSettings, SimulationConfig, resolve_source, source_slug
 from .engine import (
     RunSizes,
+    al_train_size,
     eval_split_for,
     plan_sizes,
     read_records,
@@ -172,14 +173,11 @@ def plan_grid(spec: GridSpec) -> GridPlan:
             )
             trainings.append(task)
             source_models[src] = task.model
+    settings = spec.settings
     sizes = {
-        t: plan_sizes(count_docs(train_dir / f"{t}.spacy"), spec.settings) for t in spec.targets
+        t: plan_sizes(al_train_size(count_docs(train_dir / f"{t}.spacy"), settings), settings)
+        for t in spec.targets
     }
-    if spec.settings.train_limit:
-        sizes = {
-            t: plan_sizes(min(s.target_size, spec.settings.train_limit), spec.settings)
-            for t, s in sizes.items()
-        }
     splits = {t: eval_split_for(corpus, t, spec.eval_split) for t in spec.targets}
     runs, baselines = [], []
     for src, target in pairs:

@@ -3,15 +3,25 @@
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
+import catalogue
 import numpy
 from spacy.language import Language
 from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import fix_random_seed, minibatch
+from spacy.util import fix_random_seed, minibatch, registry
 
 from ..errors import AdaptnerError
+
+if TYPE_CHECKING:
+    from .config import ALSettings
+
+# One guarded registry of per-round trainers (re-import must not fail).
+if not hasattr(registry, "al_trainers"):
+    registry.create("al_trainers", entry_points=True)
+trainers_registry: catalogue.Registry = registry.al_trainers  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -170,3 +180,62 @@ def update_pipeline(
         restore_weights(nlp, best_weights)
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+class RoundTrainer(Protocol):
+    """Updates the pipeline after an AL round (what ``registry.al_trainers`` factories make).
+
+    The simulation restores the source weights before calling it in ``reset`` mode; the
+    trainer only trains. A trainer may keep state between calls (e.g. cached encoder outputs).
+    """
+
+    def __call__(
+        self,
+        nlp: Language,
+        train_docs: Sequence[Doc],
+        dev_docs: Sequence[Doc] | None,
+        *,
+        settings: "ALSettings",
+        seed: int,
+    ) -> UpdateStats: ...
+
+
+@trainers_registry.register("fine_tune")
+def make_fine_tune() -> RoundTrainer:
+    """Fine-tune every trainable component in process (:func:`update_pipeline`)."""
+
+    def fine_tune(
+        nlp: Language,
+        train_docs: Sequence[Doc],
+        dev_docs: Sequence[Doc] | None,
+        *,
+        settings: "ALSettings",
+        seed: int,
+    ) -> UpdateStats:
+        return update_pipeline(
+            nlp,
+            train_docs,
+            dev_docs if settings.patience else None,
+            epochs=settings.epochs,
+            patience=settings.patience,
+            seed=seed,
+            batch_size=settings.batch_size,
+            dropout=settings.dropout,
+            learn_rate=settings.learn_rate,
+        )
+
+    return fine_tune
+
+
+def get_round_trainer(name: str, **params: Any) -> RoundTrainer:
+    """Create a registered per-round trainer.
+
+    Raises:
+        AdaptnerError: an unknown name (the known ones listed).
+    """
+    try:
+        factory = trainers_registry.get(name)
+    except catalogue.RegistryError:
+        known = ", ".join(sorted(trainers_registry.get_all()))
+        raise AdaptnerError(f"Unknown AL trainer {name!r}. Known: {known}.") from None
+    return factory(**params)
