@@ -149,6 +149,7 @@ def init_session(
             f"Session name {name!r} must start with a letter or digit and use only letters, "
             "digits, '.', '_' and '-'."
         )
+    new_db = not Path(db).exists()
     store = open_store(db, create=True)
     try:
         source = Path(source).resolve()
@@ -263,8 +264,24 @@ def init_session(
             heldout_overlap=overlap,
             heldout_f=metrics.get("ents_f"),
         )
+    except BaseException:
+        if new_db:
+            _remove_if_empty(store)
+        raise
     finally:
         store.close()
+
+
+def _remove_if_empty(store: SessionStore) -> None:
+    """Delete a store this command created when it holds no session (a failed ``init``)."""
+    try:
+        empty = store.conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
+    except sqlite3.Error:
+        return
+    if empty:
+        store.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{store.path}{suffix}").unlink(missing_ok=True)
 
 
 # --- next --------------------------------------------------------------------------------
