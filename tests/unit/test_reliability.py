@@ -321,8 +321,8 @@ def test_al_config_typos(tmp_path):
     key.write_text("[simulation]\nepoch = 2\npool_fractoin = 0.5\n")
     with pytest.raises(
         AdaptnerError,
-        match=r"simulation.epoch \(did you mean epochs\?\); simulation.pool_fractoin \(did you "
-        r"mean pool_fraction\?\)",
+        match=r"simulation.epoch \(did you mean epochs\?\); unknown key simulation.pool_fractoin "
+        r"\(did you mean pool_fraction\?\)",
     ):
         load_al_settings(key)
 

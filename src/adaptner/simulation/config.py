@@ -101,10 +101,10 @@ def load_al_settings(path: str | Path | None, **overrides: Any) -> ALSettings:
         known = sorted(f.name for f in dataclasses.fields(ALSettings))
         unknown = [key for key in cfg["simulation"] if key not in known]
         if unknown:
-            named = "; ".join(f"simulation.{k}{closest_hint(k, known)}" for k in unknown)
-            raise AdaptnerError(
-                f"AL config {path}: unknown key(s) {named}. Known: {', '.join(known)}."
+            named = "; ".join(
+                f"unknown key simulation.{k}{closest_hint(k, known)}" for k in unknown
             )
+            raise AdaptnerError(f"AL config {path}: {named}. Known: {', '.join(known)}.")
         values.update(cfg["simulation"])
     try:
         return ALSettings(**values).replace(**overrides)
