@@ -382,7 +382,8 @@ def run_grid(
         The plan that was run.
 
     Raises:
-        AdaptnerError: a bad grid, or some tasks failed (after the others finished).
+        AdaptnerError: a bad grid; another driver on the output folder; a folder or run file
+            made with other settings; or some tasks failed (after the others finished).
     """
     if backend not in BACKENDS:
         raise AdaptnerError(f"Unknown backend {backend!r}; choose from {', '.join(BACKENDS)}.")
