@@ -257,6 +257,22 @@ def test_killed_train_leaves_a_temporary_that_the_next_run_removes(tiny, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+@pytest.mark.parametrize("command", ["pretrain", "tiny-bert"])
+def test_other_directory_writers_share_the_policy(tiny, tmp_path, monkeypatch, capsys, command):
+    corpus, _ = tiny
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    if command == "pretrain":
+        args = ["pretrain", TEST_CONFIG, "-o", out, "--corpus", corpus / "train", "-q"]
+    else:
+        args = ["tiny-bert", "-o", out, "--corpus", corpus / "train", "--vocab-size", "100"]
+    assert run_cli(monkeypatch, *args) == 1
+    assert f"was not written by `adaptner {command}`" in one_error_line(capsys)
+    assert tree(out) == {"keep.txt": b"precious"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 # --- config errors -------------------------------------------------------------------------------
 def typo_config(tmp_path: Path, old: str, new: str) -> Path:
     text = TEST_CONFIG.read_text()
