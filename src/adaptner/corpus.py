@@ -16,7 +16,7 @@ from spacy.vocab import Vocab
 from .errors import AdaptnerError
 from .extensions import install_extensions
 from .labels import DOMAINS, ONTONOTES_LABELS, SPLITS, domain_slug
-from .util import atomic_path, write_json, write_jsonl, write_text
+from .util import atomic_output, atomic_path, check_output_dir, write_json, write_jsonl, write_text
 
 #: sha256 of the public release files (chcaa/dansk-ner, after March 2024).
 DANSK_SHA256 = {
@@ -161,6 +161,12 @@ def row_to_doc(
             start, end, label = int(ent["start"]), int(ent["end"]), ent["label"]
         except (KeyError, TypeError, ValueError):
             raise fail(f"entity {k} lacks 'start'/'end'/'label'") from None
+        if not 0 <= start < end <= len(text):
+            raise fail(
+                f"entity {k} {label} [{start}:{end}] lies outside the text (length {len(text)})"
+                if end > len(text) or start < 0
+                else f"entity {k} {label} [{start}:{end}] is empty or reversed"
+            )
         if label not in ONTONOTES_LABELS:
             raise fail(
                 f"entity {k} {text[start:end]!r} has unknown label {label!r} "
@@ -191,27 +197,91 @@ def row_to_doc(
     return doc
 
 
+#: Columns every input row needs (``dagw_domain`` may sit in ``meta`` / ``user_data``).
+REQUIRED_COLUMNS = ("text", "tokens", "ents", "dagw_domain")
+#: Bad rows listed in a strict-mode error (the rest are counted).
+MAX_LISTED_ROWS = 50
+
+
+def check_columns(path: Path, rows: Sequence[tuple[int, dict[str, Any]]]) -> None:
+    """Fail, naming the file, when it has no rows or lacks a required column in every row.
+
+    Raises:
+        AdaptnerError: an empty input or missing columns (all named).
+    """
+    if not rows:
+        raise AdaptnerError(f"{path} has no rows: nothing to convert. Is it the right file?")
+    missing = [
+        col
+        for col in REQUIRED_COLUMNS
+        if not any(col in row or _meta(row, col) is not None for _, row in rows)
+    ]
+    if missing:
+        have = sorted({k for _, row in rows[:100] for k in row})
+        raise AdaptnerError(
+            f"{path}: no column {', '.join(repr(c) for c in missing)} in any of its "
+            f"{len(rows)} rows (columns: {', '.join(have)}). DANSK rows need "
+            f"{', '.join(REQUIRED_COLUMNS)}."
+        )
+
+
 def convert_split(
     path: Path, split: str, vocab: Vocab, skip_invalid: bool = False, progress: bool = False
 ) -> SplitResult:
-    """Convert one split file; invalid rows raise unless ``skip_invalid``."""
+    """Convert one split file.
+
+    Missing columns and empty files fail before any row is converted; every bad row is
+    found in one pass: with ``skip_invalid`` they become rejects, else they are all listed.
+
+    Raises:
+        AdaptnerError: an empty input, missing columns, or bad rows (unless ``skip_invalid``).
+    """
     result = SplitResult(split=split, source=str(path))
-    rows = read_rows(path)
+    all_rows = list(read_rows(path))
+    check_columns(path, all_rows)
+    rows: Any = all_rows
     if progress:
         from tqdm import tqdm
 
-        rows = tqdm(rows, desc=f"corpus {split}", unit="rows", leave=False)
+        rows = tqdm(all_rows, desc=f"corpus {split}", unit="rows", leave=False)
+    errors: list[RowError] = []
     for index, row in rows:
         try:
             doc = row_to_doc(row, vocab, split, index, source=str(path))
         except RowError as e:
-            if not skip_invalid:
-                raise
+            errors.append(e)
             result.rejects.append({"split": split, "row": index, "reason": e.reason, "data": row})
             continue
         result.docs.append(doc)
         result.docs_by_domain.setdefault(doc._.domain, []).append(doc)
+    if errors and not skip_invalid:
+        if len(errors) == 1:
+            raise errors[0]
+        listed = "\n".join(str(e) for e in errors[:MAX_LISTED_ROWS])
+        more = len(errors) - MAX_LISTED_ROWS
+        raise AdaptnerError(
+            f"{len(errors)} bad rows in {path} (split '{split}'); fix them, or pass "
+            "--skip-invalid to write them to --rejects and convert the rest:\n"
+            + listed
+            + (f"\n… and {more} more" if more > 0 else "")
+        )
+    if not result.docs:
+        raise AdaptnerError(
+            f"Every row of {path} ({len(result.rejects)}) was rejected; first: "
+            f"row {result.rejects[0]['row']}: {result.rejects[0]['reason']}. Nothing written."
+        )
     return result
+
+
+def _existing_docs(split_dir: Path) -> int:
+    """Docs in an existing ``<split>/all.spacy`` (0 when there is none or it is unreadable)."""
+    path = split_dir / "all.spacy"
+    if not path.is_file():
+        return 0
+    try:
+        return len(DocBin().from_disk(path))
+    except Exception:  # noqa: BLE001 - a broken old corpus is not worth keeping
+        return 0
 
 
 def split_stats(docs_by_domain: dict[str, list[Doc]]) -> dict[str, Any]:
@@ -273,19 +343,24 @@ def convert_corpus(
     report_path: Path | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda msg: None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Convert every split found in ``input_dir`` to ``output_dir/<split>/<domain>.spacy``.
 
-    Each split directory is built in a temporary directory and renamed into place only
-    when the whole split converted, so a failure leaves earlier output untouched.
+    Every split is converted and checked before anything is written; each split directory
+    is built in a temporary directory and renamed into place, so a failure leaves earlier
+    output untouched. A split with rejected rows never replaces an existing split that has
+    more documents, and a split directory ``corpus`` did not write is never replaced,
+    unless ``force``.
 
     Returns:
         The report: per split the source file, counts per domain and label, rejects;
         and ``missing_splits`` with a reason for every split that was not found.
 
     Raises:
-        AdaptnerError: a missing input directory, no split at all, or a bad row (unless
-            ``skip_invalid``).
+        AdaptnerError: a missing input directory, no split at all, an empty input, missing
+            columns, bad rows (unless ``skip_invalid``; all listed), every row rejected, a
+            worse corpus than the one in place, or an output directory that is not a corpus.
     """
     install_extensions()
     input_dir, output_dir = Path(input_dir), Path(output_dir)
@@ -308,10 +383,23 @@ def convert_corpus(
     if not results:
         looked = ", ".join(splits)
         raise AdaptnerError(f"No DANSK split found in {input_dir} (looked for {looked}).")
+    for res in results:
+        split_dir = output_dir / res.split
+        check_output_dir(split_dir, "corpus", force=force, owned_files=("all.spacy",))
+        before = _existing_docs(split_dir)
+        if res.rejects and before > len(res.docs) and not force:
+            raise AdaptnerError(
+                f"{split_dir} holds {before} docs; this input gives {len(res.docs)} "
+                f"({len(res.rejects)} rows of {res.source} rejected). Refusing to replace a "
+                "corpus with a smaller one: fix the rows, write to another --output, or pass "
+                "--force."
+            )
     all_rejects: list[dict[str, Any]] = []
     for res in results:
         all_rejects.extend(res.rejects)
-        with atomic_path(output_dir / res.split, is_dir=True) as tmp:
+        with atomic_output(
+            output_dir / res.split, "corpus", force=True, owned_files=("all.spacy",)
+        ) as tmp:
             for domain, docs in res.docs_by_domain.items():
                 DocBin(docs=docs, store_user_data=True).to_disk(tmp / f"{domain}.spacy")
             DocBin(docs=res.docs, store_user_data=True).to_disk(tmp / "all.spacy")

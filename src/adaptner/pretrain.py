@@ -19,7 +19,7 @@ from .errors import AdaptnerError
 from .extensions import install_extensions
 from .readers import load_domain_docs
 from .training import load_training_config
-from .util import atomic_path, write_json, write_jsonl
+from .util import atomic_output, check_output_dir, write_json, write_jsonl
 
 PathLike = str | Path
 
@@ -271,6 +271,7 @@ def run_pretraining(
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    force: bool = False,
 ) -> Path:
     """Pretrain the config's tok2vec (spaCy's character objective) and return the weights path.
 
@@ -292,9 +293,11 @@ def run_pretraining(
         overrides: Config overrides, e.g. {"pretraining.dropout": 0.1}.
         progress: Show progress bars.
         log: Where messages go.
+        force: Replace an output directory that ``pretrain`` did not write.
 
     Raises:
-        AdaptnerError: bad config, no texts, missing corpus or pool, bad epochs/limit.
+        AdaptnerError: bad config, no texts, missing corpus or pool, bad epochs/limit, an
+            output directory that ``pretrain`` did not write (without ``force``).
     """
     from spacy.training.pretrain import pretrain
 
@@ -302,6 +305,7 @@ def run_pretraining(
     output_dir = Path(output_dir)
     # Check the config (and --epochs) before reading any text.
     build_pretrain_config(config_path, output_dir / TEXTS_NAME, epochs=epochs, overrides=overrides)
+    check_output_dir(output_dir, "pretrain", force=force, owned_files=(META_NAME,))
     texts, sources = collect_texts(corpus_dirs, domains, pools, progress=progress)
     texts = prepare_texts(texts, seed=seed, limit=limit)
     if not texts:
@@ -313,7 +317,9 @@ def run_pretraining(
             "transductive (texts seen without labels)."
         )
     start = time.perf_counter()
-    with atomic_path(output_dir, is_dir=True) as tmp:
+    with atomic_output(
+        output_dir, "pretrain", force=force, owned_files=(META_NAME,), log=log
+    ) as tmp:
         write_jsonl(tmp / TEXTS_NAME, ({"text": t} for t in texts))
         final = build_pretrain_config(
             config_path, output_dir / TEXTS_NAME, epochs=epochs, seed=seed, overrides=overrides

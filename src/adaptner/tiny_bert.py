@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import AdaptnerError
-from .util import PathLike, atomic_path
+from .util import PathLike, atomic_output
 
 #: The BERT special tokens, in vocabulary order ([PAD] gets id 0, as BERT expects).
 SPECIAL_TOKENS: list[str] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -19,6 +19,7 @@ def build_tiny_bert(
     num_layers: int = 2,
     num_heads: int = 2,
     seed: int = 0,
+    force: bool = False,
 ) -> Path:
     """Train a WordPiece tokenizer on ``texts`` and save it with a random BERT, fully offline.
 
@@ -29,13 +30,14 @@ def build_tiny_bert(
     The directory is written to a temporary sibling and renamed when complete.
 
     Args:
-        output_dir: Where to save the model and tokenizer (replaced if it exists).
+        output_dir: Where to save the model and tokenizer (replaced if `tiny-bert` wrote it).
         texts: Training texts for the WordPiece vocabulary (e.g. a few hundred DANSK sentences).
         vocab_size: Target WordPiece vocabulary size (including the special tokens).
         hidden_size: Hidden width of the transformer (a multiple of ``num_heads``).
         num_layers: Number of transformer layers.
         num_heads: Attention heads per layer.
         seed: Seed for the random weights (``torch.manual_seed``).
+        force: Replace an output directory that ``tiny-bert`` did not write.
 
     Returns:
         The output directory.
@@ -107,7 +109,7 @@ def build_tiny_bert(
     model.eval()
 
     output_dir = Path(output_dir)
-    with atomic_path(output_dir, is_dir=True) as tmp:
+    with atomic_output(output_dir, "tiny-bert", force=force, owned_files=("config.json",)) as tmp:
         model.save_pretrained(tmp)
         hf_tokenizer.save_pretrained(tmp)
         if not (tmp / "vocab.txt").exists():

@@ -1,8 +1,10 @@
 """Train a pipeline from a config on a selection of domains, optionally from a source pipeline."""
 
 import io
+import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,98 @@ from spacy.training.loop import train as train_nlp
 
 from .errors import AdaptnerError
 from .extensions import install_extensions
-from .util import atomic_path, write_json
+from .util import atomic_output, closest_hint, write_json
 
 PathLike = str | Path
+
+#: Top-level sections of a training config (spaCy's schema plus [paths] and [system]).
+_FREE_SECTIONS = ("paths", "system", "components", "corpora")
+
+
+def _schema_fields() -> dict[str, list[str]]:
+    """Known keys of the sections spaCy validates, from spaCy's own schemas."""
+    from spacy import schemas
+
+    def names(model: Any) -> list[str]:
+        fields = getattr(model, "model_fields", None) or getattr(model, "__fields__", {})
+        return list(fields)
+
+    return {
+        "training": names(schemas.ConfigSchemaTraining),
+        "nlp": names(schemas.ConfigSchemaNlp),
+        "initialize": names(schemas.ConfigSchemaInit),
+        "pretraining": names(schemas.ConfigSchemaPretrain),
+    }
+
+
+def config_names(text: str) -> dict[str, list[str]]:
+    """Top-level sections of a config's text and the names right under each (keys, subsections).
+
+    Read from the text itself, so that a misspelt section that confection cannot parse
+    (``[training.batcher]`` without ``[training]``) can still be named.
+    """
+    names: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        header = re.fullmatch(r"\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1).strip().split(".")
+            keys = names.setdefault(current[0], [])
+            if len(current) > 1 and current[1] not in keys:
+                keys.append(current[1])
+            continue
+        key = re.match(r"([A-Za-z_@][\w@-]*)\s*=", line)
+        if key and len(current) == 1 and key.group(1) not in names[current[0]]:
+            names[current[0]].append(key.group(1))
+    return names
+
+
+def check_config_names(
+    sections: dict[str, list[str]], where: str, overrides: dict[str, Any] | None = None
+) -> None:
+    """Name unknown or misspelt sections and keys of a training config in one line.
+
+    Args:
+        sections: Top-level section -> names right under it (see :func:`config_names`).
+        where: The config file, for the message.
+        overrides: ``{"section.key": value}`` the user gave; their names are checked too.
+
+    Raises:
+        AdaptnerError: every unknown name, each with the closest valid one.
+    """
+    fields = _schema_fields()
+    known_sections = [*_FREE_SECTIONS, *fields]
+    problems = []
+    for name in sections:
+        if name not in known_sections:
+            problems.append(f"unknown section [{name}]{closest_hint(name, known_sections, '[]')}")
+    for name, keys in fields.items():
+        for key in sections.get(name, []):
+            if key not in keys:
+                problems.append(
+                    f"unknown key {key!r} in [{name}]{closest_hint(key, keys, name + '.')}"
+                )
+    for dotted in overrides or {}:
+        section, _, rest = dotted.partition(".")
+        key = rest.split(".", 1)[0]
+        if section not in sections:
+            problems.append(
+                f"override --{dotted}: no section [{section}]"
+                f"{closest_hint(section, list(sections), '--', suffix='.' + rest)}"
+            )
+        elif section in fields and key and key not in fields[section]:
+            problems.append(
+                f"override --{dotted}: unknown key {key!r} in [{section}]"
+                f"{closest_hint(key, fields[section], '--' + section + '.')}"
+            )
+        elif section not in fields and "." not in rest and rest not in sections[section]:
+            problems.append(
+                f"override --{dotted}: no key {rest!r} in [{section}]"
+                f"{closest_hint(rest, sections[section], '--' + section + '.')}"
+            )
+    if problems:
+        raise AdaptnerError(f"Config {where}: " + "; ".join(problems) + ".")
 
 
 def load_training_config(
@@ -52,6 +143,11 @@ def load_training_config(
     if seed is not None:
         opts["system.seed"] = seed
     try:
+        text = config_path.read_text(encoding="utf8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise AdaptnerError(f"Cannot read config {config_path}: {e}") from e
+    check_config_names(config_names(text), str(config_path), overrides)
+    try:
         config = spacy_util.load_config(config_path, overrides=opts, interpolate=False)
     except Exception as e:  # noqa: BLE001 - confection raises many kinds
         raise AdaptnerError(f"Cannot load config {config_path}: {e}") from e
@@ -84,6 +180,20 @@ def check_corpus_paths(config: Config) -> None:
             )
 
 
+class _Renamed(io.TextIOBase):
+    """A text stream that writes ``old`` path names as ``new`` ones."""
+
+    def __init__(self, stream: Any, old: Path, new: Path) -> None:
+        self.stream, self.old, self.new = stream, str(old), str(new)
+
+    def write(self, text: str) -> int:
+        self.stream.write(text.replace(self.old, self.new))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def train_pipeline(
     config_path: PathLike,
     output_dir: PathLike,
@@ -96,12 +206,16 @@ def train_pipeline(
     init_from: PathLike | None = None,
     overrides: dict[str, Any] | None = None,
     verbose: bool = True,
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Train and save a pipeline; returns the directory of the best model.
 
     The output directory (with ``model-best``, ``model-last`` and ``train_meta.json``)
     is written to a temporary sibling and renamed when training finished, so a killed
-    run never leaves a half-trained model in place.
+    run never leaves a half-trained model in place (its temporary is removed by the next
+    run). An existing directory that ``train`` did not write is refused unless ``force``
+    (see :func:`adaptner.util.atomic_output`).
 
     Args:
         config_path: The training config (e.g. configs/bio_cnn.cfg).
@@ -113,6 +227,11 @@ def train_pipeline(
         init_from: Start from this pipeline's weights (the source model).
         overrides: Further config overrides, e.g. {"training.max_steps": 500}.
         verbose: Print spaCy's training table.
+        force: Replace an existing output directory that ``train`` did not write.
+        log: Where messages about the output go (default: stderr).
+
+    Raises:
+        AdaptnerError: a config, corpus or output problem (named).
     """
     install_extensions()
     config = load_training_config(
@@ -128,8 +247,11 @@ def train_pipeline(
     check_corpus_paths(config)
     output_dir = Path(output_dir)
     start = time.perf_counter()
-    out = sys.stdout if verbose else io.StringIO()
-    with atomic_path(output_dir, is_dir=True) as tmp:
+    with atomic_output(
+        output_dir, "train", force=force, owned_files=("train_meta.json",), log=log
+    ) as tmp:
+        # spaCy names the directory it writes (the temporary): show the final one instead
+        out = _Renamed(sys.stdout, tmp, output_dir) if verbose else io.StringIO()
         try:
             nlp = init_nlp(config, use_gpu=-1)
             train_nlp(nlp, tmp, use_gpu=-1, stdout=out, stderr=out if not verbose else sys.stderr)

@@ -4,8 +4,10 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +19,100 @@ from .labels import DOMAINS
 PathLike = str | Path
 
 
+#: The file every directory-writing command leaves in its output, naming the command.
+OUTPUT_MARKER = ".adaptner-output.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(path: PathLike, log: Callable[[str], None] | None = None) -> list[Path]:
+    """Remove the ``.NAME.*.tmp`` / ``.NAME.old-*`` siblings a killed run left beside ``path``.
+
+    Temporaries carry the pid of the process that made them (``.NAME.<pid>-<random>.tmp``);
+    those of a live process other than this one are left alone (a concurrent run).
+
+    Args:
+        path: The final output path (file or directory).
+        log: Where to say what was removed (default: stderr).
+
+    Returns:
+        The removed paths.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    prefix = f".{path.name}."
+    for p in path.parent.iterdir():
+        name = p.name
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix) :]
+        if rest.endswith(".tmp"):
+            pid_part = rest.split("-", 1)[0]
+        elif rest.startswith("old-"):
+            pid_part = rest[len("old-") :]
+        else:
+            continue
+        if pid_part.isdigit() and _pid_alive(int(pid_part)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    for p in removed:
+        msg = f"ℹ removed {p}, left by an interrupted run"
+        if log is not None:
+            log(msg)
+        else:
+            print(msg, file=sys.stderr)
+    return removed
+
+
+def _make_parent(path: Path) -> None:
+    """Create the parent folders of ``path``; an AdaptnerError naming the path on failure."""
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise AdaptnerError(f"Cannot write {path}: {parent} is a file, not a directory.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AdaptnerError(f"Cannot write {path}: {e.strerror or e} ({path.parent}).") from e
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds.
 
     Readers never see a half-written file or directory: on an exception the
-    temporary is removed and ``path`` is left as it was.
+    temporary is removed and ``path`` is left as it was. A directory that is replaced is
+    kept until the new one is in place. Commands that write a directory the user names
+    use :func:`atomic_output`, which adds the checks of the output policy.
+
+    Raises:
+        AdaptnerError: the path cannot be written (a parent is a file, no permission).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+    _make_parent(path)
+    prefix = f".{path.name}.{os.getpid()}-"
+    try:
+        if is_dir:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as e:
+        raise AdaptnerError(f"Cannot write {path}: {e.strerror or e} ({path.parent}).") from e
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -55,6 +136,154 @@ def atomic_path(path: PathLike, is_dir: bool = False) -> Iterator[Path]:
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+def output_owner(path: PathLike, owned_files: Sequence[str] = ()) -> str | None:
+    """The command that wrote directory ``path`` (from its marker), or None if unknown.
+
+    A directory without a marker counts as written by ``"legacy"`` when it holds one of
+    ``owned_files`` (what the command wrote before markers existed, e.g. train_meta.json).
+    """
+    path = Path(path)
+    marker = path / OUTPUT_MARKER
+    if marker.is_file():
+        try:
+            return str(json.loads(marker.read_text(encoding="utf8")).get("command"))
+        except (json.JSONDecodeError, AttributeError, OSError):
+            return None
+    if any((path / name).exists() for name in owned_files):
+        return "legacy"
+    return None
+
+
+def check_output_dir(
+    path: PathLike, command: str, *, force: bool = False, owned_files: Sequence[str] = ()
+) -> None:
+    """The output policy: may ``command`` replace ``path``?
+
+    Yes when ``path`` does not exist, is an empty directory, or was written by ``command``
+    (its marker, or one of ``owned_files``); otherwise only with ``force``. A file is never
+    replaced by a directory.
+
+    Raises:
+        AdaptnerError: naming the path, what is there and what to do.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise AdaptnerError(
+            f"Output {path} is a file, not a directory; `adaptner {command}` writes a "
+            "directory. Choose another --output."
+        )
+    if not path.is_dir() or force:
+        return
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return
+    owner = output_owner(path, owned_files)
+    if owner in (command, "legacy"):
+        return
+    what = (
+        f"was written by `adaptner {owner}`"
+        if owner
+        else f"was not written by `adaptner {command}` (no {OUTPUT_MARKER})"
+    )
+    shown = ", ".join(entries[:5]) + (", …" if len(entries) > 5 else "")
+    raise AdaptnerError(
+        f"Output {path} exists and {what}; refusing to replace its {len(entries)} entries "
+        f"({shown}). Choose another --output, or pass --force to replace it."
+    )
+
+
+@contextlib.contextmanager
+def atomic_output(
+    path: PathLike,
+    command: str,
+    *,
+    force: bool = False,
+    owned_files: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Path]:
+    """Write a command's output directory under the one output policy.
+
+    Checks :func:`check_output_dir`, removes temporaries of killed runs (with a message),
+    then yields a temporary directory that replaces ``path`` only when the block succeeds
+    (the old output stays until then), with a marker file naming ``command``.
+
+    Args:
+        path: The output directory.
+        command: The command writing it (``"train"``, ``"corpus"``), stored in the marker.
+        force: Replace a directory that this command did not write.
+        owned_files: Files that mark an output this command wrote before markers existed.
+        log: Where messages go (default: stderr).
+
+    Raises:
+        AdaptnerError: the policy refuses, or the path cannot be written.
+    """
+    check_output_dir(path, command, force=force, owned_files=owned_files)
+    clean_stale_temps(path, log)
+    with atomic_path(path, is_dir=True) as tmp:
+        yield tmp
+        from .about import __version__
+
+        (tmp / OUTPUT_MARKER).write_text(
+            json.dumps({"command": command, "adaptner": __version__, "written": time.time()})
+            + "\n",
+            encoding="utf8",
+        )
+
+
+@contextlib.contextmanager
+def file_lock(path: PathLike, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``path`` (created, holding the holder's pid) for the block.
+
+    The lock is the operating system's (``flock``): it is released when the holder exits,
+    even by ``kill -9``, so a stale lock file never blocks anyone.
+
+    Args:
+        path: The lock file.
+        what: What the lock protects, for the error (``"simulation run X"``).
+
+    Raises:
+        AdaptnerError: another process holds the lock (its pid named).
+    """
+    import fcntl
+
+    path = Path(path)
+    _make_parent(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("utf8", "replace").strip() or "?"
+            raise AdaptnerError(
+                f"{what} is being written by another process (pid {holder}; lock {path}). "
+                "Wait for it to finish, or stop that process; two writers would corrupt it."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def exit_with_parent(interval: float = 0.5) -> None:
+    """Make this (worker) process exit as soon as the process that started it is gone.
+
+    Used as the initializer of worker processes, so killing a driver (even with
+    ``kill -9``) does not leave orphaned workers writing results.
+    """
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def write_json(path: PathLike, data: Any) -> None:
@@ -84,6 +313,24 @@ def append_jsonl(path: PathLike, record: Any) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def closest_hint(name: str, valid: Sequence[str], prefix: str = "", suffix: str = "") -> str:
+    """`` (did you mean X?)`` for the valid name closest to ``name`` (difflib), else ``""``.
+
+    Args:
+        name: What the user wrote.
+        valid: The valid names.
+        prefix: Put before the suggestion (``"--training."``); ``"[]"`` wraps it in brackets.
+        suffix: Put after the suggestion.
+    """
+    import difflib
+
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    if not match:
+        return ""
+    shown = f"[{match[0]}]" if prefix == "[]" else f"{prefix}{match[0]}"
+    return f" (did you mean {shown}{suffix}?)"
 
 
 def parse_domains(spec: str | Sequence[str], available: Sequence[str] = DOMAINS) -> list[str]:

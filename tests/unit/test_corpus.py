@@ -79,7 +79,8 @@ def test_convert_jsonl_per_domain(tmp_path):
     write_jsonl(src / "train.jsonl", [make_row(), make_row(domain="Legal"), make_row(domain=None)])
     write_jsonl(src / "dev.jsonl", [make_row(domain="Social Media")])
     report = convert_corpus(src, tmp_path / "corpus", report_path=tmp_path / "report.json")
-    assert sorted(p.name for p in (tmp_path / "corpus" / "train").iterdir()) == [
+    train_dir = tmp_path / "corpus" / "train"
+    assert sorted(p.name for p in train_dir.iterdir() if not p.name.startswith(".")) == [
         "all.spacy",
         "legal.spacy",
         "news.spacy",

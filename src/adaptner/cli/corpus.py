@@ -35,13 +35,22 @@ def corpus_cmd(
         "--skip-invalid",
         help="Write bad rows to --rejects and continue instead of stopping.",
     ),
-    rejects: Path = typer.Option(
-        Path("corpus/rejects.jsonl"), "--rejects", help="Where --skip-invalid writes bad rows."
+    rejects: Path | None = typer.Option(
+        None,
+        "--rejects",
+        help="Where --skip-invalid writes bad rows (default <output>/rejects.jsonl).",
     ),
-    report: Path = typer.Option(
-        Path("corpus/report.json"),
+    report: Path | None = typer.Option(
+        None,
         "--report",
-        help="Counts per split x domain x label (JSON, and Markdown beside it).",
+        help="Counts per split x domain x label (JSON, and Markdown beside it; default "
+        "<output>/report.json).",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace split folders that `adaptner corpus` did not write, or that hold more "
+        "documents than this input gives after rejects.",
     ),
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Check known release files against their sha256."
@@ -59,6 +68,9 @@ def corpus_cmd(
     --download-to, fetches the release from the hub first.
     """
     from ..corpus import convert_corpus, download_dansk, find_split_file, verify_checksums
+
+    rejects = rejects if rejects is not None else output_dir / "rejects.jsonl"
+    report = report if report is not None else output_dir / "report.json"
 
     if download_to is not None and not input_dir.is_dir():
         if find_split_file(download_to, "train") is None:
@@ -78,6 +90,7 @@ def corpus_cmd(
         report_path=report,
         progress=True,
         log=typer.echo,
+        force=force,
     )
     for split, info in result["splits"].items():
         s = info["stats"]["all"]

@@ -52,6 +52,12 @@ def pretrain_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="The one seed for shuffles, init and dropout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace --output even if this command did not write it (the old contents stay "
+        "until the new output is complete).",
+    ),
 ) -> None:
     """Pretrain the tok2vec of CONFIG with spaCy's character objective on unlabeled Danish text.
 
@@ -73,6 +79,7 @@ def pretrain_cmd(
         overrides=parse_overrides(ctx.args),
         progress=not quiet,
         log=typer.echo,
+        force=force,
     )
     meta = json.loads((output / META_NAME).read_text(encoding="utf8"))
     losses = list(meta["epoch_loss"].values())

@@ -34,6 +34,12 @@ def tiny_bert_cmd(
     num_layers: int = typer.Option(2, "--layers", min=1, help="Number of transformer layers."),
     num_heads: int = typer.Option(2, "--heads", min=1, help="Attention heads per layer."),
     seed: int = typer.Option(0, "--seed", help="Seed for the text sample and the random weights."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace --output even if this command did not write it (the old contents stay "
+        "until the new output is complete).",
+    ),
 ) -> None:
     """Train a WordPiece vocabulary on corpus texts; save it with a random tiny BERT (offline)."""
     from ..tiny_bert import build_tiny_bert, corpus_texts
@@ -47,6 +53,7 @@ def tiny_bert_cmd(
         num_layers=num_layers,
         num_heads=num_heads,
         seed=seed,
+        force=force,
     )
     typer.echo(
         f"✔ tiny BERT ({num_layers} layers, width {hidden_size}, vocab ≤ {vocab_size}) from "

@@ -38,6 +38,12 @@ def train_cmd(
         None, "--init-from", help="Start from this trained pipeline (e.g. the source model)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No training table."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace --output even if `adaptner train` did not write it (the old contents stay "
+        "until the new model is complete).",
+    ),
 ) -> None:
     """Train a pipeline. Extra `--section.key value` arguments override the config."""
     from ..training import train_pipeline
@@ -53,5 +59,6 @@ def train_cmd(
         init_from=init_from,
         overrides=parse_overrides(ctx.args),
         verbose=not quiet,
+        force=force,
     )
     typer.echo(f"✔ trained on {domains} (seed {seed}) -> {best}")

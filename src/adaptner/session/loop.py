@@ -149,14 +149,15 @@ def init_session(
             f"Session name {name!r} must start with a letter or digit and use only letters, "
             "digits, '.', '_' and '-'."
         )
-    store = open_store(db, create=True)
+    # the store is created only once everything checked out: a failed init leaves no file
+    store = open_store(db) if Path(db).exists() else None
     try:
         source = Path(source).resolve()
         pool = Path(pool).resolve()
         heldout_path = Path(heldout).resolve() if heldout else None
         params = dict(strategy_params or {})
-        existing = store.find_session(name)
-        if existing is not None:
+        existing = store.find_session(name) if store is not None else None
+        if store is not None and existing is not None:
             wanted = {
                 "source": str(source),
                 "pool": str(pool),
@@ -221,9 +222,11 @@ def init_session(
         if heldout_docs:
             metrics = evaluate(nlp, heldout_docs)
         sdir = (
-            Path(session_dir) if session_dir else store.path.parent / "training" / "sessions" / name
+            Path(session_dir) if session_dir else Path(db).parent / "training" / "sessions" / name
         )
         sdir = sdir.resolve()
+        if store is None:
+            store = open_store(db, create=True)
         try:
             with store.write() as conn:
                 sid = store.create_session(
@@ -265,7 +268,8 @@ def init_session(
             heldout_f=metrics.get("ents_f"),
         )
     finally:
-        store.close()
+        if store is not None:
+            store.close()
 
 
 # --- next --------------------------------------------------------------------------------

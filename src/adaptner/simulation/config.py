@@ -10,6 +10,7 @@ from typing import Any
 from confection import Config
 
 from ..errors import AdaptnerError
+from ..util import closest_hint
 
 #: Retraining modes: start again from the source pipeline on all labels, or continue.
 MODES = ("reset", "warm")
@@ -126,15 +127,17 @@ def load_al_settings(path: str | Path | None, **overrides: Any) -> ALSettings:
         except Exception as e:  # noqa: BLE001 - confection raises many kinds
             raise AdaptnerError(f"Cannot read AL config {path}: {e}") from e
         if "simulation" not in cfg:
-            raise AdaptnerError(f"AL config {path} has no [simulation] section.")
-        known = {f.name for f in dataclasses.fields(ALSettings)}
-        for key, value in cfg["simulation"].items():
-            if key not in known:
-                raise AdaptnerError(
-                    f"AL config {path}: unknown key simulation.{key}. "
-                    f"Known: {', '.join(sorted(known))}."
-                )
-            values[key] = value
+            near = [n for n in cfg if closest_hint(n, ["simulation"])]
+            found = f" (found [{near[0]}]; did you mean [simulation]?)" if near else ""
+            raise AdaptnerError(f"AL config {path} has no [simulation] section{found}.")
+        known = sorted(f.name for f in dataclasses.fields(ALSettings))
+        unknown = [key for key in cfg["simulation"] if key not in known]
+        if unknown:
+            named = "; ".join(
+                f"unknown key simulation.{k}{closest_hint(k, known)}" for k in unknown
+            )
+            raise AdaptnerError(f"AL config {path}: {named}. Known: {', '.join(known)}.")
+        values.update(cfg["simulation"])
     try:
         return ALSettings(**values).replace(**overrides)
     except TypeError as e:

@@ -20,7 +20,7 @@ from ..errors import AdaptnerError
 from ..extensions import install_extensions
 from ..readers import available_domains, read_docbin
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
-from ..util import append_jsonl, parse_domains, write_text
+from ..util import append_jsonl, file_lock, parse_domains, write_json, write_text
 from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed
 from .trainer import get_round_trainer, predict, restore_weights, score_ner, snapshot_weights
 
@@ -311,10 +311,56 @@ def check_records(records: Sequence[dict[str, Any]], cfg: SimulationConfig, path
                 "file, or write to another --output directory."
             )
         if rec.get("round") != i - 1:
-            raise AdaptnerError(
-                f"{path}, line {i}: expected round {i - 1}, found {rec.get('round')}. Delete the "
-                "file to re-run this simulation."
+            found = rec.get("round")
+            what = (
+                f"repeats round {found} (two processes wrote this run at once)"
+                if isinstance(found, int) and found < i - 1
+                else f"has round {found} where round {i - 1} belongs"
             )
+            raise AdaptnerError(
+                f"{path}, line {i} {what}. Delete line {i} and every line after it, then re-run "
+                f"the same command: the run resumes at round {i - 1}."
+            )
+
+
+#: The file in a simulation folder that records the settings its runs were made with.
+SETTINGS_FILE = "simulation.json"
+
+
+def check_folder_settings(output_dir: str | Path, settings: ALSettings) -> Path:
+    """Record a simulation folder's settings on first use; refuse different ones later.
+
+    Runs of one folder are compared with each other (curves, AULC), so they must share the
+    loop settings. A key missing from an older file counts as its default value.
+
+    Returns:
+        The settings file.
+
+    Raises:
+        AdaptnerError: the folder was simulated with other settings (the differing keys named).
+    """
+    path = Path(output_dir) / SETTINGS_FILE
+    now = json.loads(json.dumps(dataclasses.asdict(settings)))
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf8"))["settings"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise AdaptnerError(
+                f"{path} is damaged ({e}); it records the settings of the runs in "
+                f"{output_dir}. Restore it, or simulate into another --output folder."
+            ) from None
+        defaults = {f.name: f.default for f in dataclasses.fields(ALSettings)}
+        diff = sorted(k for k in now if stored.get(k, defaults.get(k)) != now[k])
+        diff += sorted(k for k in stored if k not in now)
+        if diff:
+            detail = ", ".join(f"{k}: folder {stored.get(k)!r}, now {now.get(k)!r}" for k in diff)
+            raise AdaptnerError(
+                f"{output_dir} holds runs made with other settings ({detail}; see {path}). "
+                "Re-run with the folder's settings, or write to another --output folder."
+            )
+        return path
+    write_json(path, {"settings": now})
+    return path
 
 
 class Simulation:
@@ -436,9 +482,18 @@ class Simulation:
     def run(self, on_round: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         """Run (or resume) every round; returns all records of the run.
 
+        The run's file is locked meanwhile: a second process on the same run fails at once.
+
         Args:
             on_round: Called with each newly written record.
+
+        Raises:
+            AdaptnerError: another process is writing the run, or its file does not fit.
         """
+        with file_lock(self.path.with_name(f".{self.path.stem}.lock"), f"Run {self.path}"):
+            return self._run(on_round)
+
+    def _run(self, on_round: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
         records, torn = read_records(self.path)
         check_records(records, self.cfg, self.path)
         if torn:  # drop the torn line (same serialization as append_jsonl: exact floats)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,14 @@ from tqdm import tqdm
 
 from ..errors import AdaptnerError
 from ..readers import available_domains
+from ..util import exit_with_parent, file_lock
 from .baselines import BASELINES, BaselineConfig, baseline_path, run_baseline
 from .config import MODES, ALSettings, SimulationConfig, resolve_source, source_slug
 from .engine import (
     RunSizes,
     al_train_size,
+    check_folder_settings,
+    check_records,
     eval_split_for,
     plan_sizes,
     read_records,
@@ -99,6 +103,7 @@ class GridPlan:
                 out.append(("baseline", b, 1))
         for r in self.runs:
             records, _ = read_records(self.run_path(r))
+            check_records(records, r, self.run_path(r))  # finished runs too
             if records and records[-1].get("last"):
                 continue
             out.append(("run", r, max(1, self.sizes[r.target].rounds - len(records))))
@@ -290,9 +295,14 @@ def _run_local(
         return [execute_task(kind, cfg, str(output_dir), bar.update) for kind, cfg, _ in tasks]
     results = []
     ctx = get_context("spawn")
-    with _single_threaded_children(workers), ctx.Manager() as manager:
+    manager = SyncManager(ctx=ctx)
+    with _single_threaded_children(workers):
+        manager.start(exit_with_parent)  # dies with this driver, as the workers do
+    with _single_threaded_children(workers), manager:
         q = manager.Queue()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=exit_with_parent
+        ) as pool:
             futures = {
                 pool.submit(execute_task, kind, cfg, str(output_dir), q): _task_name(kind, cfg)
                 for kind, cfg, _ in tasks
@@ -370,13 +380,29 @@ def run_grid(
         The plan that was run.
 
     Raises:
-        AdaptnerError: a bad grid, or some tasks failed (after the others finished).
+        AdaptnerError: a bad grid; another driver on the output folder; a folder or run file
+            made with other settings; or some tasks failed (after the others finished).
     """
     if backend not in BACKENDS:
         raise AdaptnerError(f"Unknown backend {backend!r}; choose from {', '.join(BACKENDS)}.")
     if workers < 1:
         raise AdaptnerError(f"--workers must be at least 1, got {workers}.")
     plan = plan_grid(spec)
+    with file_lock(plan.output_dir / ".simulate.lock", f"Simulation folder {plan.output_dir}"):
+        plan.remaining()  # every existing run file checked (finished ones too) before anything
+        check_folder_settings(plan.output_dir, spec.settings)
+        return _run_plan(plan, spec, workers, backend, ray_address, progress, log)
+
+
+def _run_plan(
+    plan: GridPlan,
+    spec: GridSpec,
+    workers: int,
+    backend: str,
+    ray_address: str | None,
+    progress: bool,
+    log: Callable[[str], None],
+) -> GridPlan:
     for target, split in plan.eval_splits.items():
         if split == "dev":
             log(f"ℹ {target}: no test split in {spec.corpus_dir}; evaluating on dev")
