@@ -62,6 +62,17 @@ def _imported(stderr: str) -> list[str]:
     return [m for m in HEAVY if m in found]
 
 
+def _installed(python: str) -> set[str]:
+    """The heavy modules installed for ``python`` (``-X importtime`` also lists failed imports,
+    e.g. thinc's ``try: import torch`` where torch is not installed)."""
+    code = (
+        "import importlib.util, json; "
+        f"print(json.dumps([m for m in {HEAVY!r} if importlib.util.find_spec(m)]))"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout))
+
+
 def _answer(batch: Path, out: Path) -> None:
     """Accept every task of a Prodigy batch with its pre-annotated spans."""
     lines = []
@@ -172,8 +183,10 @@ def main(
     with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         # untimed: which heavy modules each command imports
+        installed = {py: _installed(py)}
         for label, _, xcmd in simple:
-            modules[label] = _imported(_run(xcmd, tmp, env)[2])
+            have = installed.setdefault(xcmd[0], _installed(xcmd[0]))
+            modules[label] = [m for m in _imported(_run(xcmd, tmp, env)[2]) if m in have]
         chain_dir = tmp / "importtime"
         chain_dir.mkdir()
         for label, cmd, hook in _session_chain(
@@ -181,7 +194,7 @@ def main(
         ):
             if hook:
                 hook()
-            modules[label] = _imported(_run(cmd, tmp, env)[2])
+            modules[label] = [m for m in _imported(_run(cmd, tmp, env)[2]) if m in installed[py]]
         for rep in range(repeats):
             for label, cmd, _ in simple:
                 times.setdefault(label, []).append(_run(cmd, tmp, env)[:2])
@@ -202,7 +215,9 @@ def main(
         for label, runs in times.items()
     }
     print(f"python: {py}; {repeats} runs per command; load average {os.getloadavg()[0]:.2f}")
-    print("| command | wall s (median) | CPU s (median) | heavy modules imported |")
+    print(
+        "| command | wall s (median) | CPU s (median) | heavy modules imported (installed ones) |"
+    )
     print("|---|---|---|---|")
     for label, row in rows.items():
         print(
