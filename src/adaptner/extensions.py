@@ -15,3 +15,7 @@ def install_extensions() -> None:
     for name, default in DOC_EXTENSIONS.items():
         if not Doc.has_extension(name):
             Doc.set_extension(name, default=default)
+
+
+# Any module that imports this one can rely on the extensions (see adaptner/__init__.py).
+install_extensions()

@@ -1,7 +1,8 @@
-"""The DANSK label scheme (the 18 OntoNotes 5.0 types) and domain names."""
+"""The DANSK label scheme (the 18 OntoNotes 5.0 types) and domain names.
 
-
-from spacy.util import registry
+No spaCy import here (the CLI reads these names before it needs spaCy): ``get_labels`` is
+registered as ``adaptner.labels.v1`` through adaptner's ``spacy_misc`` entry point.
+"""
 
 #: The 18 OntoNotes 5.0 entity types as DANSK spells them (note the spaces in "WORK OF ART").
 ONTONOTES_LABELS: list[str] = [
@@ -62,7 +63,6 @@ def domain_slug(name: str | None) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.strip().lower()).strip("_") or "unknown"
 
 
-@registry.misc("adaptner.labels.v1")
 def get_labels(scheme: str = "ontonotes") -> list[str]:
     """Return a fixed label scheme, so every pipeline shares one tag set across domains.
 

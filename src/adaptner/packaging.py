@@ -10,9 +10,11 @@ registries), so a bundled file would be a second, divergent copy of the package.
 on the real package keeps one source of truth, gives the registered names (factories,
 architectures) through adaptner's entry points, and pins the code version the weights were
 trained with (``adaptner>=X.Y.0,<X.Y+1.0`` in ``meta.json`` "requirements", which
-``spacy package`` turns into the wheel's dependencies; spacy-transformers is added the same
-way for transformer pipelines, whose weights spacy-transformers serializes into the package,
-so loading needs no model hub).
+``spacy package`` turns into the wheel's dependencies). A transformer pipeline depends on
+``adaptner[trf]`` instead (spacy-transformers, transformers and torch, pinned; spaCy adds
+spacy-transformers' range too), and spacy-transformers serializes the transformer's weights
+and tokenizer into the package, so loading needs no model hub. A CNN pipeline's wheel pulls
+no torch, and loading it imports none (see :mod:`adaptner.trf`).
 
 Both wheels are built from a staging copy with ``python -m build --wheel --no-isolation``:
 build isolation would download setuptools on every call, which fails offline, and building
@@ -459,9 +461,10 @@ def build_meta(
         meta["description"] = description or default_description(
             nlp, source, target, history, performance
         )
-    requirement = f"adaptner>={_minor(__version__)}.0,<{_next_minor(__version__)}"
-    requirements = [r for r in meta.get("requirements", []) if not r.startswith("adaptner")]
-    meta["requirements"] = [requirement, *requirements]
+    meta["requirements"] = [
+        adaptner_requirement(nlp.config),
+        *(r for r in meta.get("requirements", []) if not r.startswith("adaptner")),
+    ]
     meta["sources"] = [DANSK_SOURCE]
     if performance and performance.get("all"):
         # spaCy's own "performance" field: the pooled scores on the split scored here.
@@ -479,6 +482,22 @@ def build_meta(
         "performance": performance,
     }
     return meta
+
+
+def adaptner_requirement(config: Any) -> str:
+    """The pipeline package's dependency on adaptner: ``adaptner[trf]`` when it needs torch.
+
+    A pipeline whose config uses a function of the transformer stack (the ``transformer``
+    factory, a ``spacy-transformers.*`` architecture, anything registered by
+    spacy_transformers, transformers or torch) depends on ``adaptner[trf]``, which pins
+    spacy-transformers, transformers and torch; a CNN pipeline depends on plain adaptner, so
+    installing it pulls no torch and loading it imports none. The version range is adaptner's
+    minor release (``>=X.Y.0,<X.Y+1.0``), the code the weights were trained with.
+    """
+    from .trf import TRF_EXTRA, config_needs_trf
+
+    name = TRF_EXTRA if config_needs_trf(config) else "adaptner"
+    return f"{name}>={_minor(__version__)}.0,<{_next_minor(__version__)}"
 
 
 def default_description(

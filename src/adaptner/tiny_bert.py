@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import AdaptnerError
+from .trf import require_trf
 from .util import PathLike, atomic_output
 
 #: The BERT special tokens, in vocabulary order ([PAD] gets id 0, as BERT expects).
@@ -45,6 +46,7 @@ def build_tiny_bert(
     Raises:
         AdaptnerError: no non-empty text, or inconsistent sizes.
     """
+    require_trf("adaptner tiny-bert")
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from tokenizers.trainers import WordPieceTrainer

@@ -15,6 +15,7 @@ from spacy.training.loop import train as train_nlp
 
 from .errors import AdaptnerError
 from .extensions import install_extensions
+from .trf import check_trf_installed
 from .util import atomic_output, closest_hint, write_json
 
 PathLike = str | Path
@@ -245,6 +246,7 @@ def train_pipeline(
         overrides=overrides,
     )
     check_corpus_paths(config)
+    check_trf_installed(config, f"Config {config_path}")
     output_dir = Path(output_dir)
     start = time.perf_counter()
     with atomic_output(

@@ -11,8 +11,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import srsly
-
 from .errors import AdaptnerError
 from .labels import DOMAINS
 
@@ -295,6 +293,8 @@ def write_json(path: PathLike, data: Any) -> None:
 def write_jsonl(path: PathLike, lines: Iterable[Any]) -> None:
     """Write JSONL atomically."""
     with atomic_path(path) as tmp:
+        import srsly  # here, not at the top: the CLI imports util before it needs srsly
+
         srsly.write_jsonl(tmp, lines)
 
 
@@ -381,12 +381,34 @@ def load_spacy(path: PathLike, remedy: str):
     """
     import spacy
 
+    check_pipeline_trf(path)
     try:
         return spacy.load(path)
     except Exception as e:  # noqa: BLE001 - spaCy raises many kinds on a broken pipeline
         raise AdaptnerError(
             f"Cannot load the pipeline in {path} ({type(e).__name__}: {e}). {remedy}"
         ) from e
+
+
+def check_pipeline_trf(path: PathLike) -> None:
+    """If ``path`` is a pipeline directory that needs the transformer stack, check it is installed.
+
+    Raises:
+        AdaptnerError: the pipeline has a transformer component and the ``trf`` extra is
+            missing (says how to install it).
+    """
+    config_path = Path(path) / "config.cfg"
+    if not config_path.is_file():
+        return  # an installed package name: pip installed what it depends on
+    from confection import Config
+
+    from .trf import check_trf_installed
+
+    try:
+        config = Config().from_disk(config_path, interpolate=False)
+    except Exception:  # noqa: BLE001 - a broken config is reported by spacy.load
+        return
+    check_trf_installed(config, f"The pipeline in {path}")
 
 
 def parse_params(items: Iterable[str], option: str, example: str) -> dict[str, Any]:

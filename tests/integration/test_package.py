@@ -1,13 +1,15 @@
 """``adaptner package``: wheels that install offline in a fresh venv and load with spacy.load.
 
 The fresh-venv tests (marked ``integration``) train a tiny CNN pipeline and a tiny-BERT
-pipeline on DANSK news, package each, and install the wheels into one virtual environment
-made for this test session: the pinned dependencies of adaptner come from the normal
-package index, then the pipeline and adaptner come *only* from the built wheels
-(``pip install --no-index --find-links <packages>``, no pip config). The pipeline is loaded
-in a subprocess run outside the repository with the network blocked, and must predict the
-same entities and probabilities as the directory it was built from. Creating the venv takes
-two to three minutes and 1.8 GB (mostly torch); the rest of the file about two minutes.
+pipeline on DANSK news, package each, and install the wheels into virtual environments made
+for this test session: the pinned dependencies of adaptner come from the normal package
+index (for the transformer pipeline also those of the ``trf`` extra), then the pipeline and
+adaptner come *only* from the built wheels (``pip install --no-index --find-links
+<packages>``, no pip config). The pipeline is loaded in a subprocess run outside the
+repository with the network blocked, and must predict the same entities and probabilities as
+the directory it was built from. The CNN pipeline's venv has no torch, and loading it
+imports none; creating the transformer venv takes two to three minutes and 1.8 GB (mostly
+torch); the rest of the file about two minutes.
 """
 
 import importlib.metadata
@@ -71,6 +73,7 @@ print(json.dumps({
     "tags": list(bio.tags),
     "probs": doc._.ner_probs.tolist(),
     "meta": nlp.meta,
+    "heavy": [m for m in ("torch", "transformers", "spacy_transformers") if m in sys.modules],
 }))
 """
 
@@ -96,22 +99,21 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def fresh_venv(tmp_path_factory) -> Path:
-    """A venv that has adaptner's dependencies (from the package index) but not adaptner.
-
-    Made once per session (two to three minutes, 1.8 GB, mostly torch). It is left to
-    pytest's rotation of its temporary folders (the last three sessions are kept): deleting
-    it here would cost as long again on this disk.
-    """
-    venv = tmp_path_factory.mktemp("fresh") / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=venv.parent)
-    # adaptner's own pinned requirements (the editable install's metadata), no extras
-    deps = [r for r in importlib.metadata.requires("adaptner") or [] if "extra ==" not in r]
+def _make_venv(parent: Path, extras: tuple[str, ...] = ()) -> Path:
+    """A venv with adaptner's pinned requirements (plus ``extras``') but not adaptner."""
+    venv = parent / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=parent)
+    # adaptner's own requirements (the editable install's metadata): the base ones and those
+    # of the given extras, without their markers
+    deps = []
+    for req in importlib.metadata.requires("adaptner") or []:
+        spec, _, marker = req.partition(";")
+        if not marker or any(f'extra == "{extra}"' in marker for extra in extras):
+            deps.append(spec.strip())
     pip = [str(venv / "bin" / "python"), "-m", "pip"]
     _run(
         [*pip, "install", "--quiet", "--progress-bar", "off", *deps],
-        cwd=venv.parent,
+        cwd=parent,
         env=_clean_env(),
         timeout=1200,
     )
@@ -121,11 +123,42 @@ def fresh_venv(tmp_path_factory) -> Path:
             "-c",
             "import importlib.util as u; print(u.find_spec('adaptner'))",
         ],
-        cwd=venv.parent,
+        cwd=parent,
         env=_clean_env(),
     )
     assert probe.stdout.strip() == "None", "the fresh venv must not see the repository"
     return venv
+
+
+@pytest.fixture(scope="session")
+def fresh_venv(tmp_path_factory) -> Path:
+    """A venv with adaptner's base dependencies (no torch, no transformers), not adaptner.
+
+    Made once per session. Like :func:`fresh_trf_venv`, it is left to pytest's rotation of
+    its temporary folders (the last three sessions are kept).
+    """
+    venv = _make_venv(tmp_path_factory.mktemp("fresh"))
+    probe = _run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.util as u; print(u.find_spec('torch'))",
+        ],
+        cwd=venv.parent,
+        env=_clean_env(),
+    )
+    assert probe.stdout.strip() == "None", "adaptner's base dependencies must not pull torch"
+    return venv
+
+
+@pytest.fixture(scope="session")
+def fresh_trf_venv(tmp_path_factory) -> Path:
+    """A venv with adaptner's base and ``trf`` dependencies (torch too), not adaptner.
+
+    Made once per session (two to three minutes, 1.8 GB, mostly torch); deleting it here
+    would cost as long again on this disk.
+    """
+    return _make_venv(tmp_path_factory.mktemp("fresh_trf"), extras=("trf",))
 
 
 def _install_offline(venv: Path, packages: Path, name: str) -> None:
@@ -252,7 +285,7 @@ def test_cnn_wheel_installs_offline_and_loads(
     assert perf["domains"]["news"]["ents_f"] == pytest.approx(prf["ents_f"], abs=1e-4)
     assert perf["domains"]["news"]["n_docs"] == len(gold)
     assert result.meta["labels"]["bio_ner"] == sorted(nlp.get_pipe("bio_ner").labels)
-    assert result.meta["requirements"][0].startswith("adaptner>=")
+    assert result.meta["requirements"][0].startswith("adaptner>=")  # no [trf]: no torch
     # the README inside the wheel shows the table
     with zipfile.ZipFile(result.wheel) as zf:
         readme = zf.read(f"{name}/{name}-0.3.1/README.md").decode("utf8")
@@ -269,16 +302,18 @@ def test_cnn_wheel_installs_offline_and_loads(
     )
     assert any(r.startswith("| legal | target |") for r in readme.splitlines())
     assert any("adaptner" in r for r in requires) and any("spacy" in r for r in requires)
+    assert not [r for r in requires if "trf" in r or "torch" in r or "transformers" in r]
 
     _install_offline(fresh_venv, packages, name)
     got = _load_in_venv(fresh_venv, name, tmp_path / "run")
     _check_loaded(got, fresh_venv, cnn_model, name)
+    assert got["heavy"] == []  # torch is not even installed there
     assert got["meta"]["adaptner"]["performance"]["split"] == "dev"
     assert got["meta"]["version"] == "0.3.1"
 
 
 @pytest.mark.integration
-def test_transformer_wheel_carries_its_weights(dansk_corpus, fresh_venv, tmp_path):
+def test_transformer_wheel_carries_its_weights(dansk_corpus, fresh_trf_venv, tmp_path):
     from adaptner.tiny_bert import build_tiny_bert, corpus_texts
     from adaptner.training import train_pipeline
 
@@ -304,16 +339,17 @@ def test_transformer_wheel_carries_its_weights(dansk_corpus, fresh_venv, tmp_pat
     )
     name = "da_adaptner_trf_news"
     assert result.name == name
+    assert result.meta["requirements"][0].startswith("adaptner[trf]>=")
     assert any(r.startswith("spacy-transformers") for r in result.meta["requirements"])
     with zipfile.ZipFile(result.wheel) as zf:
         weights = zf.getinfo(f"{name}/{name}-0.1.0/transformer/model")
     assert weights.file_size > sum(f.stat().st_size for f in bert.glob("*.safetensors")) > 0
     shutil.rmtree(bert)  # the package must not need the local BERT directory any more
 
-    _install_offline(fresh_venv, packages, name)
-    got = _load_in_venv(fresh_venv, name, tmp_path / "run")
+    _install_offline(fresh_trf_venv, packages, name)
+    got = _load_in_venv(fresh_trf_venv, name, tmp_path / "run")
     assert got["pipeline"] == ["transformer", "bio_ner"]
-    _check_loaded(got, fresh_venv, model, name)
+    _check_loaded(got, fresh_trf_venv, model, name)
 
 
 # --- bad inputs and the readers (seconds, plus the CNN model fixture) ---------------------

@@ -272,10 +272,12 @@ def status_cmd(
     db: Path = DB_OPTION,
 ) -> None:
     """Rounds, counts (handed out, answered, accepted, ...) and the F1 history."""
-    from ..session.loop import open_store, session_status
+    # status.py and store.py do not import spaCy: the status is instant
+    from ..session.status import session_status
+    from ..session.store import SessionStore
 
     if name is None:
-        store = open_store(db)
+        store = SessionStore(db)
         try:
             names = store.session_names()
         finally:

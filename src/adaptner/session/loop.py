@@ -15,6 +15,8 @@ import numpy
 import spacy
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
+from spacy.util import get_lang_class
+from spacy.vocab import Vocab, create_vocab
 from tqdm import tqdm
 
 from ..errors import AdaptnerError
@@ -22,8 +24,9 @@ from ..extensions import install_extensions
 from ..readers import read_docbin
 from ..strategies import get_strategy, select
 from ..strategies.base import QueryStrategy
-from ..util import atomic_path, write_json, write_jsonl, write_text
+from ..util import atomic_path, check_pipeline_trf, write_json, write_jsonl, write_text
 from . import formats
+from .status import session_status  # noqa: F401 - re-exported (its home is status.py)
 from .store import Session, SessionStore
 from .trainer import DEFAULT_SETTINGS, MODES, UpdateSettings, evaluate, update_pipeline
 
@@ -59,6 +62,7 @@ def load_pipeline(path: str | Path) -> Language:
             f"{path} is not a trained spaCy pipeline (no config.cfg). Pass a model directory "
             "such as training/bio_cnn/news/model-best."
         )
+    check_pipeline_trf(path)
     nlp = spacy.load(path)
     find_bio_ner(nlp)
     return nlp
@@ -96,8 +100,14 @@ def _session_docs(nlp: Language, rows: Sequence[Any]) -> list[Doc]:
     return docs
 
 
-def _gold_doc(nlp: Language, answer: Any) -> Doc:
-    doc = formats.doc_from_offsets(nlp.vocab, answer.text, answer.tokens)
+def _vocab(lang: str) -> Vocab:
+    """The language's vocab without creating a ``Language`` (whose ``__init__`` imports every
+    spaCy factory entry point: torch and transformers when spacy-transformers is installed)."""
+    return create_vocab(lang, get_lang_class(lang).Defaults)
+
+
+def _gold_doc(vocab: Vocab, answer: Any) -> Doc:
+    doc = formats.doc_from_offsets(vocab, answer.text, answer.tokens)
     doc.ents = [doc.char_span(s, e, label=label) for s, e, label in answer.spans]
     doc._.domain = answer.domain
     doc._.source = answer.source
@@ -727,7 +737,7 @@ def train_round(
             train_answers = accepted
             nlp = load_pipeline(session.source)
         heldout = read_docbin(session.heldout_path, nlp.vocab) if session.heldout_path else None
-        docs = [_gold_doc(nlp, a) for a in train_answers]
+        docs = [_gold_doc(nlp.vocab, a) for a in train_answers]
         metrics = update_pipeline(
             nlp, docs, heldout, settings, seed=session.seed + new_round, progress=progress
         )
@@ -780,56 +790,6 @@ def _remove_stale_temp_dirs(rounds_dir: Path) -> None:
 
 
 # --- status and export ------------------------------------------------------------------
-def session_status(db: str | Path, name: str) -> dict[str, Any]:
-    """Settings, counts and the per-round history (F1 on the held-out set) of a session."""
-    store = open_store(db)
-    try:
-        session = store.get_session(name)
-        with store.read():
-            counts = store.counts(session.id)
-            rounds = store.rounds(session.id)
-            batches = store.batches(session.id)
-        return {
-            "session": session.name,
-            "store": str(store.path),
-            "source": session.source,
-            "pool": session.pool_path,
-            "heldout": session.heldout_path,
-            "strategy": session.strategy,
-            "strategy_params": session.strategy_params,
-            "labels": session.labels,
-            "session_dir": session.session_dir,
-            "round": rounds[-1].round if rounds else 0,
-            "counts": counts,
-            "rounds": [
-                {
-                    "round": r.round,
-                    "mode": r.mode,
-                    "n_train": r.n_train,
-                    "n_new": r.metrics.get("n_new"),
-                    "n_replay": r.metrics.get("n_replay"),
-                    "ents_f": r.metrics.get("ents_f"),
-                    "epochs": r.metrics.get("epochs"),
-                    "seconds": r.metrics.get("seconds"),
-                    "model_dir": r.model_dir,
-                }
-                for r in rounds
-            ],
-            "batches": [
-                {
-                    "batch": b["id"],
-                    "round": b["round"],
-                    "n": b["n"],
-                    "path": b["path"],
-                    "format": b["format"],
-                }
-                for b in batches
-            ],
-        }
-    finally:
-        store.close()
-
-
 def export_session(db: str | Path, name: str, output_dir: str | Path) -> dict[str, Path]:
     """Write the labeled set: ``labeled.spacy`` (accepted answers, train-ready) and
     ``answers.jsonl`` (every current answer as a Prodigy task)."""
@@ -842,11 +802,11 @@ def export_session(db: str | Path, name: str, output_dir: str | Path) -> dict[st
         store.close()
     if not answers:
         raise AdaptnerError(f"Session {name!r} has no answers to export yet.")
-    vocab_nlp = spacy.blank(session.lang)
+    vocab = _vocab(session.lang)
     docbin = DocBin(store_user_data=True)
     for a in answers:
         if a.answer == "accept":
-            docbin.add(_gold_doc(vocab_nlp, a))
+            docbin.add(_gold_doc(vocab, a))
     spacy_path = output_dir / "labeled.spacy"
     jsonl_path = output_dir / "answers.jsonl"
     with atomic_path(spacy_path) as tmp:
