@@ -197,9 +197,7 @@ def remote_task(
 
         def work() -> None:
             try:
-                result.update(
-                    execute_task(kind, cfg, str(scratch), on_record=lambda r: out.put(r))
-                )
+                result.update(execute_task(kind, cfg, str(scratch), on_record=lambda r: out.put(r)))
             finally:
                 out.put(None)
 
