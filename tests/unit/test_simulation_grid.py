@@ -1,11 +1,11 @@
-"""Unit tests of the grid: planning, resume, failures, the Ray backend (faked).
+"""Unit tests of the grid: planning, resume, failures, the Ray backend's packing.
 
-Parallel worker processes are exercised in tests/integration/test_simulation.py.
+Parallel worker processes are exercised in tests/integration/test_simulation.py, a real
+local Ray in tests/integration/test_simulation_ray.py.
 """
 
 import json
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -183,56 +183,6 @@ def test_trains_sources_and_scratch_baselines(tiny, tmp_path):
         AdaptnerError, match=r"source news\) was trained with other settings \(config"
     ):
         ensure_trained(other)
-
-
-class FakeRay(types.ModuleType):
-    """Just enough of Ray's API: tasks run eagerly at .remote()."""
-
-    def __init__(self) -> None:
-        super().__init__("ray")
-        self.initialized = False
-        self.init_args: dict = {}
-
-    def is_initialized(self) -> bool:
-        return self.initialized
-
-    def init(self, address=None, **kwargs) -> None:
-        self.initialized, self.init_args = True, {"address": address, **kwargs}
-
-    def remote(self, **options):
-        def wrap(fn):
-            return types.SimpleNamespace(remote=lambda *args: FakeRef(fn(*args)))
-
-        return wrap
-
-    def wait(self, refs, num_returns=1):
-        return refs[:num_returns], refs[num_returns:]
-
-    def get(self, ref):
-        return ref.value
-
-
-class FakeRef:
-    """A hashable object reference, like ray.ObjectRef."""
-
-    def __init__(self, value) -> None:
-        self.value = value
-
-
-def test_ray_backend(tiny, tmp_path, monkeypatch):
-    fake = FakeRay()
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    run_grid(
-        spec(tiny, tmp_path, strategies=["random"], modes=["reset"]),
-        backend="ray",
-        ray_address="ray://head:10001",
-        progress=False,
-        log=lambda _: None,
-    )
-    assert fake.init_args["address"] == "ray://head:10001"
-    records = all_records(tmp_path / "metrics")
-    assert list(records) == ["news_legal_random_reset_s0"]
-    assert records["news_legal_random_reset_s0"][-1]["last"]
 
 
 def test_ray_backend_needs_ray(tiny, tmp_path, monkeypatch):

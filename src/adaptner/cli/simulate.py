@@ -121,7 +121,16 @@ def simulate_cmd(
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel processes (local backend)."),
     backend: str = typer.Option("local", "--backend", help="local (process pool) | ray."),
     ray_address: str | None = typer.Option(
-        None, "--ray-address", help="Ray cluster address for --backend ray (default: local Ray)."
+        None,
+        "--ray-address",
+        help="--backend ray: join the cluster whose head is at host:port (`ray start --head` "
+        "prints it); default $RAY_ADDRESS, else a new local Ray.",
+    ),
+    ray_retries: int = typer.Option(
+        3,
+        "--ray-retries",
+        help="--backend ray: re-runs of a task, from its last saved round, after its worker "
+        "process or node died.",
     ),
     protocol: str | None = typer.Option(
         None,
@@ -216,6 +225,7 @@ def simulate_cmd(
         workers=workers,
         backend=backend,
         ray_address=ray_address,
+        ray_retries=ray_retries,
         progress=not quiet,
         log=typer.echo,
     )

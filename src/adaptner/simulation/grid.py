@@ -32,6 +32,7 @@ from .engine import (
     source_domains_for,
 )
 from .pipelines import TrainTask, ensure_trained
+from .ray_backend import DEFAULT_RETRIES
 
 BACKENDS = ("local", "ray")
 
@@ -232,7 +233,13 @@ def _task_name(kind: str, cfg: Any) -> str:
     return cfg.baseline_id if kind == "baseline" else cfg.run_id
 
 
-def execute_task(kind: str, cfg: Any, output_dir: str, progress: Any = None) -> dict[str, Any]:
+def execute_task(
+    kind: str,
+    cfg: Any,
+    output_dir: str,
+    progress: Any = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run one task (train / baseline / run) and report; never raises (errors are returned).
 
     Args:
@@ -240,9 +247,12 @@ def execute_task(kind: str, cfg: Any, output_dir: str, progress: Any = None) -> 
         cfg: Its config (TrainTask, BaselineConfig or SimulationConfig).
         output_dir: The results folder.
         progress: A queue (``put(1)`` per finished round/baseline), a callable, or None.
+        on_record: Called with each round's record as soon as it is written (runs only).
     """
 
-    def tick(_: Any = None) -> None:
+    def tick(record: Any = None) -> None:
+        if on_record is not None and isinstance(record, dict):
+            on_record(record)
         if progress is None:
             return
         if callable(progress):
@@ -329,27 +339,17 @@ def _drain(q: Any, bar: tqdm) -> None:
 
 
 def _run_ray(
-    tasks: list[tuple[str, Any, int]], output_dir: Path, address: str | None, bar: tqdm
+    tasks: list[tuple[str, Any, int]],
+    output_dir: Path,
+    address: str | None,
+    bar: tqdm,
+    retries: int,
+    log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    try:
-        import ray
-    except ImportError:
-        raise AdaptnerError(
-            "--backend ray needs Ray: pip install 'adaptner[ray]' (or pip install ray), or use "
-            "--backend local."
-        ) from None
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(execute_task)
-    refs = {remote.remote(kind, cfg, str(output_dir), None): units for kind, cfg, units in tasks}
-    pending = list(refs)
-    results = []
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        for ref in done:
-            results.append(ray.get(ref))
-            bar.update(refs[ref])
-    return results
+    from .ray_backend import connect, run_tasks
+
+    connect(address)
+    return run_tasks(tasks, output_dir, bar, name_of=_task_name, retries=retries, log=log)
 
 
 def run_grid(
@@ -358,21 +358,25 @@ def run_grid(
     workers: int = 1,
     backend: str = "local",
     ray_address: str | None = None,
+    ray_retries: int = DEFAULT_RETRIES,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> GridPlan:
     """Run every unfinished task of a grid; finished rounds on disk are skipped (resume).
 
     Pipelines trained from the config (sources, from-scratch baselines) come first, in
-    parallel; then baselines and runs. Results are
-    appended per round by the workers themselves, so with ``backend="ray"`` the output,
-    corpus and models folders must be on a filesystem every Ray node sees.
+    parallel; then baselines and runs. Each finished round is appended to its run's JSONL
+    at once. With ``backend="ray"`` no shared disk is needed: the driver ships the corpus
+    and pipelines through Ray's object store and writes every result itself (see
+    :mod:`adaptner.simulation.ray_backend`).
 
     Args:
         spec: The grid.
         workers: Parallel processes (local backend).
         backend: "local" (process pool) or "ray" (tasks on the Ray cluster at ``ray_address``).
         ray_address: Passed to ``ray.init`` (None = a local Ray, or $RAY_ADDRESS).
+        ray_retries: Ray: re-runs of a task (from its last saved round) after its worker
+            process or node died.
         progress: Show progress bars (stderr) with ETA.
         log: Where one-line messages go.
 
@@ -387,6 +391,8 @@ def run_grid(
         raise AdaptnerError(f"Unknown backend {backend!r}; choose from {', '.join(BACKENDS)}.")
     if workers < 1:
         raise AdaptnerError(f"--workers must be at least 1, got {workers}.")
+    if ray_retries < 0:
+        raise AdaptnerError(f"--ray-retries must be at least 0, got {ray_retries}.")
     plan = plan_grid(spec)
     with file_lock(plan.output_dir / ".simulate.lock", f"Simulation folder {plan.output_dir}"):
         plan.remaining()  # every existing run file checked (finished ones too) before anything
@@ -410,7 +416,7 @@ def _run_plan(
 
     def execute(tasks: list[tuple[str, Any, int]], bar: tqdm) -> list[dict[str, Any]]:
         if backend == "ray":
-            return _run_ray(tasks, plan.output_dir, ray_address, bar)
+            return _run_ray(tasks, plan.output_dir, ray_address, bar, ray_retries, log)
         return _run_local(tasks, plan.output_dir, workers, bar)
 
     for t in plan.trainings:
@@ -433,8 +439,8 @@ def _run_plan(
     left = sum(units for _, _, units in todo)
     log(
         f"Grid: {len(plan.runs)} runs + {len(plan.baselines)} baselines -> {plan.output_dir} "
-        f"({total - left}/{total} rounds done, {len(todo)} tasks to run, {workers} worker(s), "
-        f"backend {backend})"
+        f"({total - left}/{total} rounds done, {len(todo)} tasks to run, "
+        + (f"{workers} worker(s), backend local)" if backend == "local" else "backend ray)")
     )
     if todo:
         with tqdm(

@@ -98,6 +98,21 @@ def restore_weights(nlp: Language, weights: dict[str, bytes]) -> None:
         proc.model.from_bytes(weights[name])
 
 
+def clear_gradients(nlp: Language) -> None:
+    """Set the gradient of every parameter of every trainable component to zeros.
+
+    spaCy leaves the last batch's gradients in a tok2vec with listeners after an update, and
+    :func:`restore_weights` does not reset them; a freshly loaded pipeline has no gradients
+    at all, which the optimizer treats differently from zeros. Zeros everywhere make an
+    update depend only on the weights, the docs and the seed, not on earlier updates.
+    """
+    for _, proc in _trainable(nlp):
+        for node in proc.model.walk():  # type: ignore[attr-defined]
+            for name in node.param_names:
+                if node.has_param(name):
+                    node.set_grad(name, node.ops.alloc(node.get_param(name).shape))
+
+
 def update_pipeline(
     nlp: Language,
     train_docs: Sequence[Doc],
@@ -113,8 +128,9 @@ def update_pipeline(
 ) -> UpdateStats:
     """Fine-tune a loaded pipeline in place on gold Docs.
 
-    A fresh optimizer (the pipeline's ``[training.optimizer]``) is created on every call, so
-    calling this on a reloaded pipeline gives exactly the same result as the first time.
+    A fresh optimizer (the pipeline's ``[training.optimizer]``) is created and leftover
+    gradients are cleared on every call, so the result depends only on the weights, the
+    docs and the seed, not on earlier updates (a resumed run repeats an uninterrupted one).
     Examples are shuffled per epoch with a generator seeded from ``seed``; spaCy/thinc
     randomness (dropout) is fixed with ``fix_random_seed(seed)``.
 
@@ -142,6 +158,7 @@ def update_pipeline(
     stats = UpdateStats()
     if not train_docs:
         return stats
+    clear_gradients(nlp)
     fix_random_seed(seed)
     rng = numpy.random.default_rng(seed)
     examples = make_examples(nlp, train_docs)
