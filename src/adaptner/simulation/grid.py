@@ -397,7 +397,7 @@ def run_grid(
     with file_lock(plan.output_dir / ".simulate.lock", f"Simulation folder {plan.output_dir}"):
         plan.remaining()  # every existing run file checked (finished ones too) before anything
         check_folder_settings(plan.output_dir, spec.settings)
-        return _run_plan(plan, spec, workers, backend, ray_address, progress, log)
+        return _run_plan(plan, spec, workers, backend, ray_address, ray_retries, progress, log)
 
 
 def _run_plan(
@@ -406,6 +406,7 @@ def _run_plan(
     workers: int,
     backend: str,
     ray_address: str | None,
+    ray_retries: int,
     progress: bool,
     log: Callable[[str], None],
 ) -> GridPlan:
