@@ -429,6 +429,25 @@ def fast_tokenizer(pieces: list[str], scores: np.ndarray, charsmap: bytes):
     return tok
 
 
+def xlmr_tokenizer(backend, vocab_file: Path, max_length: int):
+    """A transformers ``XLMRobertaTokenizerFast`` around a ``tokenizers`` backend, with XLM-R's
+    special tokens and its SentencePiece model as ``vocab_file`` (spacy-transformers reads it)."""
+    from transformers import XLMRobertaTokenizerFast
+
+    return XLMRobertaTokenizerFast(
+        tokenizer_object=backend,
+        vocab_file=str(vocab_file),
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token=MASK,
+        model_max_length=max_length,
+    )
+
+
 # --------------------------------------------------------------------------- pruning
 
 
@@ -533,7 +552,6 @@ def convert_e5(
             'adaptner encoder e5-small needs sentencepiece: pip install "adaptner[e5]"'
         ) from e
     from safetensors.numpy import save_file
-    from transformers import XLMRobertaTokenizerFast
 
     source = Path(source) if source is not None else bundled_e5_path()
     if not source.is_file():
@@ -564,18 +582,7 @@ def convert_e5(
         )
         spm_path = tmp / "sentencepiece.bpe.model"
         spm_path.write_bytes(sentencepiece_model(pieces, scores, charsmap))
-        hf_tok = XLMRobertaTokenizerFast(
-            tokenizer_object=fast_tokenizer(pieces, scores, charsmap),
-            vocab_file=str(spm_path),
-            bos_token="<s>",
-            eos_token="</s>",
-            sep_token="</s>",
-            cls_token="<s>",
-            unk_token="<unk>",
-            pad_token="<pad>",
-            mask_token=MASK,
-            model_max_length=ckpt.positions,
-        )
+        hf_tok = xlmr_tokenizer(fast_tokenizer(pieces, scores, charsmap), spm_path, ckpt.positions)
         hf_tok.save_pretrained(str(tmp))
         meta = {
             "source": str(source),

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import AdaptnerError
 from ..util import atomic_path, load_spacy
-from .e5 import MASK, SPECIALS, pieces_used, prune_ids, sentencepiece_model
+from .e5 import MASK, SPECIALS, pieces_used, prune_ids, sentencepiece_model, xlmr_tokenizer
 
 
 @dataclass
@@ -93,7 +93,6 @@ def prune_pipeline(
     import tempfile
 
     import torch
-    from transformers import XLMRobertaTokenizerFast
 
     nlp = load_spacy(model_dir, "Pass a trained transformer pipeline (e.g. training/…/model-best).")
     shim, hf = _hf_objects(nlp)
@@ -108,18 +107,7 @@ def prune_pipeline(
     with tempfile.TemporaryDirectory() as tmp:
         spm_path = Path(tmp) / "sentencepiece.bpe.model"
         spm_path.write_bytes(spm_bytes)
-        new_tok = XLMRobertaTokenizerFast(
-            tokenizer_object=backend,
-            vocab_file=str(spm_path),
-            bos_token="<s>",
-            eos_token="</s>",
-            sep_token="</s>",
-            cls_token="<s>",
-            unk_token="<unk>",
-            pad_token="<pad>",
-            mask_token=MASK,
-            model_max_length=tokenizer.model_max_length,
-        )
+        new_tok = xlmr_tokenizer(backend, spm_path, tokenizer.model_max_length)
         old = transformer.get_input_embeddings()
         before = sum(p.numel() for p in transformer.parameters())
         emb = torch.nn.Embedding(len(keep), old.embedding_dim, padding_idx=SPECIALS["<pad>"])
