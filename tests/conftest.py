@@ -67,6 +67,62 @@ def tiny_news_model(corpus_dir, tmp_path_factory) -> Path:
     )
 
 
+def block_network(mp: pytest.MonkeyPatch) -> None:
+    """Make every socket connection fail and put Hugging Face into offline mode."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access in an offline test: {args!r}")
+
+    mp.setattr(socket.socket, "connect", no_network)
+    mp.setattr(socket, "create_connection", no_network)
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_trf(corpus_dir, tmp_path_factory) -> dict:
+    """A tiny BERT built from 300 DANSK news/legal train texts, and configs/test/bio_trf.cfg
+    trained 20 steps on it (offline). Shared, so never modify it: copy it first.
+
+    Returns:
+        ``{"best", "last", "initial" (the BERT's weights before training), "tmp"}``.
+    """
+    import shutil
+
+    from transformers import AutoModel
+
+    from adaptner.tiny_bert import build_tiny_bert, corpus_texts
+    from adaptner.training import train_pipeline
+
+    tmp = tmp_path_factory.mktemp("trf")
+    with pytest.MonkeyPatch.context() as mp:
+        block_network(mp)
+        texts = corpus_texts(corpus_dir / "train", domains="news,legal", limit=300, seed=0)
+        bert = build_tiny_bert(tmp / "tiny_bert", texts, seed=0)
+        model = AutoModel.from_pretrained(str(bert))
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        best = train_pipeline(
+            CONFIGS / "test" / "bio_trf.cfg",
+            tmp / "training",
+            train_path=corpus_dir / "train",
+            dev_path=corpus_dir / "dev",
+            train_domains="news,legal",
+            dev_domains="news",
+            seed=0,
+            overrides={
+                "paths.transformer": str(bert),
+                "corpora.train.shuffle": True,
+                "corpora.train.limit": 200,
+                "corpora.dev.limit": 30,
+            },
+            verbose=False,
+        )
+        # The pipeline must carry its own weights and tokenizer: drop the source model.
+        shutil.rmtree(bert)
+    return {"best": best, "last": best.parent / "model-last", "initial": initial, "tmp": tmp}
+
+
 @pytest.fixture
 def nlp_blank():
     return spacy.blank("da")

@@ -6,8 +6,6 @@ a minute on 2 CPU cores). The unmarked ones check ``build_tiny_bert`` and ``adap
 on hand-written sentences. Everything runs with the network blocked: nothing may reach the hub.
 """
 
-import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from adaptner.components.bio_ner import make_tags
 from adaptner.errors import AdaptnerError
 from adaptner.labels import ONTONOTES_LABELS
 from adaptner.tiny_bert import SPECIAL_TOKENS, build_tiny_bert, corpus_texts
+from tests.conftest import block_network
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_CONFIG = ROOT / "configs" / "test" / "bio_trf.cfg"
@@ -34,14 +33,7 @@ HAND_TEXTS = [
 ]
 
 
-def _block_network(mp: pytest.MonkeyPatch) -> None:
-    def no_network(*args, **kwargs):
-        raise AssertionError(f"network access in an offline test: {args!r}")
-
-    mp.setattr(socket.socket, "connect", no_network)
-    mp.setattr(socket, "create_connection", no_network)
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("TRANSFORMERS_OFFLINE", "1")
+_block_network = block_network
 
 
 @pytest.fixture
@@ -145,35 +137,9 @@ def test_cli_tiny_bert(tmp_path, monkeypatch, capsys):
 
 
 @pytest.fixture(scope="module")
-def trained(corpus_dir, tmp_path_factory):
+def trained(tiny_trf):
     """Tiny BERT from 300 DANSK news/legal texts; the test config trained 20 steps on it."""
-    from adaptner.training import train_pipeline
-
-    tmp = tmp_path_factory.mktemp("trf")
-    with pytest.MonkeyPatch.context() as mp:
-        _block_network(mp)
-        texts = corpus_texts(corpus_dir / "train", domains=DOMAINS, limit=300, seed=0)
-        bert = build_tiny_bert(tmp / "tiny_bert", texts, seed=0)
-        initial = _weights(bert)
-        best = train_pipeline(
-            TEST_CONFIG,
-            tmp / "training",
-            train_path=corpus_dir / "train",
-            dev_path=corpus_dir / "dev",
-            train_domains=DOMAINS,
-            dev_domains="news",
-            seed=0,
-            overrides={
-                "paths.transformer": str(bert),
-                "corpora.train.shuffle": True,
-                "corpora.train.limit": 200,
-                "corpora.dev.limit": 30,
-            },
-            verbose=False,
-        )
-        # The pipeline must carry its own weights and tokenizer: drop the source model.
-        shutil.rmtree(bert)
-    return {"best": best, "last": best.parent / "model-last", "initial": initial, "tmp": tmp}
+    return tiny_trf
 
 
 @pytest.mark.integration

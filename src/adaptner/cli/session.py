@@ -121,12 +121,21 @@ def next_cmd(
     reissue: bool = typer.Option(
         False, "--reissue", help="Also hand out sentences handed out before and not answered yet."
     ),
+    trainer: str = typer.Option(
+        "auto",
+        "--trainer",
+        help="auto | cached_head: a transformer pipeline scores the pool from cached encoder "
+        "outputs (<session dir>/features/; each sentence encoded once) | fine_tune: the full "
+        "pipeline runs over the pool.",
+    ),
     db: Path = DB_OPTION,
 ) -> None:
     """Score the remaining pool with the current model and write the top n as tasks."""
     from ..session.loop import next_batch
 
-    result = next_batch(db, name, n=n, output=output, fmt=fmt, reissue=reissue, progress=True)
+    result = next_batch(
+        db, name, n=n, output=output, fmt=fmt, reissue=reissue, progress=True, trainer=trainer
+    )
     typer.echo(
         f"✔ batch {result.batch_id} (round {result.round}): {len(result.tasks)} tasks -> "
         f"{result.path} ({result.remaining} left in the pool, {result.seconds:.1f} s)"
@@ -234,6 +243,13 @@ def train_cmd(
         None, "--replay", min=0, help="Warm mode: earlier answers replayed with the new ones."
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Docs per update."),
+    trainer: str = typer.Option(
+        "auto",
+        "--trainer",
+        help="auto: cached_head for a transformer pipeline (the encoder stays frozen, the head "
+        "trains on cached encoder outputs: seconds per round on a CPU), else fine_tune "
+        "(every component learns).",
+    ),
     db: Path = DB_OPTION,
 ) -> None:
     """Train the next round on the accepted answers; it becomes the current model."""
@@ -251,6 +267,7 @@ def train_cmd(
             "patience": patience,
             "replay": replay,
             "batch_size": batch_size,
+            "trainer": trainer,
         }.items()
         if v is not None
     }
@@ -359,6 +376,13 @@ def loop_cmd(
     timeout: float = typer.Option(
         0.0, "--timeout", min=0.0, help="Give up waiting after this many seconds (0 = never)."
     ),
+    trainer: str = typer.Option(
+        "auto",
+        "--trainer",
+        help="auto: cached_head for a transformer pipeline (the encoder stays frozen, the head "
+        "trains on cached encoder outputs: seconds per round on a CPU), else fine_tune "
+        "(every component learns).",
+    ),
     db: Path = DB_OPTION,
 ) -> None:
     """Chain next -> wait for the answers -> import -> train -> next, automatically."""
@@ -367,6 +391,10 @@ def loop_cmd(
 
     if mode not in MODES:
         raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
+    from dataclasses import replace
+
+    from ..session.trainer import DEFAULT_SETTINGS
+
     run_loop(
         db,
         name,
@@ -374,6 +402,7 @@ def loop_cmd(
         workdir=workdir,
         rounds=rounds,
         mode=mode,
+        settings=replace(DEFAULT_SETTINGS[mode], trainer=trainer),
         poll=poll,
         settle=settle,
         timeout=timeout,

@@ -22,13 +22,21 @@ from tqdm import tqdm
 from ..errors import AdaptnerError
 from ..extensions import install_extensions
 from ..readers import read_docbin
+from ..simulation.features import detached
 from ..strategies import get_strategy, select
 from ..strategies.base import QueryStrategy
 from ..util import atomic_path, check_pipeline_trf, write_json, write_jsonl, write_text
 from . import formats
 from .status import session_status  # noqa: F401 - re-exported (its home is status.py)
 from .store import Session, SessionStore
-from .trainer import DEFAULT_SETTINGS, MODES, UpdateSettings, evaluate, update_pipeline
+from .trainer import (
+    DEFAULT_SETTINGS,
+    MODES,
+    UpdateSettings,
+    evaluate,
+    prepare_scoring,
+    update_pipeline,
+)
 
 DEFAULT_DB = "adaptner.db"
 #: Tokens listed in a task's meta as the model's most uncertain ones.
@@ -98,6 +106,11 @@ def _session_docs(nlp: Language, rows: Sequence[Any]) -> list[Doc]:
         doc._.source = row["source"]
         docs.append(doc)
     return docs
+
+
+def feature_dir(session: Session) -> Path:
+    """Where a session keeps cached encoder outputs (transformer pipelines)."""
+    return Path(session.session_dir) / "features"
 
 
 def _vocab(lang: str) -> Vocab:
@@ -306,6 +319,7 @@ def next_batch(
     reissue: bool = False,
     nlp: Language | None = None,
     progress: bool = False,
+    trainer: str = "auto",
 ) -> BatchResult:
     """Score the remaining pool with the current model and write the top ``n`` as tasks.
 
@@ -317,6 +331,9 @@ def next_batch(
 
     Args:
         nlp: The current model, if the caller has it loaded (skips loading it).
+        trainer: The session's round trainer (:data:`~adaptner.session.trainer.TRAINERS`):
+            with ``cached_head`` (auto for transformer pipelines) the pool is scored from
+            cached encoder outputs (``<session dir>/features/``), each doc encoded once.
     """
     if n <= 0:
         raise AdaptnerError(f"-n must be positive, got {n}.")
@@ -346,6 +363,7 @@ def next_batch(
         if nlp is None:
             nlp = load_pipeline(current.model_dir)
         docs = _session_docs(nlp, candidates)
+        prepare_scoring(nlp, docs, trainer, feature_dir(session))
         docs = list(
             tqdm(
                 nlp.pipe(docs, batch_size=PIPE_BATCH),
@@ -739,7 +757,13 @@ def train_round(
         heldout = read_docbin(session.heldout_path, nlp.vocab) if session.heldout_path else None
         docs = [_gold_doc(nlp.vocab, a) for a in train_answers]
         metrics = update_pipeline(
-            nlp, docs, heldout, settings, seed=session.seed + new_round, progress=progress
+            nlp,
+            docs,
+            heldout,
+            settings,
+            seed=session.seed + new_round,
+            progress=progress,
+            cache_dir=feature_dir(session),
         )
         metrics.update(
             {
@@ -758,7 +782,7 @@ def train_round(
                     "meanwhile; this round was discarded. Run `train` again if needed."
                 )
             _remove_stale_temp_dirs(round_dir.parent)
-            with atomic_path(round_dir, is_dir=True) as tmp:
+            with atomic_path(round_dir, is_dir=True) as tmp, detached(nlp):
                 nlp.to_disk(tmp / "model")
                 write_json(tmp / "metrics.json", metrics)
             store.add_round(
@@ -869,6 +893,7 @@ def run_loop(
     Returns:
         One timing record per cycle (import, train, next and total seconds).
     """
+    trainer = (settings or DEFAULT_SETTINGS[mode]).trainer
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     store = open_store(db)
@@ -893,7 +918,9 @@ def run_loop(
     if untrained and pending is None:
         nlp = train_round(db, name, mode=mode, settings=settings, nlp=nlp, progress=progress).nlp
     if pending is None:
-        batch = next_batch(db, name, n=n, output=workdir / "batch-{batch}.jsonl", nlp=nlp)
+        batch = next_batch(
+            db, name, n=n, output=workdir / "batch-{batch}.jsonl", nlp=nlp, trainer=trainer
+        )
         pending = batch.batch_id
         echo(f"batch {pending:04d}: {len(batch.tasks)} tasks -> {batch.path}")
     timings = []
@@ -925,7 +952,9 @@ def run_loop(
             echo("no new accepted answers: model unchanged")
         t2 = time.perf_counter()
         try:
-            batch = next_batch(db, name, n=n, output=workdir / "batch-{batch}.jsonl", nlp=nlp)
+            batch = next_batch(
+                db, name, n=n, output=workdir / "batch-{batch}.jsonl", nlp=nlp, trainer=trainer
+            )
         except AdaptnerError as e:
             if "Nothing left to hand out" in str(e):
                 echo(str(e))

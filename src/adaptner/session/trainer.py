@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from spacy.language import Language
@@ -9,10 +10,16 @@ from spacy.tokens import Doc
 from tqdm import tqdm
 
 from ..errors import AdaptnerError
-from ..simulation.trainer import score_ner
+from ..simulation.trainer import CachedHead, score_ner
 from ..simulation.trainer import update_pipeline as run_update
 
 MODES: tuple[str, ...] = ("warm", "reset")
+
+#: Round trainers of a session: "auto" = ``cached_head`` for a pipeline whose bio_ner listens
+#: to a transformer (the encoder stays frozen; the head trains on cached encoder outputs, so a
+#: round and the next pool scoring take seconds on a CPU), ``fine_tune`` otherwise (every
+#: component learns; a transformer pipeline then re-encodes the pool every round).
+TRAINERS: tuple[str, ...] = ("auto", "cached_head", "fine_tune")
 
 
 @dataclass
@@ -27,6 +34,7 @@ class UpdateSettings:
         dropout: Dropout during updates; None = the pipeline config's training.dropout.
         replay: Warm mode: at most this many earlier accepted answers are replayed with
             the new ones (sampled with the session seed). Reset mode ignores it.
+        trainer: One of :data:`TRAINERS`.
     """
 
     max_epochs: int = 20
@@ -34,6 +42,7 @@ class UpdateSettings:
     batch_size: int = 32
     dropout: float | None = None
     replay: int = 300
+    trainer: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for the store and metrics)."""
@@ -50,6 +59,40 @@ DEFAULT_SETTINGS: dict[str, UpdateSettings] = {
     "warm": UpdateSettings(max_epochs=20, patience=4, batch_size=32, replay=300),
     "reset": UpdateSettings(max_epochs=20, patience=4, batch_size=32, replay=0),
 }
+
+
+def has_transformer(nlp: Language) -> bool:
+    """Whether the pipeline's bio_ner reads a transformer component (enabled or not)."""
+    for name in nlp.component_names:
+        if nlp.get_pipe_meta(name).factory == "transformer":
+            return True
+    return False
+
+
+def resolve_trainer(nlp: Language, trainer: str) -> str:
+    """``cached_head`` or ``fine_tune`` for ``trainer`` (see :data:`TRAINERS`).
+
+    Raises:
+        AdaptnerError: an unknown trainer name.
+    """
+    if trainer not in TRAINERS:
+        raise AdaptnerError(f"Unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}.")
+    if trainer == "auto":
+        return "cached_head" if has_transformer(nlp) else "fine_tune"
+    return trainer
+
+
+def prepare_scoring(
+    nlp: Language, docs: Sequence[Doc], trainer: str, cache_dir: Path | None
+) -> None:
+    """Before a pool is scored: a ``cached_head`` session serves the head cached encoder
+    outputs (encoding only docs not cached yet); ``fine_tune`` puts the full pipeline back."""
+    from ..simulation.features import attach, detach
+
+    if resolve_trainer(nlp, trainer) == "cached_head":
+        attach(nlp, docs, cache_dir=cache_dir)
+    else:
+        detach(nlp)
 
 
 def config_dropout(nlp: Language) -> float:
@@ -80,13 +123,16 @@ def update_pipeline(
     *,
     seed: int,
     progress: bool = False,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Update ``nlp`` in place on gold Docs, with early stopping on the held-out Docs.
 
     The loop itself is the simulation's (:func:`adaptner.simulation.trainer.update_pipeline`):
     every epoch shuffles the docs (seeded), updates in minibatches with a fresh optimizer
     from the pipeline's config, and scores the held-out set; the best epoch's weights are
-    kept. The first epoch always runs, so a round always changes the model.
+    kept. The first epoch always runs, so a round always changes the model. With the
+    ``cached_head`` trainer only the head learns, on cached encoder outputs (kept under
+    ``cache_dir``), at :attr:`CachedHead.default_learn_rate`.
 
     Returns:
         Metrics: held-out scores of the kept weights (if any), epochs run, best epoch,
@@ -97,6 +143,9 @@ def update_pipeline(
     if settings.max_epochs < 1:
         raise AdaptnerError(f"max_epochs must be at least 1, got {settings.max_epochs}.")
     dropout = config_dropout(nlp) if settings.dropout is None else settings.dropout
+    trainer = resolve_trainer(nlp, settings.trainer)
+    prepare_scoring(nlp, [*train_docs, *(heldout or [])], trainer, cache_dir)
+    learn_rate = CachedHead.default_learn_rate if trainer == "cached_head" else None
     history: list[dict[str, Any]] = []
     bar = tqdm(
         total=settings.max_epochs,
@@ -123,6 +172,7 @@ def update_pipeline(
             seed=seed,
             batch_size=settings.batch_size,
             dropout=dropout,
+            learn_rate=learn_rate,
             on_epoch=on_epoch,
         )
     best = _metrics(stats.best_dev) if heldout and stats.best_dev else {}
@@ -133,5 +183,6 @@ def update_pipeline(
         "history": history,
         "n_train": len(train_docs),
         "seconds": round(stats.seconds, 3),
+        "trainer": trainer,
         "settings": settings.to_dict(),
     }

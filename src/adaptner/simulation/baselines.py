@@ -9,9 +9,9 @@ from typing import Any
 from ..errors import AdaptnerError
 from ..util import write_json
 from .config import ALSettings, SimulationConfig, derive_seed, source_slug
-from .engine import evaluate_sets, load_pipeline, load_run_data, source_domains_for
+from .engine import evaluate_sets, feature_dir, load_pipeline, load_run_data, source_domains_for
 from .pipelines import TrainTask, ensure_trained
-from .trainer import get_round_trainer
+from .trainer import get_round_trainer, prepare_trainer
 
 #: Baseline kinds:
 #: - source_only: the source pipeline as it is (also round 0 of every run);
@@ -154,8 +154,10 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
     if cfg.kind in ("source_only", "target_full"):
         nlp = load_pipeline(cfg.source_model)
         data = load_run_data(cfg.as_run(), nlp.vocab)
+        trainer = get_round_trainer(s.trainer)
+        # source_only too: the cached trainer's pipeline predicts from cached outputs
+        prepare_trainer(trainer, nlp, data.all_docs(), cache_dir=feature_dir(output_dir))
         if cfg.kind == "target_full":
-            trainer = get_round_trainer(s.trainer)
             trainer(nlp, data.al_docs(), data.dev, settings=s, seed=derive_seed(cfg.seed, 0, 4))
         train_domains = None
     else:

@@ -22,7 +22,14 @@ from ..readers import available_domains, read_docbin
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
 from ..util import append_jsonl, file_lock, parse_domains, write_json, write_text
 from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed
-from .trainer import get_round_trainer, predict, restore_weights, score_ner, snapshot_weights
+from .trainer import (
+    get_round_trainer,
+    predict,
+    prepare_trainer,
+    restore_weights,
+    score_ner,
+    snapshot_weights,
+)
 
 # Purposes of derived seeds (with the run seed and the round).
 _POOL, _QUERY, _REPLAY, _TRAIN = 0, 1, 2, 3
@@ -183,6 +190,13 @@ class RunData:
         """The target train docs AL may use (the full-data reference trains on these)."""
         return [self.target_train[i] for i in self.al_ids]
 
+    def all_docs(self) -> list[Doc]:
+        """Every doc a run predicts on: target train, evaluation sets and source evaluation."""
+        out = list(self.target_train)
+        for docs in self.evals.values():
+            out.extend(docs)
+        return out + list(self.source_eval)
+
     def source_train(self, vocab) -> list[Doc]:
         """The source domains' train Docs (read once, on first use; for ``vocab``)."""
         if self._source_train is None:
@@ -192,6 +206,11 @@ class RunData:
                 if path.exists():
                     self._source_train.extend(read_docbin(path, vocab))
         return self._source_train
+
+
+def feature_dir(output_dir: str | Path) -> Path:
+    """Where a simulation folder keeps cached encoder outputs (trainer ``cached_head``)."""
+    return Path(output_dir) / "features"
 
 
 def source_domains_for(source: str, split_dir: Path) -> list[str]:
@@ -378,9 +397,12 @@ class Simulation:
         self.cfg = cfg
         self.path = Path(output_dir) / f"{cfg.run_id}.jsonl"
         self.nlp = load_pipeline(cfg.source_model)
-        self.source_weights = snapshot_weights(self.nlp)
         self.data = load_run_data(cfg, self.nlp.vocab)
         self.trainer = get_round_trainer(cfg.settings.trainer)
+        prepare_trainer(
+            self.trainer, self.nlp, self.data.all_docs(), cache_dir=feature_dir(output_dir)
+        )
+        self.source_weights = snapshot_weights(self.nlp)
         self.sizes = plan_sizes(len(self.data.al_ids), cfg.settings)
         self.pool_ids: list[int] | None = None  # the fixed pool (protocol fixed_pool)
         if cfg.settings.protocol == "fixed_pool":

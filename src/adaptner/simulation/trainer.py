@@ -113,6 +113,16 @@ def clear_gradients(nlp: Language) -> None:
                     node.set_grad(name, node.ops.alloc(node.get_param(name).shape))
 
 
+def make_optimizer(nlp: Language):
+    """A fresh optimizer from the pipeline's ``[training.optimizer]``.
+
+    Unlike ``nlp.create_optimizer()`` this interpolates the config first: a saved transformer
+    pipeline's schedule refers to ``${training.max_steps}``, which spaCy would not resolve.
+    """
+    config = nlp.config.interpolate() if not nlp.config.is_interpolated else nlp.config
+    return registry.resolve({"optimizer": config["training"]["optimizer"]})["optimizer"]
+
+
 def update_pipeline(
     nlp: Language,
     train_docs: Sequence[Doc],
@@ -162,7 +172,7 @@ def update_pipeline(
     fix_random_seed(seed)
     rng = numpy.random.default_rng(seed)
     examples = make_examples(nlp, train_docs)
-    optimizer = nlp.create_optimizer()
+    optimizer = make_optimizer(nlp)
     if learn_rate is not None:
         optimizer.learn_rate = learn_rate
     use_dev = bool(dev_docs) and patience > 0
@@ -242,6 +252,68 @@ def make_fine_tune() -> RoundTrainer:
         )
 
     return fine_tune
+
+
+class CachedHead:
+    """Round trainer ``cached_head``: the encoder stays as the source left it; every round
+    retrains only the bio_ner head, on cached token vectors (:mod:`.features`).
+
+    :meth:`prepare` attaches the cache and encodes the run's docs once (saved under
+    ``cache_dir`` for the next run with the same encoder). Updates, pool scoring and
+    evaluation then cost a lookup plus the head, so a round takes seconds on a CPU.
+    """
+
+    #: The head's learning rate when the AL settings leave ``learn_rate`` unset (the
+    #: pipeline's own schedule may start at 0 during warm-up, which a round never leaves).
+    default_learn_rate = 0.001
+
+    def prepare(
+        self, nlp: Language, docs: Sequence[Doc], *, cache_dir: Any = None, progress: bool = False
+    ) -> None:
+        from .features import attach
+
+        attach(nlp, docs, cache_dir=cache_dir, progress=progress)
+
+    def __call__(
+        self,
+        nlp: Language,
+        train_docs: Sequence[Doc],
+        dev_docs: Sequence[Doc] | None,
+        *,
+        settings: "ALSettings",
+        seed: int,
+    ) -> UpdateStats:
+        from .features import attach, is_attached
+
+        if not is_attached(nlp):
+            attach(nlp)
+        return update_pipeline(
+            nlp,
+            train_docs,
+            dev_docs if settings.patience else None,
+            epochs=settings.epochs,
+            patience=settings.patience,
+            seed=seed,
+            batch_size=settings.batch_size,
+            dropout=settings.dropout,
+            learn_rate=settings.learn_rate or self.default_learn_rate,
+        )
+
+
+@trainers_registry.register("cached_head")
+def make_cached_head() -> RoundTrainer:
+    """Retrain only the bio_ner head on cached encoder outputs (:class:`CachedHead`)."""
+    return CachedHead()
+
+
+def prepare_trainer(
+    trainer: RoundTrainer, nlp: Language, docs: Sequence[Doc], *, cache_dir: Any = None
+) -> None:
+    """Let a trainer set the pipeline up before its weights are snapshot (e.g. attach cached
+    encoder outputs for ``docs``); a no-op for trainers without a ``prepare`` step."""
+    prepare = getattr(trainer, "prepare", None)
+    if prepare is not None:
+        prepare(nlp, docs, cache_dir=cache_dir)
 
 
 def get_round_trainer(name: str, **params: Any) -> RoundTrainer:

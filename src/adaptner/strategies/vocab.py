@@ -77,6 +77,33 @@ def count_corpus(docs: Iterable[Doc], unit: str = "norm") -> Counter:
     return total
 
 
+def wordpiece_tokenizer(nlp: Language | None):
+    """The tokenizer of ``nlp``'s transformer component, enabled or not (None without one).
+
+    A pipeline whose encoder outputs are cached (trainer ``cached_head``) has its transformer
+    disabled, so docs carry no ``doc._.trf_data``; the tokenizer alone gives the same pieces.
+    """
+    if nlp is None:
+        return None
+    for name in nlp.component_names:
+        model = getattr(nlp.get_pipe(name), "model", None)
+        try:
+            tokenizer = getattr(model, "tokenizer", None)  # spacy-transformers' TransformerModel
+        except (AttributeError, KeyError, IndexError):
+            tokenizer = None
+        if tokenizer is not None and callable(tokenizer):
+            return tokenizer
+    return None
+
+
+def tokenizer_wordpiece_ids(doc: Doc, tokenizer) -> list[int]:
+    """The doc's wordpiece ids from a Hugging Face tokenizer over its words (no specials)."""
+    if not len(doc):
+        return []
+    words = [t.text for t in doc]
+    return list(tokenizer(words, is_split_into_words=True, add_special_tokens=False)["input_ids"])
+
+
 def _with_trf_data(docs: Sequence[Doc], nlp: Language | None) -> list[Doc]:
     """``docs`` with ``doc._.trf_data`` set (empty docs aside); runs ``nlp`` on copies if needed."""
     missing = [i for i, doc in enumerate(docs) if len(doc) and not has_trf_data(doc)]
@@ -97,6 +124,15 @@ def _with_trf_data(docs: Sequence[Doc], nlp: Language | None) -> list[Doc]:
             )
         out[i] = doc
     return out
+
+
+def wordpiece_counts(docs: Sequence[Doc], nlp: Language | None) -> list[Counter]:
+    """Wordpiece-id counts per doc: from ``doc._.trf_data`` where the docs carry it, else from
+    the pipeline's transformer tokenizer (no encoder pass), else by running ``nlp``."""
+    tokenizer = wordpiece_tokenizer(nlp)
+    if tokenizer is not None and not all(has_trf_data(d) for d in docs if len(d)):
+        return [Counter(tokenizer_wordpiece_ids(doc, tokenizer)) for doc in docs]
+    return [count_units(doc, "wordpiece") for doc in _with_trf_data(docs, nlp)]
 
 
 def source_counts_from_docbin(
@@ -155,7 +191,8 @@ class VocabStrategy(QueryStrategy):
             source_docs: Source-domain Docs (e.g. the source model's training data).
             source_counts: unit -> count (from :func:`source_counts_from_docbin`); string keys
                 are norms, integer keys wordpiece ids.
-            unit: "auto" (wordpieces when the pool docs carry doc._.trf_data, else norms),
+            unit: "auto" (wordpieces when the pool docs carry doc._.trf_data or the pipeline
+                has a transformer tokenizer, else norms),
                 "norm" or "wordpiece".
 
         Raises:
@@ -169,6 +206,7 @@ class VocabStrategy(QueryStrategy):
         if unit not in UNITS:
             raise AdaptnerError(f"Unknown unit {unit!r} for vocab; choose one of {UNITS}.")
         self.unit = unit
+        self._nlp_tokenizer = None  # set per call from the pipeline (see resolve_unit)
         self.source_docs = list(source_docs) if source_docs is not None else None
         self._counts: dict[str, Counter] = {}
         if source_counts is not None:
@@ -197,6 +235,8 @@ class VocabStrategy(QueryStrategy):
         nonempty = [doc for doc in docs if len(doc)]
         if nonempty and all(has_trf_data(doc) for doc in nonempty):
             return "wordpiece"
+        if nonempty and self._nlp_tokenizer is not None:
+            return "wordpiece"  # a transformer pipeline whose encoder outputs are cached
         return "norm"
 
     def source_counts(self, unit: str, nlp: Language | None = None) -> Counter:
@@ -208,26 +248,32 @@ class VocabStrategy(QueryStrategy):
                     f"The vocab strategy's source_counts are {have} counts but the pool needs "
                     f"{unit} counts. Build them with source_counts_from_docbin(..., unit={unit!r})."
                 )
-            docs = self.source_docs
             if unit == "wordpiece":
-                docs = _with_trf_data(docs, nlp)
-            self._counts[unit] = count_corpus(docs, unit)
+                total: Counter = Counter()
+                for counts in wordpiece_counts(self.source_docs, nlp):
+                    total.update(counts)
+                self._counts[unit] = total
+            else:
+                self._counts[unit] = count_corpus(self.source_docs, unit)
         return self._counts[unit]
 
     def similarities(
         self, docs: Sequence[Doc], nlp: Language | None = None
     ) -> numpy.ndarray:
         """Cosine similarity of each doc's unit counts with the source counts (NaN if empty)."""
+        self._nlp_tokenizer = wordpiece_tokenizer(nlp)
         unit = self.resolve_unit(docs)
         source = self.source_counts(unit, nlp)
         source_norm = math.sqrt(sum(v * v for v in source.values()))
         if unit == "wordpiece":
-            docs = _with_trf_data(docs, nlp)
+            per_doc = wordpiece_counts(docs, nlp)
+        else:
+            per_doc = [count_units(doc, unit) for doc in docs]
         sims = numpy.full(len(docs), numpy.nan, dtype="float64")
         for i, doc in enumerate(docs):
             if not len(doc):
                 continue
-            counts = count_units(doc, unit)
+            counts = per_doc[i]
             doc_norm = math.sqrt(sum(v * v for v in counts.values()))
             if doc_norm == 0:
                 continue
