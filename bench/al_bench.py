@@ -11,6 +11,13 @@
     # ... one slice of it, e.g. to time a run:
     python bench/al_bench.py paper-grid -t legal --strategy margin -m reset -n 1
 
+    # active learning on the pretrained encoder (e5 fine-tuned on News; round trainer
+    # cached_head, configs/al/e5.cfg), the same grid as paper-grid:
+    python bench/al_bench.py e5-grid -j 2
+    # what the cached-feature shortcut costs: cached_head vs full fine-tuning per round,
+    # the same labelled docs (random strategy, one seed, 5-20 %):
+    python bench/al_bench.py shortcut -t legal
+
 Results go under metrics/al/ (``<run>.jsonl`` per run, ``baselines/``, ``report/`` with the
 Markdown table and one PNG per source x target; ``timing/`` for time-round). The grid
 compares with the paper's mBERT curves in ../shared/anchors/ when present.
@@ -136,6 +143,111 @@ def paper_grid(
     typer.echo(result["report"].read_text(encoding="utf8"))
     for path in result["plots"]:
         typer.echo(f"plot: {path}")
+
+
+E5_SOURCE = ROOT / "training" / "bio_trf_e5" / "news400" / "model-best"
+
+
+@app.command("e5-grid")
+def e5_grid(
+    output: Path = typer.Option(ROOT / "metrics" / "al_e5", "--output", "-o", help="Results."),
+    source_model: Path = typer.Option(
+        E5_SOURCE, "--source-model", help="e5 + bio_ner fine-tuned on News (train-e5-source)."
+    ),
+    targets: list[str] = typer.Option(TARGETS, "--target", "-t", help="Targets (repeat)."),
+    strategies: list[str] = typer.Option(
+        PAPER_STRATEGIES, "--strategy", help="Strategies (repeat)."
+    ),
+    modes: list[str] = typer.Option(["reset", "warm"], "--mode", "-m", help="Modes (repeat)."),
+    seeds: int = typer.Option(3, "--seeds", "-n", help="Seeds per setting (0..n-1)."),
+    budget: float = typer.Option(0.5, "--budget", help="Largest labeled share (0.5 = 50 %)."),
+    workers: int = typer.Option(2, "--workers", "-j", help="Parallel processes."),
+) -> None:
+    """paper-grid on the pretrained encoder: the News-fine-tuned e5 pipeline as the source,
+    rounds retrain the head on cached encoder outputs (configs/al/e5.cfg)."""
+    spec = GridSpec(
+        sources=["news"],
+        targets=targets,
+        strategies=strategies,
+        modes=modes,
+        seeds=list(range(seeds)),
+        settings=load_al_settings(ROOT / "configs" / "al" / "e5.cfg", budget=budget),
+        train_config=ROOT / "configs" / "bio_trf_e5.cfg",
+        corpus_dir=ROOT / "corpus",
+        output_dir=output,
+        models_dir=ROOT / "training",
+        source_model=source_model,
+        baselines=["source_only", "target_full"],
+    )
+    start = time.perf_counter()
+    plan = run_grid(spec, workers=workers, log=typer.echo)
+    wall = time.perf_counter() - start
+    rounds = [r for run in plan.runs for r in read_records(plan.run_path(run))[0] if r["round"] > 0]
+    typer.echo(
+        f"Grid wall time: {wall:.0f} s ({len(plan.runs)} runs, {workers} worker(s)); mean "
+        f"{sum(r['round_seconds'] for r in rounds) / max(1, len(rounds)):.1f} s per round"
+    )
+    anchors = ANCHORS if (ANCHORS / "paper_al_curves").is_dir() else None
+    result = write_report(output, output / "report", anchors_dir=anchors)
+    typer.echo(result["report"].read_text(encoding="utf8"))
+
+
+@app.command()
+def shortcut(
+    target: str = typer.Option("legal", "--target", "-t", help="Target domain."),
+    source_model: Path = typer.Option(E5_SOURCE, "--source-model", help="Source pipeline."),
+    budget: float = typer.Option(0.2, "--budget", help="Largest labeled share."),
+    epochs: int = typer.Option(10, "--epochs", help="Full fine-tuning: epochs per round."),
+    learn_rate: float = typer.Option(
+        0.001, "--learn-rate", help="Full fine-tuning: head rate (encoder x encoder_lr_scale)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="The one seed."),
+    output: Path = typer.Option(
+        ROOT / "metrics" / "al_e5_shortcut", "--output", "-o", help="Results folder."
+    ),
+) -> None:
+    """F1 of cached_head rounds vs full fine-tuning per round at the same label counts.
+
+    Both runs use the paper protocol with the random strategy and the same seed, so they label
+    the same docs; only the round trainer differs (reset mode: every round starts from the
+    source pipeline)."""
+    base = load_al_settings(ROOT / "configs" / "al" / "e5.cfg", budget=budget)
+    trainers = {
+        "cached_head": base,
+        "fine_tune": base.replace(trainer="fine_tune", epochs=epochs, learn_rate=learn_rate),
+    }
+    runs = {}
+    for name, settings in trainers.items():
+        cfg = SimulationConfig(
+            source="news",
+            target=target,
+            strategy="random",
+            mode="reset",
+            seed=seed,
+            settings=settings,
+            source_model=source_model,
+            corpus_dir=ROOT / "corpus",
+            eval_split="dev",
+        )
+        t = time.perf_counter()
+        runs[name] = run_simulation(cfg, output / name)
+        typer.echo(f"{name}: {time.perf_counter() - t:.0f} s", err=True)
+    typer.echo(
+        f"\n{target}, random, seed {seed}, reset; F1 on heldout / dev; seconds per round "
+        "(train + score + eval)\n"
+    )
+    typer.echo("| labeled | cached_head | full fine-tuning | cached s/round | full s/round |")
+    typer.echo("|---|---|---|---|---|")
+    for a, b in zip(runs["cached_head"], runs["fine_tune"], strict=True):
+        assert a["new_ids"] == b["new_ids"], "the runs labelled different docs"
+
+        def f1(r):
+            return f"{100 * r['evals']['heldout']['f1']:.1f} / {100 * r['evals']['dev']['f1']:.1f}"
+
+        typer.echo(
+            f"| {a['labeled_count']} ({100 * a['labeled_fraction']:.0f} %) | {f1(a)} | {f1(b)} | "
+            f"{a['round_seconds']:.1f} | {b['round_seconds']:.1f} |"
+        )
 
 
 @app.command("estimate")

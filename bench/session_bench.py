@@ -10,6 +10,10 @@ separate ``adaptner session`` commands (process start and model loading included
 
     python bench/session_bench.py                        # train the source, run both modes
     python bench/session_bench.py --source training/bio_cnn/news/model-best --modes warm
+    # the e5 pipeline fine-tuned on News (project step train-e5-source); trainer auto =
+    # cached_head: the pool is encoded once, each round trains the head only
+    python bench/session_bench.py --source training/bio_trf_e5/news400/model-best \
+        --modes warm --rounds 4 --tag e5 --output bench/results/session/bench_session_e5.json
 """
 
 import json
@@ -81,9 +85,12 @@ def run_mode(
         session_dir=mode_dir / "session",
     )
     name = f"bench-{mode}"
+    trainer = (settings or DEFAULT_SETTINGS[mode]).trainer
     nlp = load_pipeline(source)
     t = time.perf_counter()
-    batch = next_batch(db, name, n=n, output=mode_dir / "batch-{batch}.jsonl", nlp=nlp)
+    batch = next_batch(
+        db, name, n=n, output=mode_dir / "batch-{batch}.jsonl", nlp=nlp, trainer=trainer
+    )
     first_next = time.perf_counter() - t
     records = []
     for r in range(1, rounds + 1):
@@ -96,7 +103,9 @@ def run_mode(
         )
         nlp = trained.nlp
         t2 = time.perf_counter()
-        batch = next_batch(db, name, n=n, output=mode_dir / "batch-{batch}.jsonl", nlp=nlp)
+        batch = next_batch(
+            db, name, n=n, output=mode_dir / "batch-{batch}.jsonl", nlp=nlp, trainer=trainer
+        )
         t3, c3 = time.perf_counter(), time.process_time()
         rec = {
             "round": r,
@@ -164,6 +173,9 @@ def main(
     warm_patience: int | None = typer.Option(None, help="Warm: early-stopping patience."),
     replay: int | None = typer.Option(None, help="Warm: earlier answers replayed per round."),
     batch_size: int | None = typer.Option(None, help="Docs per update (both modes)."),
+    trainer: str = typer.Option(
+        "auto", help="auto | cached_head | fine_tune (auto: cached_head for transformers)."
+    ),
     tag: str = typer.Option("", help="Suffix for the work dirs (to compare settings)."),
     seed: int = typer.Option(0, help="The one seed."),
     work: Path = typer.Option(ROOT / "training" / "bench_session", help="Work directory."),
@@ -202,7 +214,7 @@ def main(
         "modes": {},
     }
     for mode in [m.strip() for m in modes.split(",") if m.strip()]:
-        changes = {"batch_size": batch_size}
+        changes = {"batch_size": batch_size, "trainer": trainer}
         if mode == "warm":
             changes.update(max_epochs=warm_epochs, patience=warm_patience, replay=replay)
         settings = replace(

@@ -219,6 +219,11 @@ def test_session_rounds_on_a_transformer_pipeline(tiny_trf, corpus_dir, tmp_path
     assert result.metrics["trainer"] == "cached_head"
     assert features.is_attached(result.nlp)
     in_memory = _probs(predict(result.nlp, heldout))
+    # the frozen encoder is hard-linked from the source, not written again
+    for f in (result.model_dir / "transformer").rglob("*"):
+        if f.is_file():
+            src = tiny_trf["best"] / "transformer" / f.relative_to(result.model_dir / "transformer")
+            assert f.stat().st_ino == src.stat().st_ino, f
     reloaded = spacy.load(result.model_dir)  # the round model is a normal pipeline
     for a, b in zip(_probs(predict(reloaded, heldout)), in_memory, strict=True):
         numpy.testing.assert_allclose(a, b, atol=1e-5)

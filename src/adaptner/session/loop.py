@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..errors import AdaptnerError
 from ..extensions import install_extensions
 from ..readers import read_docbin
-from ..simulation.features import detached
+from ..simulation.features import save_pipeline
 from ..strategies import get_strategy, select
 from ..strategies.base import QueryStrategy
 from ..util import atomic_path, check_pipeline_trf, write_json, write_jsonl, write_text
@@ -782,8 +782,12 @@ def train_round(
                     "meanwhile; this round was discarded. Run `train` again if needed."
                 )
             _remove_stale_temp_dirs(round_dir.parent)
-            with atomic_path(round_dir, is_dir=True) as tmp, detached(nlp):
-                nlp.to_disk(tmp / "model")
+            with atomic_path(round_dir, is_dir=True) as tmp:
+                # a cached-head round left the encoder as loaded: link it, do not rewrite it
+                frozen = metrics["trainer"] == "cached_head"
+                save_pipeline(
+                    nlp, tmp / "model", link_from=metrics["from_model"] if frozen else None
+                )
                 write_json(tmp / "metrics.json", metrics)
             store.add_round(
                 conn,

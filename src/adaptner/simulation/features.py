@@ -20,6 +20,8 @@ The registered round trainer ``cached_head`` (``registry.al_trainers``) uses thi
 
 import contextlib
 import hashlib
+import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -268,34 +270,17 @@ def attach(
     """
     state = getattr(nlp, _STATE, None)
     if state is None:
-        from ..strategies.bald import head_layers  # the head after the tok2vec ref
-
         name, bio = find_bio_ner(nlp)
-        original = bio.model
-        head = head_layers(original)
-        tok2vec = original.get_ref("tok2vec")
         disabled = upstream_names(nlp, name)
-        digest = model_digest([*(nlp.get_pipe(n).model for n in disabled), tok2vec])
-        cache = cache if cache is not None else FeatureCache()
+        tok2vec = bio.model.get_ref("tok2vec")
         state = {
-            "model": original,
+            "model": bio.model,
             "disabled": disabled,
-            "cache": cache,
-            "digest": digest,
+            "cache": cache if cache is not None else FeatureCache(),
+            "digest": model_digest([*(nlp.get_pipe(n).model for n in disabled), tok2vec]),
             "loaded": set(),
         }
-        setattr(nlp, _STATE, state)
-        width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
-        layer = cached_tok2vec(cache, lambda batch: encode(nlp, batch), width)
-        model = chain(layer, *head)
-        for ref in original.ref_names:
-            if ref != "tok2vec":
-                model.set_ref(ref, original.get_ref(ref))
-        model.set_ref("tok2vec", layer)
-        model.attrs.update(original.attrs)
-        bio.model = model
-        for n in disabled:
-            nlp.disable_pipe(n)
+        _swap_in(nlp, state)
     cache = state["cache"]
     path = feature_path(cache_dir, state["digest"]) if cache_dir is not None else None
     if path is not None and path.exists() and path not in state["loaded"]:
@@ -308,6 +293,28 @@ def attach(
         cache.save(path)
         state["loaded"].add(path)
     return cache
+
+
+def _swap_in(nlp: Language, state: dict[str, Any]) -> None:
+    """Give bio_ner the cached tok2vec (the head layers shared with ``state["model"]``) and
+    disable the upstream components; ``state`` becomes the pipeline's attachment state."""
+    from ..strategies.bald import head_layers  # the head after the tok2vec ref
+
+    _, bio = find_bio_ner(nlp)
+    original = state["model"]
+    tok2vec = original.get_ref("tok2vec")
+    width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
+    layer = cached_tok2vec(state["cache"], lambda batch: encode(nlp, batch), width)
+    model = chain(layer, *head_layers(original))
+    for ref in original.ref_names:
+        if ref != "tok2vec":
+            model.set_ref(ref, original.get_ref(ref))
+    model.set_ref("tok2vec", layer)
+    model.attrs.update(original.attrs)
+    bio.model = model
+    for n in state["disabled"]:
+        nlp.disable_pipe(n)
+    setattr(nlp, _STATE, state)
 
 
 def _fill(nlp: Language, cache: FeatureCache, docs: Sequence[Doc], progress: bool) -> int:
@@ -348,8 +355,39 @@ def detached(nlp: Language) -> Iterator[Language]:
     try:
         yield nlp
     finally:
-        attach(nlp, cache=state["cache"])
-        getattr(nlp, _STATE)["loaded"] = state.get("loaded", set())
+        _swap_in(nlp, state)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def save_pipeline(nlp: Language, path: str | Path, *, link_from: str | Path | None = None) -> None:
+    """Save ``nlp`` as a normal pipeline (detached for the save).
+
+    With ``link_from`` (the pipeline directory the attached ``nlp`` was loaded from) the frozen
+    encoder components are hard-linked from there instead of written again: a transformer
+    session round then saves the head's few kilobytes instead of ~470 MB of encoder weights.
+    Only valid while the encoder is the one loaded from ``link_from``, which holds for a
+    pipeline attached since it was loaded (the cached trainer never changes the encoder).
+    """
+    path = Path(path)
+    state = getattr(nlp, _STATE, None)
+    with detached(nlp):
+        linkable = (
+            state is not None
+            and link_from is not None
+            and all((Path(link_from) / n).is_dir() for n in state["disabled"])
+        )
+        if not linkable:
+            nlp.to_disk(path)
+            return
+        nlp.to_disk(path, exclude=state["disabled"])
+        for n in state["disabled"]:
+            shutil.copytree(Path(link_from) / n, path / n, copy_function=_link_or_copy)
 
 
 def cache_info(nlp: Language) -> dict[str, Any]:
