@@ -17,6 +17,8 @@
     # what the cached-feature shortcut costs: cached_head vs full fine-tuning per round,
     # the same labelled docs (random strategy, one seed, 5-20 %):
     python bench/al_bench.py shortcut -t legal
+    # pool-scoring words/s: full transformer pipeline vs cached encoder outputs
+    python bench/al_bench.py score-speed -t legal
 
 Results go under metrics/al/ (``<run>.jsonl`` per run, ``baselines/``, ``report/`` with the
 Markdown table and one PNG per source x target; ``timing/`` for time-round). The grid
@@ -145,7 +147,7 @@ def paper_grid(
         typer.echo(f"plot: {path}")
 
 
-E5_SOURCE = ROOT / "training" / "bio_trf_e5" / "news400" / "model-best"
+E5_SOURCE = ROOT / "training" / "bio_trf_e5" / "news" / "model-best"  # project step train-e5-source
 
 
 @app.command("e5-grid")
@@ -248,6 +250,54 @@ def shortcut(
             f"| {a['labeled_count']} ({100 * a['labeled_fraction']:.0f} %) | {f1(a)} | {f1(b)} | "
             f"{a['round_seconds']:.1f} | {b['round_seconds']:.1f} |"
         )
+
+
+@app.command("score-speed")
+def score_speed(
+    target: str = typer.Option("legal", "--target", "-t", help="Pool: this target's train set."),
+    source_model: Path = typer.Option(E5_SOURCE, "--source-model", help="Source pipeline."),
+    n_docs: int = typer.Option(300, "--docs", help="Pool docs to score."),
+    repeats: int = typer.Option(3, "--repeats", help="Alternating timings per variant."),
+) -> None:
+    """Pool-scoring speed (predict + margin scores) of the full transformer pipeline vs the
+    same pipeline on cached encoder outputs, timed alternately in one process (words/s, wall
+    and CPU); plus the one-off cost of encoding the pool into the cache."""
+    import numpy
+    import spacy
+
+    from adaptner.readers import read_docbin
+    from adaptner.simulation.features import attach, detached
+    from adaptner.simulation.trainer import predict
+    from adaptner.strategies import get_strategy
+
+    nlp = spacy.load(source_model)
+    docs = read_docbin(ROOT / "corpus" / "train" / f"{target}.spacy", nlp.vocab)[:n_docs]
+    words = sum(len(d) for d in docs)
+    strategy = get_strategy("margin")
+    t, c = time.perf_counter(), time.process_time()
+    attach(nlp, docs)
+    encode_s, encode_cpu = time.perf_counter() - t, time.process_time() - c
+
+    def score() -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        strategy.score(predict(nlp, docs), nlp=nlp, rng=numpy.random.default_rng(0))
+        return time.perf_counter() - t, time.process_time() - c
+
+    times: dict[str, list[tuple[float, float]]] = {"full": [], "cached": []}
+    for _ in range(repeats):
+        with detached(nlp):
+            times["full"].append(score())
+        times["cached"].append(score())
+    typer.echo(
+        f"{target}: {len(docs)} docs, {words} words; encoding them into the cache: "
+        f"{encode_s:.1f} s wall, {encode_cpu:.1f} s CPU ({words / encode_s:.0f} words/s)"
+    )
+    typer.echo("| scoring | words/s (wall, median) | words per CPU-second (median) |")
+    typer.echo("|---|---|---|")
+    for name, runs in times.items():
+        wall = sorted(words / w for w, _ in runs)[len(runs) // 2]
+        cpu = sorted(words / c for _, c in runs)[len(runs) // 2]
+        typer.echo(f"| {name} | {wall:,.0f} | {cpu:,.0f} |")
 
 
 @app.command("estimate")

@@ -230,3 +230,16 @@ def test_session_rounds_on_a_transformer_pipeline(tiny_trf, corpus_dir, tmp_path
     nxt = next_batch(db, "trf", n=10, output=tmp_path / "b2.jsonl", nlp=result.nlp)
     assert not {t["text"] for t in nxt.tasks} & {t["text"] for t in batch.tasks}
     assert cache_info(result.nlp)["misses"] == 0
+
+
+def test_cnn_pipeline_attaches_too(tiny_news_model, legal, tmp_path):
+    nlp = spacy.load(tiny_news_model)
+    full = _probs(predict(nlp, legal))
+    cache = attach(nlp, legal, cache_dir=tmp_path)
+    assert nlp.disabled == ["tok2vec"] and len(cache) == len(legal)
+    for a, b in zip(_probs(predict(nlp, legal)), full, strict=True):
+        numpy.testing.assert_allclose(a, b, atol=1e-5)
+    reread = FeatureCache()
+    assert reread.load(next(tmp_path.glob("*.npz"))) == len(legal)
+    for doc in legal:
+        numpy.testing.assert_array_equal(reread.get(doc), cache.get(doc))
