@@ -118,19 +118,42 @@ def paper_grid(
     """The CNN grid under the paper's protocol: News source, fresh 20 % pool per round, 5 % per
     round from round 1 by the strategy, F1 on the held-out 20 % of each target's train set and
     on dev, baselines source_only and target_full, the paper's curves alongside."""
-    spec = GridSpec(
+    spec = news_grid(
+        "default.cfg", "bio_cnn.cfg", output, targets, strategies, modes, seeds, budget
+    )
+    run_and_report(spec, workers=workers, backend=backend)
+
+
+def news_grid(
+    al_config: str,
+    train_config: str,
+    output: Path,
+    targets: list[str],
+    strategies: list[str],
+    modes: list[str],
+    seeds: int,
+    budget: float,
+    source_model: Path | None = None,
+) -> GridSpec:
+    """A News-source grid with configs/al/<al_config> and baselines source_only, target_full."""
+    return GridSpec(
         sources=["news"],
         targets=targets,
         strategies=strategies,
         modes=modes,
         seeds=list(range(seeds)),
-        settings=load_al_settings(ROOT / "configs" / "al" / "default.cfg", budget=budget),
-        train_config=ROOT / "configs" / "bio_cnn.cfg",
+        settings=load_al_settings(ROOT / "configs" / "al" / al_config, budget=budget),
+        train_config=ROOT / "configs" / train_config,
         corpus_dir=ROOT / "corpus",
         output_dir=output,
         models_dir=ROOT / "training",
+        source_model=source_model,
         baselines=["source_only", "target_full"],
     )
+
+
+def run_and_report(spec: GridSpec, *, workers: int, backend: str = "local") -> None:
+    """Run (or resume) a grid, print its wall time and seconds per round, write its report."""
     start = time.perf_counter()
     plan = run_grid(spec, workers=workers, backend=backend, log=typer.echo)
     wall = time.perf_counter() - start
@@ -141,7 +164,7 @@ def paper_grid(
         f"{sum(r['round_seconds'] for r in rounds) / max(1, len(rounds)):.1f} s per round"
     )
     anchors = ANCHORS if (ANCHORS / "paper_al_curves").is_dir() else None
-    result = write_report(output, output / "report", anchors_dir=anchors)
+    result = write_report(spec.output_dir, spec.output_dir / "report", anchors_dir=anchors)
     typer.echo(result["report"].read_text(encoding="utf8"))
     for path in result["plots"]:
         typer.echo(f"plot: {path}")
@@ -167,31 +190,10 @@ def e5_grid(
 ) -> None:
     """paper-grid on the pretrained encoder: the News-fine-tuned e5 pipeline as the source,
     rounds retrain the head on cached encoder outputs (configs/al/e5.cfg)."""
-    spec = GridSpec(
-        sources=["news"],
-        targets=targets,
-        strategies=strategies,
-        modes=modes,
-        seeds=list(range(seeds)),
-        settings=load_al_settings(ROOT / "configs" / "al" / "e5.cfg", budget=budget),
-        train_config=ROOT / "configs" / "bio_trf_e5.cfg",
-        corpus_dir=ROOT / "corpus",
-        output_dir=output,
-        models_dir=ROOT / "training",
-        source_model=source_model,
-        baselines=["source_only", "target_full"],
+    spec = news_grid(
+        "e5.cfg", "bio_trf_e5.cfg", output, targets, strategies, modes, seeds, budget, source_model
     )
-    start = time.perf_counter()
-    plan = run_grid(spec, workers=workers, log=typer.echo)
-    wall = time.perf_counter() - start
-    rounds = [r for run in plan.runs for r in read_records(plan.run_path(run))[0] if r["round"] > 0]
-    typer.echo(
-        f"Grid wall time: {wall:.0f} s ({len(plan.runs)} runs, {workers} worker(s)); mean "
-        f"{sum(r['round_seconds'] for r in rounds) / max(1, len(rounds)):.1f} s per round"
-    )
-    anchors = ANCHORS if (ANCHORS / "paper_al_curves").is_dir() else None
-    result = write_report(output, output / "report", anchors_dir=anchors)
-    typer.echo(result["report"].read_text(encoding="utf8"))
+    run_and_report(spec, workers=workers)
 
 
 @app.command()

@@ -25,6 +25,13 @@ def register(app: typer.Typer) -> None:
     app.add_typer(session_app, name="session")
 
 
+TRAINER_OPTION = typer.Option(
+    "auto",
+    "--trainer",
+    help="auto: cached_head for a transformer pipeline (the encoder stays frozen, the head "
+    "trains on cached encoder outputs: seconds per round on a CPU), else fine_tune "
+    "(every component learns).",
+)
 DB_OPTION = typer.Option(
     Path("adaptner.db"),
     "--db",
@@ -243,13 +250,7 @@ def train_cmd(
         None, "--replay", min=0, help="Warm mode: earlier answers replayed with the new ones."
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Docs per update."),
-    trainer: str = typer.Option(
-        "auto",
-        "--trainer",
-        help="auto: cached_head for a transformer pipeline (the encoder stays frozen, the head "
-        "trains on cached encoder outputs: seconds per round on a CPU), else fine_tune "
-        "(every component learns).",
-    ),
+    trainer: str = TRAINER_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
     """Train the next round on the accepted answers; it becomes the current model."""
@@ -376,13 +377,7 @@ def loop_cmd(
     timeout: float = typer.Option(
         0.0, "--timeout", min=0.0, help="Give up waiting after this many seconds (0 = never)."
     ),
-    trainer: str = typer.Option(
-        "auto",
-        "--trainer",
-        help="auto: cached_head for a transformer pipeline (the encoder stays frozen, the head "
-        "trains on cached encoder outputs: seconds per round on a CPU), else fine_tune "
-        "(every component learns).",
-    ),
+    trainer: str = TRAINER_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
     """Chain next -> wait for the answers -> import -> train -> next, automatically."""
