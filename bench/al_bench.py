@@ -17,6 +17,8 @@
     # what the cached-feature shortcut costs: cached_head vs full fine-tuning per round,
     # the same labelled docs (random strategy, one seed, 5-20 %):
     python bench/al_bench.py shortcut -t legal
+    # AULC and labels for 95 % side by side: e5 vs CNN grid vs the paper
+    python bench/al_bench.py compare --run e5=metrics/al_e5 --run cnn=metrics/al_paper
     # pool-scoring words/s: full transformer pipeline vs cached encoder outputs
     python bench/al_bench.py score-speed -t legal
 
@@ -332,6 +334,61 @@ def score_speed(
         wall = sorted(words / w for w, _ in runs)[len(runs) // 2]
         cpu = sorted(words / c for _, c in runs)[len(runs) // 2]
         typer.echo(f"| {name} | {wall:,.0f} | {cpu:,.0f} |")
+
+
+@app.command()
+def compare(
+    runs: list[str] = typer.Option(
+        ["e5=metrics/al_e5", "cnn=metrics/al_paper"],
+        "--run",
+        help="name=folder of a finished grid (its report/summary.json, from `adaptner curves`).",
+    ),
+    mode: str = typer.Option("reset", "--mode", "-m", help="Retraining mode to compare."),
+    eval_set: str = typer.Option("heldout", "--eval-set", help="heldout | dev."),
+) -> None:
+    """AULC (mean ± 95 % CI), its gain over random, and the share of labels that reaches 95 % of
+    the full-target F1, per target x strategy, for several grids side by side with the paper's
+    mBERT curves over the same label range (News source, paper protocol)."""
+    import json
+
+    from adaptner.simulation.curves import anchor_aulc, load_anchors
+
+    anchors = load_anchors(ANCHORS) if (ANCHORS / "paper_al_curves").is_dir() else {}
+    tables = {}
+    for spec in runs:
+        name, _, folder = spec.partition("=")
+        path = ROOT / folder / "report" / "summary.json"
+        if not path.exists():
+            typer.echo(f"{path} missing: run `adaptner curves -i {folder}` first", err=True)
+            continue
+        rows = json.loads(path.read_text(encoding="utf8"))["rows"]
+        tables[name] = {
+            (r["target"], r["strategy"]): r
+            for r in rows
+            if r["mode"] == mode and r["eval_set"] == eval_set and r["source"] == "news"
+        }
+    names = list(tables)
+    head = " | ".join(f"{n} AULC | {n} Δ random | {n} 95 % at" for n in names)
+    typer.echo(f"{eval_set} set, {mode}; Δ random = AULC minus random's (CIs: mean ± 95 %)\n")
+    typer.echo(f"| target | strategy | {head} | paper AULC (same range) |")
+    typer.echo("|---|---|" + "---|" * (3 * len(names)) + "---|")
+    keys = sorted({k for t in tables.values() for k in t})
+    for target, strategy in keys:
+        cells = []
+        hi = 0.5
+        for n in names:
+            r = tables[n].get((target, strategy))
+            base = tables[n].get((target, "random"))
+            if r is None or r["aulc"] is None:
+                cells += ["–", "–", "–"]
+                continue
+            hi = r["max_fraction"]
+            gain = f"{r['aulc'] - base['aulc']:+.3f}" if base and base["aulc"] is not None else "–"
+            reach = f"{100 * r['reach95']:.0f} %" if r["reach95"] else f"> {100 * hi:.0f} %"
+            cells += [f"{r['aulc']:.3f} ± {r['aulc_ci']:.3f}", gain, reach]
+        a = anchors.get((target, strategy))
+        paper = f"{anchor_aulc(a, 0.05, hi):.3f}" if a is not None else "–"
+        typer.echo(f"| {target} | {strategy} | {' | '.join(cells)} | {paper} |")
 
 
 @app.command("estimate")
