@@ -341,54 +341,71 @@ def compare(
     runs: list[str] = typer.Option(
         ["e5=metrics/al_e5", "cnn=metrics/al_paper"],
         "--run",
-        help="name=folder of a finished grid (its report/summary.json, from `adaptner curves`).",
+        help="name=folder of a grid's <run>.jsonl files (finished or not).",
     ),
     mode: str = typer.Option("reset", "--mode", "-m", help="Retraining mode to compare."),
     eval_set: str = typer.Option("heldout", "--eval-set", help="heldout | dev."),
 ) -> None:
-    """AULC (mean ± 95 % CI), its gain over random, and the share of labels that reaches 95 % of
-    the full-target F1, per target x strategy, for several grids side by side with the paper's
-    mBERT curves over the same label range (News source, paper protocol)."""
-    import json
-
-    from adaptner.simulation.curves import anchor_aulc, load_anchors
+    """AULC (mean ± 95 % CI over seeds), its gain over random paired by seed (the same seed
+    shares the held-out set, round 1's candidate pool and the source model), and the share of
+    labels at which the seed-mean curve reaches 95 % of the full-target F1, per target x
+    strategy, for several grids side by side with the paper's mBERT curves over the same label
+    range (News source)."""
+    from adaptner.simulation.curves import (
+        anchor_aulc,
+        aulc,
+        baseline_means,
+        build_curves,
+        load_anchors,
+        load_baselines,
+        load_records,
+        mean_ci,
+        summarize_curve,
+    )
 
     anchors = load_anchors(ANCHORS) if (ANCHORS / "paper_al_curves").is_dir() else {}
-    tables = {}
+    tables: dict[str, dict] = {}
     for spec in runs:
         name, _, folder = spec.partition("=")
-        path = ROOT / folder / "report" / "summary.json"
-        if not path.exists():
-            typer.echo(f"{path} missing: run `adaptner curves -i {folder}` first", err=True)
-            continue
-        rows = json.loads(path.read_text(encoding="utf8"))["rows"]
-        tables[name] = {
-            (r["target"], r["strategy"]): r
-            for r in rows
-            if r["mode"] == mode and r["eval_set"] == eval_set and r["source"] == "news"
-        }
+        curves = [
+            c
+            for c in build_curves(load_records(ROOT / folder)).values()
+            if c.mode == mode and c.eval_set == eval_set and c.source == "news"
+        ]
+        baselines = baseline_means(load_baselines(ROOT / folder))
+        tables[name] = {(c.target, c.strategy): (c, summarize_curve(c, baselines)) for c in curves}
+
+    def per_seed(curve) -> dict[int, float]:
+        x, y = curve.labeled()
+        return {seed: aulc(x, row) for seed, row in zip(curve.seeds, y, strict=True)}
+
     names = list(tables)
-    head = " | ".join(f"{n} AULC | {n} Δ random | {n} 95 % at" for n in names)
-    typer.echo(f"{eval_set} set, {mode}; Δ random = AULC minus random's (CIs: mean ± 95 %)\n")
+    head = " | ".join(f"{n} AULC | {n} Δ random (paired) | {n} 95 % at" for n in names)
+    typer.echo(f"{eval_set} set, {mode}; mean ± 95 % CI over seeds\n")
     typer.echo(f"| target | strategy | {head} | paper AULC (same range) |")
     typer.echo("|---|---|" + "---|" * (3 * len(names)) + "---|")
-    keys = sorted({k for t in tables.values() for k in t})
-    for target, strategy in keys:
-        cells = []
-        hi = 0.5
+    for target, strategy in sorted({k for t in tables.values() for k in t}):
+        cells, hi = [], 0.5
         for n in names:
-            r = tables[n].get((target, strategy))
-            base = tables[n].get((target, "random"))
-            if r is None or r["aulc"] is None:
+            if (target, strategy) not in tables[n]:
                 cells += ["–", "–", "–"]
                 continue
-            hi = r["max_fraction"]
-            gain = f"{r['aulc'] - base['aulc']:+.3f}" if base and base["aulc"] is not None else "–"
-            reach = f"{100 * r['reach95']:.0f} %" if r["reach95"] else f"> {100 * hi:.0f} %"
-            cells += [f"{r['aulc']:.3f} ± {r['aulc_ci']:.3f}", gain, reach]
+            curve, row = tables[n][(target, strategy)]
+            hi = row["max_fraction"]
+            gain = "–"
+            if strategy != "random" and (target, "random") in tables[n]:
+                mine, rand = per_seed(curve), per_seed(tables[n][(target, "random")][0])
+                diffs = [mine[k] - rand[k] for k in sorted(set(mine) & set(rand))]
+                if len(diffs) > 1:
+                    m, ci = mean_ci(diffs)
+                    gain = f"{m:+.3f} ± {ci:.3f}" + (" *" if abs(m) > ci else "")
+            reach = f"{100 * row['reach95']:.0f} %" if row["reach95"] else f"> {100 * hi:.0f} %"
+            aulc_cell = f"{row['aulc']:.3f} ± {row['aulc_ci']:.3f}" if row["aulc"] else "–"
+            cells += [aulc_cell, gain, reach]
         a = anchors.get((target, strategy))
         paper = f"{anchor_aulc(a, 0.05, hi):.3f}" if a is not None else "–"
         typer.echo(f"| {target} | {strategy} | {' | '.join(cells)} | {paper} |")
+    typer.echo("\n* = the paired 95 % CI excludes 0.")
 
 
 @app.command("estimate")
