@@ -243,3 +243,32 @@ def test_cnn_pipeline_attaches_too(tiny_news_model, legal, tmp_path):
     assert reread.load(next(tmp_path.glob("*.npz"))) == len(legal)
     for doc in legal:
         numpy.testing.assert_array_equal(reread.get(doc), cache.get(doc))
+
+
+def test_fine_tune_trainer_moves_a_transformer_with_a_warmup_schedule(tiny_trf, legal, offline):
+    """The trf config's rate warms up from 0: without stepping the schedule nothing learns."""
+    from adaptner.session.trainer import UpdateSettings, update_pipeline
+
+    nlp = spacy.load(tiny_trf["best"])
+    before = _encoder_digest(nlp)
+    settings = UpdateSettings(max_epochs=2, patience=1, batch_size=8, trainer="fine_tune")
+    metrics = update_pipeline(nlp, legal[:24], None, settings, seed=0)
+    assert metrics["trainer"] == "fine_tune" and not features.is_attached(nlp)
+    assert _encoder_digest(nlp) != before
+
+
+def test_a_given_learn_rate_replaces_the_schedule(tiny_trf, legal, offline, monkeypatch):
+    from adaptner.simulation import trainer as trainer_module
+
+    seen = []
+    real = trainer_module.make_optimizer
+
+    def spy(nlp):
+        optimizer = real(nlp)
+        seen.append(optimizer)
+        return optimizer
+
+    monkeypatch.setattr(trainer_module, "make_optimizer", spy)
+    nlp = spacy.load(tiny_trf["best"])
+    trainer_module.update_pipeline(nlp, legal[:16], epochs=2, batch_size=8, learn_rate=0.01)
+    assert seen[-1].learn_rate == 0.01  # not the warm-up schedule's value after 4 steps

@@ -173,7 +173,8 @@ def update_pipeline(
     rng = numpy.random.default_rng(seed)
     examples = make_examples(nlp, train_docs)
     optimizer = make_optimizer(nlp)
-    if learn_rate is not None:
+    if learn_rate is not None:  # a constant rate replaces the config's schedule
+        getattr(optimizer, "schedules", {}).pop("learn_rate", None)
         optimizer.learn_rate = learn_rate
     use_dev = bool(dev_docs) and patience > 0
     best_f1, best_weights, since_best = -1.0, None, 0
@@ -182,6 +183,7 @@ def update_pipeline(
         order = rng.permutation(len(examples))
         for batch in minibatch([examples[i] for i in order], size=batch_size):
             nlp.update(batch, drop=dropout, sgd=optimizer, losses=losses)
+            optimizer.step_schedules()  # as spaCy's training loop: warm-up starts at rate 0
             stats.steps += 1
         loss = float(sum(losses.values()))
         stats.losses.append(loss)
