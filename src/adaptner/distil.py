@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy
@@ -152,12 +152,27 @@ def label_corpus(
         report.files[out_name] = len(docs)
         if log is not None:
             log(f"✔ {len(docs):,} docs of {path} -> {output / out_name}")
-    meta = asdict(report)
-    meta["words_per_second"] = round(report.words_per_second, 1)
-    meta["seconds"] = round(report.seconds, 2)
-    meta["input"] = str(data)
-    meta["gold_kept"] = not drop_gold
-    write_json(output / TEACHER_META, meta)
+    # One teacher.json per directory, one entry per file: a second run into the same
+    # directory (e.g. target pools with --drop-gold) adds its files to the record.
+    meta_path = output / TEACHER_META
+    meta = json.loads(meta_path.read_text(encoding="utf8")) if meta_path.exists() else {}
+    files = meta.get("files", {}) if isinstance(meta.get("files"), dict) else {}
+    for out_name, n_docs in report.files.items():
+        files[out_name] = {
+            "docs": n_docs,
+            "teacher": str(teacher),
+            "input": str(data),
+            "gold_kept": not drop_gold,
+        }
+    meta = {"tags": report.tags, "files": files}
+    meta["last_run"] = {
+        "teacher": str(teacher),
+        "docs": report.docs,
+        "words": report.words,
+        "seconds": round(report.seconds, 2),
+        "words_per_second": round(report.words_per_second, 1),
+    }
+    write_json(meta_path, meta)
     return report
 
 
