@@ -98,6 +98,8 @@ def run_one(
     overrides = dict(lever.overrides)
     if lever.vectors:
         overrides["paths.vectors"] = str(args["vectors"])
+    if args["max_steps"]:
+        overrides["training.max_steps"] = args["max_steps"]
     train_path = args["teacher_corpus"] if lever.teacher else args["train"]
     if transfer:
         train_domains = "news"
@@ -125,6 +127,7 @@ def run_one(
         )
         cpu = round(time.process_time() - cpu_start, 1)
     meta = json.loads((out_dir / "train_meta.json").read_text(encoding="utf8"))
+    overrides = meta.get("overrides") or {}  # what the model was trained with (reused or not)
     nlp = load_pipeline(best)
     load_before = os.getloadavg()[0]
     with limit_threads(1):
@@ -223,6 +226,13 @@ def main(
                                     help="Models go to <models-dir>/<lever>/seed<k>."),
     output_dir: Path = typer.Option(ROOT / "bench/results/distil", "--output",
                                     help="Results: <output>/<mode>.jsonl and <mode>.md."),
+    max_steps: int = typer.Option(
+        0,
+        "--max-steps",
+        min=0,
+        help="Cap training steps of the levers this run trains (0 = the configs' 8000; with "
+        "patience 2000 the default stops when dev F1 has not improved for 2000 steps).",
+    ),
     table_only: bool = typer.Option(False, "--table-only", help="Only re-print the table."),
 ) -> None:
     """Train, score and time the issue-13 levers; append JSON lines, write a Markdown table."""
@@ -245,7 +255,7 @@ def main(
         "news", "conversation", "legal", "social_media", "web", "wiki_books"]
     seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     args = {"transfer": transfer, "train": train, "dev": dev, "teacher_corpus": teacher_corpus,
-            "vectors": vectors, "models_dir": models_dir / mode}
+            "vectors": vectors, "models_dir": models_dir / mode, "max_steps": max_steps}
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
