@@ -120,13 +120,14 @@ def piece_mean_vectors(
     return out, ok, n_pieces / max(int(ok.sum()), 1)
 
 
-def pca(vectors: np.ndarray, width: int, seed: int = 0) -> np.ndarray:
-    """Project onto the top ``width`` principal components (centered), float32."""
+def pca(vectors: np.ndarray, width: int) -> np.ndarray:
+    """Project onto the top ``width`` principal components (centered), float32.
+
+    A full SVD of (words x 384) takes a second and involves no randomness.
+    """
     if width >= vectors.shape[1]:
         return vectors
     centered = vectors - vectors.mean(axis=0, keepdims=True)
-    # Full SVD of (n x d) with d = 384 is cheap; deterministic, the seed is unused but kept
-    # so a randomized solver could replace it without changing the signature.
     _, _, vt = np.linalg.svd(centered.astype("float64"), full_matrices=False)
     return (centered @ vt[:width].T).astype("float32")
 
