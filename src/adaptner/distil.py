@@ -144,36 +144,41 @@ def label_corpus(
         for doc in label_docs(nlp, docs, batch_size=batch_size, progress=progress,
                               desc=out_name, drop_gold=drop_gold):
             docbin.add(doc)
-        report.seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        words = sum(len(doc) for doc in docs)
+        report.seconds += seconds
         report.docs += len(docs)
-        report.words += sum(len(doc) for doc in docs)
+        report.words += words
         with atomic_path(output / out_name) as tmp:
             docbin.to_disk(tmp)
         report.files[out_name] = len(docs)
+        _record_file(output, report.tags, out_name, {
+            "docs": len(docs),
+            "words": words,
+            "seconds": round(seconds, 2),
+            "teacher": str(teacher),
+            "input": str(path),
+            "gold_kept": not drop_gold,
+        })
         if log is not None:
             log(f"✔ {len(docs):,} docs of {path} -> {output / out_name}")
-    # One teacher.json per directory, one entry per file: a second run into the same
-    # directory (e.g. target pools with --drop-gold) adds its files to the record.
-    meta_path = output / TEACHER_META
-    meta = json.loads(meta_path.read_text(encoding="utf8")) if meta_path.exists() else {}
-    files = meta.get("files", {}) if isinstance(meta.get("files"), dict) else {}
-    for out_name, n_docs in report.files.items():
-        files[out_name] = {
-            "docs": n_docs,
-            "teacher": str(teacher),
-            "input": str(data),
-            "gold_kept": not drop_gold,
-        }
-    meta = {"tags": report.tags, "files": files}
-    meta["last_run"] = {
-        "teacher": str(teacher),
-        "docs": report.docs,
-        "words": report.words,
-        "seconds": round(report.seconds, 2),
-        "words_per_second": round(report.words_per_second, 1),
-    }
-    write_json(meta_path, meta)
     return report
+
+
+def _record_file(output: Path, tags: list[str], name: str, entry: dict) -> None:
+    """Add one labelled file to ``output/teacher.json`` (after each file: an interrupted run's
+    record lists exactly the files it finished; a second run into the directory, e.g. target
+    pools with --drop-gold, adds its own)."""
+    meta_path = output / TEACHER_META
+    meta: dict = {}
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf8"))
+        except (OSError, json.JSONDecodeError):
+            meta = {}
+    files = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+    files[name] = entry
+    write_json(meta_path, {"tags": tags, "files": files})
 
 
 def read_teacher_meta(directory: PathLike) -> dict:
