@@ -170,6 +170,37 @@ def run_one(
     return record
 
 
+def teacher_fit(labelled: Path) -> dict[str, dict[str, float]]:
+    """How well the stored teacher rows fit the gold of the docs they label, per file.
+
+    The teacher's spans are decoded from its stored probabilities with Viterbi (as the e5
+    pipeline decodes) and scored against the docs' gold with adaptner's scorer.
+    """
+    from spacy.tokens import Span
+    from spacy.vocab import Vocab
+
+    from adaptner.components.bio_ner import bio_to_spans, viterbi_bio
+    from adaptner.evaluation import prediction_copy, score_docs
+    from adaptner.readers import read_docbin
+
+    out = {}
+    vocab = Vocab()
+    for path in sorted(labelled.glob("*.spacy")):
+        gold = [d for d in read_docbin(path, vocab) if d._.teacher_probs is not None]
+        if not gold or not any(d.has_annotation("ENT_IOB") for d in gold):
+            continue
+        pred = []
+        for doc in gold:
+            copy = prediction_copy(doc, vocab)
+            spans = bio_to_spans(viterbi_bio(doc._.teacher_probs, list(doc._.teacher_tags)))
+            copy.ents = [Span(copy, s, e, label=label) for s, e, label in spans]
+            pred.append(copy)
+        scores = score_docs(gold, pred)
+        out[path.stem] = {"docs": len(gold), "words": scores["words"],
+                          "teacher_f_on_gold": round(scores["f"], 4)}
+    return out
+
+
 def _fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if not values:
         return "–"
@@ -234,6 +265,10 @@ def main(
         "patience 2000 the default stops when dev F1 has not improved for 2000 steps).",
     ),
     table_only: bool = typer.Option(False, "--table-only", help="Only re-print the table."),
+    fit: bool = typer.Option(
+        False, "--teacher-fit", help="Only score the teacher's stored rows against the gold of "
+        "the docs they label (<output>/teacher_fit.json)."
+    ),
 ) -> None:
     """Train, score and time the issue-13 levers; append JSON lines, write a Markdown table."""
     from spacy.vocab import Vocab
@@ -251,6 +286,13 @@ def main(
         labelled = "corpus/teacher_news/train" if transfer else "corpus/teacher/train"
         teacher_corpus = ROOT / labelled
     out_jsonl, out_md = output_dir / f"{mode}.jsonl", output_dir / f"{mode}.md"
+    if fit:
+        from adaptner.util import write_json
+
+        result = {"teacher_corpus": str(teacher_corpus), "files": teacher_fit(teacher_corpus)}
+        write_json(output_dir / "teacher_fit.json", result)
+        print(json.dumps(result, indent=2))
+        return
     domains = ["news", *TARGETS] if transfer else [
         "news", "conversation", "legal", "social_media", "web", "wiki_books"]
     seed_list = [int(s) for s in seeds.split(",") if s.strip()]
