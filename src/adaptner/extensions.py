@@ -7,6 +7,8 @@ DOC_EXTENSIONS = {
     "ner_probs": None,  # float32 array (n_tokens x n_tags) set by bio_ner
     "domain": None,  # domain slug, e.g. "news"
     "source": None,  # DAGW source, e.g. "danavis"
+    "teacher_probs": None,  # float32 array (n_tokens x n_tags): a teacher's BIO probabilities
+    "teacher_tags": None,  # the tags of teacher_probs' columns, in order (bio_ner's tag order)
 }
 
 

@@ -139,3 +139,42 @@ def test_no_hub_fixture_blocks_the_network(no_hub):
     with pytest.raises(AssertionError, match="network access"):
         socket.create_connection(("huggingface.co", 443), timeout=1)
 
+
+
+def _flat(config: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    "name,differences",
+    [
+        (
+            "bio_cnn_e5vec.cfg",
+            {
+                "paths.vectors": "assets/e5_vectors",
+                "components.tok2vec.model.embed.include_static_vectors": True,
+            },
+        ),
+        (
+            "bio_cnn_distil.cfg",
+            {
+                "paths.train": "corpus/teacher/train",
+                "components.bio_ner.distill_weight": 0.5,
+                "components.bio_ner.temperature": 1.0,
+            },
+        ),
+    ],
+)
+def test_issue13_configs_differ_from_the_default_only_where_they_say(name, differences):
+    """The lever configs are bio_cnn.cfg plus their documented differences, nothing else."""
+    base = _flat(load_config(CONFIG_DIR / "bio_cnn.cfg", interpolate=False))
+    derived = _flat(load_config(CONFIG_DIR / name, interpolate=False))
+    changed = {k: v for k, v in derived.items() if base.get(k, object()) != v}
+    assert changed == differences
+    assert set(base) - set(derived) == set()

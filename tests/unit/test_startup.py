@@ -80,6 +80,8 @@ def run_python(code: str, cwd: Path) -> str:
         ["train", "--help"],
         ["package", "--help"],
         ["corpus", "--help"],
+        ["distil", "--help"],
+        ["encoder", "vectors", "--help"],
     ],
 )
 def test_help_imports_no_spacy_thinc_or_torch(tmp_path, argv):

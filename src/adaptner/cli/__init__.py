@@ -6,6 +6,7 @@ import typer
 
 from ..errors import AdaptnerError
 from . import corpus as _corpus
+from . import distil as _distil
 from . import dynamics as _dynamics
 from . import encoder as _encoder
 from . import evaluate as _evaluate
@@ -30,7 +31,7 @@ app = typer.Typer(
 
 for module in (
     _corpus, _train, _encoder, _tiny_bert, _evaluate, _package, _simulate, _session, _dynamics,
-    _pretrain,
+    _pretrain, _distil,
 ):
     module.register(app)
 

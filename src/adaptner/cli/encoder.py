@@ -137,3 +137,61 @@ def prune_cmd(
         f"{report.parameters_before / 1e6:.1f}M -> {report.parameters_after / 1e6:.1f}M "
         f"parameters -> {report.output}"
     )
+
+
+@encoder_app.command("vectors")
+def vectors_cmd(
+    encoder: Path = typer.Argument(
+        ...,
+        help="The encoder whose input embeddings to use: a Hugging Face directory "
+        "(assets/e5-small, from `adaptner encoder e5-small`) or a trained transformer pipeline.",
+    ),
+    output: Path = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        help="spaCy pipeline directory holding the vectors (replaced atomically); use it as "
+        "[initialize] vectors (--paths.vectors DIR) with include_static_vectors = true.",
+    ),
+    corpus: list[Path] = typer.Option(
+        [Path("corpus/train"), Path("corpus/dev")],
+        "--corpus",
+        "-c",
+        help="Split directories (<domain>.spacy) or .spacy files whose word types get a vector; "
+        "repeat the option for several. Texts only: no labels are read.",
+    ),
+    lowercase: bool = typer.Option(
+        True, "--lowercase/--no-lowercase", help="Add every word's lowercase form too."
+    ),
+    width: int = typer.Option(
+        0,
+        "--width",
+        min=0,
+        help="Keep this many principal components (smaller model); 0 = the encoder's width (384).",
+    ),
+) -> None:
+    """Static word vectors from an encoder's input embeddings, for a CNN tok2vec.
+
+    Every word type of the corpus (and its lowercase form) gets the mean of the input-embedding
+    rows of the SentencePiece pieces the encoder splits it into. Written in the format of
+    `spacy init vectors`: configs/bio_cnn_e5vec.cfg trains with them.
+    """
+    import spacy
+
+    from ..encoders.vectors import build_vectors, word_types
+    from ..readers import load_domain_docs, read_docbin
+
+    vocab = spacy.blank("da").vocab
+    docs = []
+    for path in corpus:
+        if path.is_file() or path.suffix == ".spacy":
+            docs.extend(read_docbin(path, vocab))
+        else:
+            docs.extend(load_domain_docs(path, "all", vocab))
+    words = word_types(docs, lowercase=lowercase)
+    report = build_vectors(encoder, words, output, width=width)
+    typer.echo(
+        f"✔ {report.words:,} word vectors ({report.width} dims, {report.mean_pieces:.2f} pieces "
+        f"per word, {report.unknown_words} words without pieces left out) from {encoder}: "
+        f"{report.bytes_on_disk / 1e6:.1f} MB -> {output}"
+    )

@@ -14,6 +14,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
+from ..errors import AdaptnerError
 from ..extensions import install_extensions
 
 DEFAULT_MODEL_CONFIG = """
@@ -53,6 +54,8 @@ def make_bio_ner_scorer() -> Callable:
     default_config={
         "model": DEFAULT_MODEL,
         "decoder": "argmax",
+        "distill_weight": 0.0,
+        "temperature": 1.0,
         "scorer": {"@scorers": "adaptner.bio_ner_scorer.v1"},
     },
     default_score_weights={
@@ -67,6 +70,8 @@ def make_bio_ner(
     name: str,
     model: Model[list[Doc], list[Floats2d]],
     decoder: str,
+    distill_weight: float,
+    temperature: float,
     scorer: Callable | None,
 ) -> "BioNER":
     """Create a BIO softmax NER component.
@@ -75,9 +80,23 @@ def make_bio_ner(
         model: Maps Docs to one row of tag logits per token.
         decoder: "argmax" (per-token argmax, invalid sequences repaired) or
             "viterbi" (the best sequence that is valid BIO).
+        distill_weight: Training only: weight α of the soft-target term. Where a reference
+            doc carries a teacher's probabilities (``doc._.teacher_probs``, written by
+            ``adaptner distil``), a token's loss is (1 - α)·CE(gold) + α·T²·CE(teacher at T);
+            a token with a teacher but no gold gets the soft term alone. 0 = gold only.
+        temperature: Training only: the distillation temperature T (1 = the teacher's
+            probabilities as they are; higher flattens teacher and student alike).
         scorer: The scoring function (defaults to spaCy's entity scorer).
     """
-    return BioNER(nlp.vocab, model, name, decoder=decoder, scorer=scorer)
+    return BioNER(
+        nlp.vocab,
+        model,
+        name,
+        decoder=decoder,
+        distill_weight=distill_weight,
+        temperature=temperature,
+        scorer=scorer,
+    )
 
 
 def softmax(logits: numpy.ndarray) -> numpy.ndarray:
@@ -194,15 +213,24 @@ class BioNER(TrainablePipe):
         name: str = "bio_ner",
         *,
         decoder: str = "argmax",
+        distill_weight: float = 0.0,
+        temperature: float = 1.0,
         scorer: Callable | None = bio_ner_score,
     ) -> None:
         if decoder not in DECODERS:
             raise ValueError(f"Unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
+        if not 0.0 <= distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight}")
+        if not temperature > 0.0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         install_extensions()
         self.vocab = vocab
         self.model = model
         self.name = name
         self.scorer = scorer
+        # Training-only settings (not in cfg: a loaded pipeline takes them from its config).
+        self.distill_weight = float(distill_weight)
+        self.temperature = float(temperature)
         self._rehearsal_model = None
         self.cfg: dict[str, object] = {"labels": [], "decoder": decoder}
 
@@ -301,15 +329,24 @@ class BioNER(TrainablePipe):
         return out
 
     def get_loss(self, examples: Iterable[Example], logits: list[Floats2d]) -> tuple[float, list]:
-        """Summed cross-entropy of the gold tags; tokens with unknown gold are ignored."""
+        """Summed cross-entropy of the gold tags; tokens with unknown gold are ignored.
+
+        With ``distill_weight`` α > 0, tokens whose reference doc has teacher probabilities
+        (aligned one-to-one) also learn from them: (1 - α)·CE(gold) + α·T²·CE(teacher), or
+        α·T²·CE(teacher) alone where the gold tag is unknown. With α = 0, or for docs without
+        teacher probabilities, the loss and gradient are exactly the gold-only ones.
+        """
         validate_examples(examples, "BioNER.get_loss")
         tag_index = {tag: i for i, tag in enumerate(self.tags)}
         ops = self.model.ops
         loss = 0.0
         grads = []
         for eg, doc_logits in zip(examples, logits, strict=True):
-            probs = softmax(ops.to_numpy(doc_logits))
+            doc_logits = ops.to_numpy(doc_logits)
+            probs = softmax(doc_logits)
             d = probs.copy()
+            gold_ce = numpy.zeros(len(d), dtype="float64")
+            has_gold = numpy.zeros(len(d), dtype=bool)
             for i, tag in enumerate(self.gold_tags(eg)):
                 if tag is None:
                     d[i] = 0.0
@@ -320,9 +357,91 @@ class BioNER(TrainablePipe):
                     d[i] = 0.0
                     continue
                 d[i, j] -= 1.0
-                loss -= float(numpy.log(max(probs[i, j], 1e-12)))
+                ce = -float(numpy.log(max(probs[i, j], 1e-12)))
+                loss += ce
+                gold_ce[i] = ce
+                has_gold[i] = True
+            if self.distill_weight > 0.0:
+                targets = self.teacher_targets(eg)
+                if targets is not None:
+                    soft_loss, d = self._add_soft_term(doc_logits, d, gold_ce, has_gold, *targets)
+                    loss += soft_loss
             grads.append(ops.asarray2f(d))
         return loss, grads
+
+    def teacher_targets(self, example: Example) -> tuple[numpy.ndarray, numpy.ndarray] | None:
+        """The teacher's probabilities on the predicted tokens, and which tokens have them.
+
+        Read from ``example.reference._.teacher_probs`` (columns in ``_.teacher_tags`` order);
+        a predicted token gets its reference token's row when the two align one-to-one.
+
+        Returns:
+            (probs n_pred x n_tags, mask n_pred), or None when the doc has no teacher.
+
+        Raises:
+            AdaptnerError: the teacher's tags differ from this component's (another label
+                set or order), or the array does not match the reference doc.
+        """
+        ref = example.reference
+        teacher = ref._.teacher_probs
+        if teacher is None:
+            return None
+        tags = ref._.teacher_tags
+        if tags is None or tuple(tags) != self.tags:
+            theirs = "none stored" if tags is None else f"{len(tags)} tags {list(tags)[:5]}…"
+            raise AdaptnerError(
+                f"Teacher probabilities on doc {ref.text[:40]!r} have tag columns ({theirs}) "
+                f"that differ from {self.name}'s {len(self.tags)} tags {list(self.tags)[:5]}…; "
+                "label the corpus again with a teacher of the same label scheme "
+                "(`adaptner distil`)."
+            )
+        teacher = numpy.asarray(teacher, dtype="float32")
+        if teacher.shape != (len(ref), len(self.tags)):
+            raise AdaptnerError(
+                f"Teacher probabilities on doc {ref.text[:40]!r} have shape {teacher.shape}, "
+                f"expected ({len(ref)}, {len(self.tags)}) (tokens x tags)."
+            )
+        x2y, y2x = example.alignment.x2y, example.alignment.y2x
+        lengths = numpy.asarray(x2y.lengths)
+        n = len(lengths)
+        if n == len(ref) and (lengths == 1).all() and (numpy.asarray(y2x.lengths) == 1).all():
+            return teacher, numpy.ones(n, dtype=bool)  # same tokenization
+        data = numpy.asarray(x2y.data).ravel()
+        starts = numpy.concatenate([[0], numpy.cumsum(lengths)[:-1]]).astype("int64")
+        single = lengths == 1
+        ref_index = numpy.zeros(n, dtype="int64")
+        ref_index[single] = data[starts[single]]
+        mask = single & (numpy.asarray(y2x.lengths)[ref_index] == 1)
+        out = numpy.zeros((n, len(self.tags)), dtype="float32")
+        out[mask] = teacher[ref_index[mask]]
+        return out, mask
+
+    def _add_soft_term(
+        self,
+        logits: numpy.ndarray,
+        d_gold: numpy.ndarray,
+        gold_ce: numpy.ndarray,
+        has_gold: numpy.ndarray,
+        teacher: numpy.ndarray,
+        mask: numpy.ndarray,
+    ) -> tuple[float, numpy.ndarray]:
+        """Mix the soft-target term into one doc's gold gradient; returns (loss change, grad)."""
+        alpha, temp = self.distill_weight, self.temperature
+        # Soft targets at temperature T: q ∝ p_teacher^(1/T); student p_T = softmax(z / T).
+        # d/dz of T²·CE(q, softmax(z/T)) is T·(p_T − q).
+        log_teacher = numpy.log(numpy.clip(teacher, 1e-12, None)) / temp
+        q = softmax(log_teacher)
+        z = numpy.asarray(logits, dtype="float32") / temp
+        p_t = softmax(z)
+        log_p_t = z - z.max(axis=1, keepdims=True)
+        log_p_t = log_p_t - numpy.log(numpy.exp(log_p_t).sum(axis=1, keepdims=True))
+        soft_ce = -(q * log_p_t).sum(axis=1).astype("float64")
+        both = mask & has_gold
+        d = d_gold.copy()
+        d[both] *= 1.0 - alpha
+        d[mask] += alpha * temp * (p_t[mask] - q[mask])
+        change = -alpha * float(gold_ce[both].sum()) + alpha * temp**2 * float(soft_ce[mask].sum())
+        return change, d
 
     def initialize(
         self,
@@ -351,7 +470,21 @@ class BioNER(TrainablePipe):
                 f"scheme needs {n_tags}; set model.nO = null to infer it"
             )
         output_layer.set_dim("nO", n_tags)
+        if self.distill_weight > 0.0:
+            self._check_teacher(get_examples)
         if sample:
             self.model.initialize(X=sample)
         else:
             self.model.initialize()
+
+    def _check_teacher(self, get_examples: Callable[[], Iterable[Example]]) -> None:
+        """With distillation on, the training docs must carry a teacher of the same tag order."""
+        for eg in get_examples():
+            if eg.reference._.teacher_probs is not None:
+                self.teacher_targets(eg)  # raises on a tag-order or shape mismatch
+                return
+        raise AdaptnerError(
+            f"{self.name}.distill_weight = {self.distill_weight} but no training doc has teacher "
+            "probabilities (doc._.teacher_probs). Label the training corpus with `adaptner "
+            "distil TEACHER -o DIR` and train on it (--train DIR), or set distill_weight = 0."
+        )
