@@ -121,7 +121,7 @@ def test_strategies_run_on_cached_outputs(tiny_trf, legal, offline, corpus_dir):
     assert all(not d.has_extension("trf_data") or d._.trf_data is None for d in pool)
     vocab_cached = get_strategy("vocab", source_docs=news)
     numpy.testing.assert_allclose(vocab_cached.score(pool, nlp=nlp, rng=rng), full_scores)
-    assert vocab_cached.resolve_unit(pool) == "wordpiece"
+    assert vocab_cached.resolve_unit(pool, nlp) == "wordpiece"
     for name, params in [
         ("margin", {}),
         ("least_confidence", {}),

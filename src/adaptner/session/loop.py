@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..errors import AdaptnerError
 from ..extensions import install_extensions
 from ..readers import read_docbin
-from ..simulation.features import save_pipeline
+from ..simulation.features import feature_dir, save_pipeline
 from ..strategies import get_strategy, select
 from ..strategies.base import QueryStrategy
 from ..util import atomic_path, check_pipeline_trf, write_json, write_jsonl, write_text
@@ -106,11 +106,6 @@ def _session_docs(nlp: Language, rows: Sequence[Any]) -> list[Doc]:
         doc._.source = row["source"]
         docs.append(doc)
     return docs
-
-
-def feature_dir(session: Session) -> Path:
-    """Where a session keeps cached encoder outputs (transformer pipelines)."""
-    return Path(session.session_dir) / "features"
 
 
 def _vocab(lang: str) -> Vocab:
@@ -363,7 +358,7 @@ def next_batch(
         if nlp is None:
             nlp = load_pipeline(current.model_dir)
         docs = _session_docs(nlp, candidates)
-        prepare_scoring(nlp, docs, trainer, feature_dir(session))
+        prepare_scoring(nlp, docs, trainer, feature_dir(session.session_dir))
         docs = list(
             tqdm(
                 nlp.pipe(docs, batch_size=PIPE_BATCH),
@@ -763,7 +758,7 @@ def train_round(
             settings,
             seed=session.seed + new_round,
             progress=progress,
-            cache_dir=feature_dir(session),
+            cache_dir=feature_dir(session.session_dir),
         )
         metrics.update(
             {

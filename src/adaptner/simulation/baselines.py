@@ -9,7 +9,8 @@ from typing import Any
 from ..errors import AdaptnerError
 from ..util import write_json
 from .config import ALSettings, SimulationConfig, derive_seed, source_slug
-from .engine import evaluate_sets, feature_dir, load_pipeline, load_run_data, source_domains_for
+from .engine import evaluate_sets, load_pipeline, load_run_data, source_domains_for
+from .features import feature_dir
 from .pipelines import TrainTask, ensure_trained
 from .trainer import get_round_trainer, prepare_trainer
 

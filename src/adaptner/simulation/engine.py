@@ -22,6 +22,7 @@ from ..readers import available_domains, read_docbin
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
 from ..util import append_jsonl, file_lock, parse_domains, write_json, write_text
 from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed
+from .features import feature_dir
 from .trainer import (
     get_round_trainer,
     predict,
@@ -206,11 +207,6 @@ class RunData:
                 if path.exists():
                     self._source_train.extend(read_docbin(path, vocab))
         return self._source_train
-
-
-def feature_dir(output_dir: str | Path) -> Path:
-    """Where a simulation folder keeps cached encoder outputs (trainer ``cached_head``)."""
-    return Path(output_dir) / "features"
 
 
 def source_domains_for(source: str, split_dir: Path) -> list[str]:

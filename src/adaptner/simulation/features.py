@@ -33,7 +33,7 @@ from thinc.api import Model, chain
 from tqdm import tqdm
 
 from ..errors import AdaptnerError
-from ..strategies.common import find_bio_ner
+from ..strategies.common import encode_docs, find_bio_ner
 from ..util import atomic_path
 
 #: Attribute of ``nlp`` holding the attachment state (original model, disabled components).
@@ -182,30 +182,21 @@ def encode(nlp: Language, docs: Sequence[Doc], *, progress: bool = False) -> lis
     else:
         tok2vec = state["model"].get_ref("tok2vec")
         upstream = [nlp.get_pipe(n) for n in state["disabled"]]
-    out: list[numpy.ndarray] = []
+
+    def run_upstream(fresh: list[Doc]) -> list[Doc]:
+        for proc in upstream:
+            fresh = list(proc.pipe(fresh, batch_size=BATCH))
+        return fresh
+
     bar = tqdm(
-        total=len(docs), desc="encode", unit="doc", leave=False, disable=None if progress else True
+        total=sum(1 for d in docs if len(d)),
+        desc="encode",
+        unit="doc",
+        leave=False,
+        disable=None if progress else True,
     )
     with bar:
-        for start in range(0, len(docs), BATCH):
-            batch = [
-                Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d])
-                for d in docs[start : start + BATCH]
-            ]
-            nonempty = [d for d in batch if len(d)]
-            for proc in upstream:
-                nonempty = list(proc.pipe(nonempty, batch_size=BATCH))
-            vectors = iter(tok2vec.predict(nonempty) if nonempty else [])
-            width = None
-            for d in batch:
-                if len(d):
-                    v = numpy.asarray(tok2vec.ops.to_numpy(next(vectors)), dtype="float32")
-                    width = v.shape[1]
-                    out.append(v)
-                else:
-                    out.append(numpy.zeros((0, width or 0), dtype="float32"))
-            bar.update(len(batch))
-    return out
+        return encode_docs(docs, nlp.vocab, tok2vec, run_upstream, on_batch=bar.update)
 
 
 def _cached_forward(model: Model, docs: list[Doc], is_train: bool):
@@ -239,6 +230,11 @@ def cached_tok2vec(cache: FeatureCache, compute: Callable, width: int | None) ->
     return Model(
         "cached_tok2vec", _cached_forward, attrs={"cache": cache, "compute": compute}, dims=dims
     )
+
+
+def feature_dir(folder: str | Path) -> Path:
+    """Where a simulation output folder or a session folder keeps cached encoder outputs."""
+    return Path(folder) / "features"
 
 
 def feature_path(cache_dir: str | Path, digest: str) -> Path:

@@ -6,6 +6,7 @@ import numpy
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
+from thinc.api import Model
 
 from ..components.bio_ner import BioNER
 from ..errors import AdaptnerError
@@ -156,13 +157,29 @@ def token_vectors(docs: Sequence[Doc], nlp: Language) -> list[numpy.ndarray]:
     component is run first, on fresh copies of the docs). Empty docs get a 0-row array.
     """
     name, bio = find_bio_ner(nlp)
-    tok2vec = bio.model.get_ref("tok2vec")
+    return encode_docs(
+        docs, nlp.vocab, bio.model.get_ref("tok2vec"), lambda fresh: run_upstream(fresh, nlp, name)
+    )
+
+
+def encode_docs(
+    docs: Sequence[Doc],
+    vocab: Vocab,
+    tok2vec: Model,
+    upstream: Callable[[list[Doc]], list[Doc]],
+    on_batch: Callable[[int], object] | None = None,
+) -> list[numpy.ndarray]:
+    """``tok2vec.predict`` vectors (float32, one row per token) for fresh copies of ``docs``,
+    run through ``upstream`` (the components the tok2vec listens to) batch by batch first.
+    Empty docs get a 0-row array; ``on_batch`` is called with each batch's size."""
     out: list[numpy.ndarray | None] = [None] * len(docs)
     nonempty = [i for i, doc in enumerate(docs) if len(doc)]
     for batch in _batches(nonempty):
-        fresh = run_upstream([fresh_doc(docs[i], nlp.vocab) for i in batch], nlp, name)
+        fresh = upstream([fresh_doc(docs[i], vocab) for i in batch])
         for i, vecs in zip(batch, tok2vec.predict(fresh), strict=True):
             out[i] = numpy.asarray(tok2vec.ops.to_numpy(vecs), dtype="float32")
+        if on_batch is not None:
+            on_batch(len(batch))
     width = next((v.shape[1] for v in out if v is not None), 0)
     return [v if v is not None else numpy.zeros((0, width), dtype="float32") for v in out]
 

@@ -206,7 +206,6 @@ class VocabStrategy(QueryStrategy):
         if unit not in UNITS:
             raise AdaptnerError(f"Unknown unit {unit!r} for vocab; choose one of {UNITS}.")
         self.unit = unit
-        self._nlp_tokenizer = None  # set per call from the pipeline (see resolve_unit)
         self.source_docs = list(source_docs) if source_docs is not None else None
         self._counts: dict[str, Counter] = {}
         if source_counts is not None:
@@ -226,8 +225,8 @@ class VocabStrategy(QueryStrategy):
         elif not self.source_docs or not any(len(doc) for doc in self.source_docs):
             raise AdaptnerError("source_docs is empty: the source domain has no tokens.")
 
-    def resolve_unit(self, docs: Sequence[Doc]) -> str:
-        """The unit used for these pool docs ("norm" or "wordpiece")."""
+    def resolve_unit(self, docs: Sequence[Doc], nlp: Language | None = None) -> str:
+        """The unit used for these pool docs ("norm" or "wordpiece") and pipeline."""
         if self.unit != "auto":
             return self.unit
         if self.source_docs is None:
@@ -235,7 +234,7 @@ class VocabStrategy(QueryStrategy):
         nonempty = [doc for doc in docs if len(doc)]
         if nonempty and all(has_trf_data(doc) for doc in nonempty):
             return "wordpiece"
-        if nonempty and self._nlp_tokenizer is not None:
+        if nonempty and wordpiece_tokenizer(nlp) is not None:
             return "wordpiece"  # a transformer pipeline whose encoder outputs are cached
         return "norm"
 
@@ -261,8 +260,7 @@ class VocabStrategy(QueryStrategy):
         self, docs: Sequence[Doc], nlp: Language | None = None
     ) -> numpy.ndarray:
         """Cosine similarity of each doc's unit counts with the source counts (NaN if empty)."""
-        self._nlp_tokenizer = wordpiece_tokenizer(nlp)
-        unit = self.resolve_unit(docs)
+        unit = self.resolve_unit(docs, nlp)
         source = self.source_counts(unit, nlp)
         source_norm = math.sqrt(sum(v * v for v in source.values()))
         if unit == "wordpiece":
