@@ -1,7 +1,9 @@
 """Train a pipeline from a config on a selection of domains, optionally from a source pipeline."""
 
+import contextlib
 import io
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -11,12 +13,12 @@ from typing import Any
 from confection import Config
 from spacy import util as spacy_util
 from spacy.training.initialize import init_nlp
-from spacy.training.loop import train as train_nlp
 
 from .errors import AdaptnerError
 from .extensions import install_extensions
+from .train_loop import CHECKPOINT, check_resumable, read_checkpoint_state, train_loop
 from .trf import check_trf_installed
-from .util import atomic_output, closest_hint, write_json
+from .util import atomic_output, closest_hint, file_lock, write_json
 
 PathLike = str | Path
 
@@ -169,6 +171,18 @@ def load_training_config(
     return config
 
 
+def flush_lower_caches(nlp: Any) -> None:
+    """Write the rows that cached lower layers computed since the last flush to disk."""
+    from .encoders.training import transformer_modules
+
+    modules = transformer_modules(nlp)
+    if modules:
+        from .encoders.lower_cache import attached_caches
+
+        for cache in attached_caches(modules):
+            cache.flush()
+
+
 def check_corpus_paths(config: Config) -> None:
     """Fail early, with the path, when the corpus a config names does not exist."""
     paths = config.get("paths", {})
@@ -209,6 +223,8 @@ def train_pipeline(
     verbose: bool = True,
     force: bool = False,
     log: Callable[[str], None] | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> Path:
     """Train and save a pipeline; returns the directory of the best model.
 
@@ -230,6 +246,12 @@ def train_pipeline(
         verbose: Print spaCy's training table.
         force: Replace an existing output directory that ``train`` did not write.
         log: Where messages about the output go (default: stderr).
+        checkpoint_every: Save a checkpoint every N steps (0: none; -1: at every evaluation,
+            the config's ``eval_frequency``). The run then works in
+            ``.<output name>.run`` beside the output, which a stopped or killed run leaves
+            behind for ``resume``.
+        resume: Continue the interrupted run of this output from its last checkpoint (a
+            new run starts when there is none).
 
     Raises:
         AdaptnerError: a config, corpus or output problem (named).
@@ -249,14 +271,35 @@ def train_pipeline(
     check_trf_installed(config, f"Config {config_path}")
     output_dir = Path(output_dir)
     start = time.perf_counter()
-    with atomic_output(
-        output_dir, "train", force=force, owned_files=("train_meta.json",), log=log
-    ) as tmp:
-        # spaCy names the directory it writes (the temporary): show the final one instead
+    if checkpoint_every < 0:  # at every evaluation
+        checkpoint_every = int(config["training"].get("eval_frequency") or 0)
+    if resume and not checkpoint_every:
+        raise AdaptnerError("--resume needs checkpoints: --checkpoint-every must not be 0.")
+    work = run_dir(output_dir) if checkpoint_every else None
+    with contextlib.ExitStack() as stack:
+        resumed_at = 0
+        if work is not None:
+            lock = work.with_name(work.name + ".lock")
+            stack.enter_context(file_lock(lock, f"training {output_dir}"))
+            resumed_at = _prepare_run_dir(work, output_dir, resume=resume, force=force, log=log)
+        tmp = stack.enter_context(
+            atomic_output(
+                output_dir, "train", force=force, owned_files=("train_meta.json",), log=log,
+                work=work,
+            )
+        )  # fmt: skip
+        # the loop names the directory it writes (the temporary): show the final one instead
         out = _Renamed(sys.stdout, tmp, output_dir) if verbose else io.StringIO()
         try:
             nlp = init_nlp(config, use_gpu=-1)
-            train_nlp(nlp, tmp, use_gpu=-1, stdout=out, stderr=out if not verbose else sys.stderr)
+            if resumed_at:
+                check_resumable(tmp / CHECKPOINT, nlp.config.to_str())
+            train_loop(
+                nlp, tmp, checkpoint_every=checkpoint_every, resume=bool(resumed_at),
+                stdout=out, stderr=out if not verbose else sys.stderr,
+                on_checkpoint=flush_lower_caches,
+            )  # fmt: skip
+            flush_lower_caches(nlp)
         except AdaptnerError:
             raise
         except Exception as e:
@@ -288,7 +331,48 @@ def train_pipeline(
                 "init_from": str(init_from) if init_from else None,
                 "overrides": {k: v for k, v in (overrides or {}).items()},
                 "train_seconds": round(seconds, 2),
+                "resumed_at_step": resumed_at or None,
             },
         )
+    if work is not None:
+        work.with_name(work.name + ".lock").unlink(missing_ok=True)
     return output_dir / "model-best"
+
+
+def run_dir(output_dir: Path) -> Path:
+    """Where a checkpointed run of ``output_dir`` works until it is finished."""
+    return output_dir.with_name(f".{output_dir.name}.run")
+
+
+def _prepare_run_dir(
+    work: Path, output_dir: Path, *, resume: bool, force: bool, log: Callable[[str], None] | None
+) -> int:
+    """Decide what to do with an earlier run's working directory; returns the step resumed at.
+
+    Raises:
+        AdaptnerError: an interrupted run is there and neither --resume nor --force was given.
+    """
+    say = log or (lambda m: print(m, file=sys.stderr))
+    ckpt = work / CHECKPOINT
+    if not work.exists():
+        if resume:
+            say(f"ℹ nothing to resume for {output_dir}: starting a new run")
+        return 0
+    if not ckpt.exists():
+        shutil.rmtree(work)
+        say(f"ℹ removed {work}, left by a run that stopped before its first checkpoint")
+        return 0
+    state = read_checkpoint_state(ckpt)
+    if resume:
+        say(f"ℹ resuming {output_dir} at step {state.step} (of {state.max_steps or 'no limit'})")
+        return state.step
+    if force:
+        shutil.rmtree(work)
+        say(f"ℹ removed the interrupted run {work} (step {state.step}): --force starts over")
+        return 0
+    raise AdaptnerError(
+        f"An interrupted run of {output_dir} is in {work} (checkpoint at step {state.step} of "
+        f"{state.max_steps or 'no limit'}). Rerun with --resume to continue it, or with --force "
+        "to start over."
+    )
 

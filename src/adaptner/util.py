@@ -88,13 +88,16 @@ def _make_parent(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(path: PathLike, is_dir: bool = False, work: Path | None = None) -> Iterator[Path]:
     """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds.
 
     Readers never see a half-written file or directory: on an exception the
     temporary is removed and ``path`` is left as it was. A directory that is replaced is
     kept until the new one is in place. Commands that write a directory the user names
     use :func:`atomic_output`, which adds the checks of the output policy.
+
+    ``work`` names the temporary directory instead (created if missing) and keeps it when
+    the block fails, so that a resumable command can continue in it.
 
     Raises:
         AdaptnerError: the path cannot be written (a parent is a file, no permission).
@@ -103,7 +106,10 @@ def atomic_path(path: PathLike, is_dir: bool = False) -> Iterator[Path]:
     _make_parent(path)
     prefix = f".{path.name}.{os.getpid()}-"
     try:
-        if is_dir:
+        if work is not None:
+            tmp = Path(work)
+            tmp.mkdir(parents=True, exist_ok=True)
+        elif is_dir:
             tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
         else:
             fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
@@ -129,6 +135,8 @@ def atomic_path(path: PathLike, is_dir: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     except BaseException:
+        if work is not None:
+            raise
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
@@ -200,6 +208,7 @@ def atomic_output(
     force: bool = False,
     owned_files: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
+    work: Path | None = None,
 ) -> Iterator[Path]:
     """Write a command's output directory under the one output policy.
 
@@ -213,13 +222,14 @@ def atomic_output(
         force: Replace a directory that this command did not write.
         owned_files: Files that mark an output this command wrote before markers existed.
         log: Where messages go (default: stderr).
+        work: A fixed working directory that survives a failure (see :func:`atomic_path`).
 
     Raises:
         AdaptnerError: the policy refuses, or the path cannot be written.
     """
     check_output_dir(path, command, force=force, owned_files=owned_files)
     clean_stale_temps(path, log)
-    with atomic_path(path, is_dir=True) as tmp:
+    with atomic_path(path, is_dir=True, work=work) as tmp:
         yield tmp
         from .about import __version__
 

@@ -42,7 +42,21 @@ def train_cmd(
         False,
         "--force",
         help="Replace --output even if `adaptner train` did not write it (the old contents stay "
-        "until the new model is complete).",
+        "until the new model is complete); with an interrupted run there, start over.",
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the interrupted run of --output from its last checkpoint (weights, "
+        "optimizer, schedule, random state, place in the data); starts a new run if there is "
+        "none. Use the same config and options.",
+    ),
+    checkpoint_every: int = typer.Option(
+        -1,
+        "--checkpoint-every",
+        help="Save a checkpoint every N steps, so a stopped run loses at most N (-1: at every "
+        "evaluation; 0: no checkpoints and no --resume). Until it finishes, the run works in "
+        "`.<output name>.run` beside --output.",
     ),
 ) -> None:
     """Train a pipeline. Extra `--section.key value` arguments override the config."""
@@ -60,5 +74,7 @@ def train_cmd(
         overrides=parse_overrides(ctx.args),
         verbose=not quiet,
         force=force,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
     )
     typer.echo(f"✔ trained on {domains} (seed {seed}) -> {best}")

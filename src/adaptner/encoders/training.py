@@ -25,13 +25,47 @@ from thinc.types import FloatsXd
 
 from ..errors import AdaptnerError
 
+_LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+
 
 class ScaledOptimizer(Optimizer):
-    """thinc's Optimizer with a separate learning-rate factor for PyTorch (encoder) parameters."""
+    """thinc's Optimizer with a separate learning-rate factor for PyTorch (encoder) parameters.
 
-    def __init__(self, *args, encoder_lr_scale: float = 1.0, **kwargs) -> None:
+    With ``layer_decay`` d < 1 and ``encoder_layers`` L, encoder layer i (0-based) learns at
+    ``encoder_lr_scale × d^(L - 1 - i)`` and the embeddings at ``encoder_lr_scale × d^L``:
+    the top layer at the encoder rate, each layer below it d times slower.
+    """
+
+    def __init__(
+        self,
+        *args,
+        encoder_lr_scale: float = 1.0,
+        layer_decay: float = 1.0,
+        encoder_layers: int = 12,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.encoder_lr_scale = float(encoder_lr_scale)
+        self.layer_decay = float(layer_decay)
+        self.encoder_layers = int(encoder_layers)
+        self._scales: dict[str, float] = {}
+
+    def param_scale(self, name: str) -> float:
+        """The learn-rate factor of a PyTorch parameter, from its dotted name."""
+        scale = self._scales.get(name)
+        if scale is None:
+            scale = self.encoder_lr_scale
+            if self.layer_decay != 1.0:
+                match = _LAYER.search(name)
+                if match:
+                    depth = self.encoder_layers - 1 - int(match.group(1))
+                elif "embeddings" in name:
+                    depth = self.encoder_layers
+                else:
+                    depth = 0
+                scale *= self.layer_decay ** max(depth, 0)
+            self._scales[name] = scale
+        return scale
 
     def __call__(
         self,
@@ -42,7 +76,7 @@ class ScaledOptimizer(Optimizer):
         lr_scale: float = 1.0,
     ):
         if isinstance(key, tuple) and len(key) == 2 and "." in str(key[1]):
-            lr_scale *= self.encoder_lr_scale
+            lr_scale *= self.param_scale(str(key[1]))
         return super().__call__(key, weights, gradient, lr_scale=lr_scale)
 
 
@@ -74,6 +108,46 @@ def make_adam(
         use_radam=False,
         encoder_lr_scale=encoder_lr_scale,
     )
+
+
+@registry.optimizers("adaptner.Adam.v2")
+def make_adam_v2(
+    learn_rate: float | list[float] | Iterator[float] = 0.001,
+    *,
+    encoder_lr_scale: float = 1.0,
+    layer_decay: float = 1.0,
+    encoder_layers: int = 12,
+    L2: float = 0.0,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    grad_clip: float = 1.0,
+    use_averages: bool = False,
+    L2_is_weight_decay: bool = True,
+) -> Optimizer:
+    """``adaptner.Adam.v1`` plus layer-wise decay of the encoder's learn rate.
+
+    ``layer_decay`` d (0 < d <= 1; 1 = none) scales encoder layer i of ``encoder_layers`` by
+    d^(L - 1 - i) and the embeddings by d^L, on top of ``encoder_lr_scale``.
+    """
+    if not 0 < layer_decay <= 1:
+        raise AdaptnerError(f"layer_decay must be in (0, 1], got {layer_decay}.")
+    if encoder_layers < 1:
+        raise AdaptnerError(f"encoder_layers must be >= 1, got {encoder_layers}.")
+    optimizer = make_adam(
+        learn_rate,
+        encoder_lr_scale=encoder_lr_scale,
+        L2=L2,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        grad_clip=grad_clip,
+        use_averages=use_averages,
+        L2_is_weight_decay=L2_is_weight_decay,
+    )
+    optimizer.layer_decay = float(layer_decay)
+    optimizer.encoder_layers = int(encoder_layers)
+    return optimizer
 
 
 def transformer_modules(nlp: Language) -> list:
@@ -120,6 +194,42 @@ def make_freeze_transformer(
             raise AdaptnerError(
                 f"adaptner.freeze_transformer.v1: no transformer parameter matches {patterns}."
             )
+        return nlp
+
+    return freeze
+
+
+@registry.callbacks("adaptner.freeze_transformer.v2")
+def make_freeze_transformer_v2(
+    patterns: list[str] = ("word_embeddings",),  # type: ignore[assignment]
+    cache_layers: int = 0,
+    cache_dir: str | None = None,
+) -> Callable[[Language], Language]:
+    """``adaptner.freeze_transformer.v1`` plus cached lower layers.
+
+    ``cache_layers`` k > 0 also freezes the embeddings and the bottom k layers and serves
+    their output from a :class:`~adaptner.encoders.lower_cache.LowerLayerCache` (kept under
+    ``cache_dir`` when given), so a training step runs only the top layers and the head.
+    """
+    patterns = list(patterns)
+    if cache_layers < 0:
+        raise AdaptnerError(f"cache_layers must be >= 0, got {cache_layers}.")
+    freeze_patterns = make_freeze_transformer(patterns)
+
+    def freeze(nlp: Language) -> Language:
+        if patterns or not cache_layers:
+            freeze_patterns(nlp)
+        if cache_layers:
+            from .lower_cache import attach
+
+            modules = transformer_modules(nlp)
+            if not modules:
+                raise AdaptnerError(
+                    "adaptner.freeze_transformer.v2 found no transformer in the pipeline "
+                    f"{nlp.pipe_names}; remove it from [initialize.after_init]."
+                )
+            for module in modules:
+                attach(module, cache_layers, cache_dir)
         return nlp
 
     return freeze
