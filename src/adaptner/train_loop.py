@@ -25,6 +25,7 @@ import json
 import random
 import shutil
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -242,7 +243,7 @@ def load_checkpoint(path: Path, nlp: Language, optimizer: Any) -> LoopState:
         data = json.loads((path / _STATE_FILE).read_text(encoding="utf8"))
         npz = numpy.load(path / _ARRAYS_FILE, allow_pickle=False)
         arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise AdaptnerError(
             f"The checkpoint {path} is unreadable ({type(e).__name__}: {e}). Delete it and "
             "train again (or pass --force)."
@@ -308,7 +309,7 @@ def train_loop(
     stdout: IO = sys.stdout,
     stderr: IO = sys.stderr,
     on_checkpoint: Callable[[Language], None] | None = None,
-) -> Path:
+) -> LoopState:
     """Train an initialized pipeline into ``output_path`` (spaCy's loop, resumable).
 
     Args:
@@ -321,7 +322,7 @@ def train_loop(
             caches to disk).
 
     Returns:
-        The ``model-last`` directory.
+        The final state (its ``results`` are the evaluations: (score, step) pairs).
     """
     config = nlp.config.interpolate()
     seed = config["training"]["seed"]
@@ -419,7 +420,8 @@ def train_loop(
     save_model(False)
     shutil.rmtree(ckpt, ignore_errors=True)
     stdout.write(f"✔ Saved pipeline to output directory {output_path / DIR_MODEL_LAST}\n")
-    return output_path / DIR_MODEL_LAST
+    state.seconds = timer() - start
+    return state
 
 
 def check_resumable(ckpt: Path, config_text: str) -> LoopState:

@@ -18,7 +18,7 @@ from .errors import AdaptnerError
 from .extensions import install_extensions
 from .train_loop import CHECKPOINT, check_resumable, read_checkpoint_state, train_loop
 from .trf import check_trf_installed
-from .util import atomic_output, closest_hint, file_lock, write_json
+from .util import atomic_output, check_output_dir, closest_hint, file_lock, write_json
 
 PathLike = str | Path
 
@@ -279,8 +279,10 @@ def train_pipeline(
     with contextlib.ExitStack() as stack:
         resumed_at = 0
         if work is not None:
+            check_output_dir(output_dir, "train", force=force, owned_files=("train_meta.json",))
             lock = work.with_name(work.name + ".lock")
             stack.enter_context(file_lock(lock, f"training {output_dir}"))
+            stack.callback(lock.unlink, missing_ok=True)  # before the lock is released
             resumed_at = _prepare_run_dir(work, output_dir, resume=resume, force=force, log=log)
         tmp = stack.enter_context(
             atomic_output(
@@ -294,7 +296,7 @@ def train_pipeline(
             nlp = init_nlp(config, use_gpu=-1)
             if resumed_at:
                 check_resumable(tmp / CHECKPOINT, nlp.config.to_str())
-            train_loop(
+            final = train_loop(
                 nlp, tmp, checkpoint_every=checkpoint_every, resume=bool(resumed_at),
                 stdout=out, stderr=out if not verbose else sys.stderr,
                 on_checkpoint=flush_lower_caches,
@@ -332,10 +334,11 @@ def train_pipeline(
                 "overrides": {k: v for k, v in (overrides or {}).items()},
                 "train_seconds": round(seconds, 2),
                 "resumed_at_step": resumed_at or None,
+                "steps": final.step,
+                "loop_seconds": round(final.seconds, 2),
+                "evaluations": [{"step": step, "score": score} for score, step in final.results],
             },
         )
-    if work is not None:
-        work.with_name(work.name + ".lock").unlink(missing_ok=True)
     return output_dir / "model-best"
 
 

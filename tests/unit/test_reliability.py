@@ -232,7 +232,7 @@ def test_train_prints_the_final_path_cleans_and_replaces_its_own_output(tiny, tm
 def test_killed_train_leaves_a_temporary_that_the_next_run_removes(tiny, tmp_path):
     corpus, _ = tiny
     out = tmp_path / "model"
-    args = [str(a) for a in train_args(corpus, out)]
+    args = [str(a) for a in train_args(corpus, out)] + ["--checkpoint-every", "0"]
     args[args.index("4")] = "100000"  # long enough to be killed while training
     cmd = [sys.executable, "-m", "adaptner", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -22,6 +22,7 @@ so ``adaptner train`` and the recipe sweep run only the top of the encoder.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ class LowerLayerCache:
             try:
                 with numpy.load(path, allow_pickle=False) as npz:
                     keys, lengths, data = npz["keys"], npz["lengths"], npz["data"]
-            except (OSError, ValueError, KeyError, EOFError) as e:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
                 raise AdaptnerError(
                     f"{path} is not a readable lower-layer cache shard ({e}). Delete it; "
                     "the rows are recomputed."

@@ -1,0 +1,249 @@
+"""The e5-small fine-tuning recipe, measured: a resumable sweep over the levers of
+configs/bio_trf_e5.cfg (all DANSK train, scored on dev).
+
+    python bench/e5_recipe.py run                      # every row, seed 0, in the order below
+    python bench/e5_recipe.py run --rows len6,cache4-len6 --seeds 0,1
+    python bench/e5_recipe.py table                    # bench/results/e5_recipe/sweep.md
+    python bench/e5_recipe.py cached-equality          # cached lower layers vs the full model
+
+Each row is the shipped config plus the overrides named below, trained with
+`adaptner train --resume` into <runs>/<row>-s<seed> (a killed sweep continues where it was: a
+finished row is skipped, an interrupted one resumes from its last checkpoint), then scored on
+dev with `adaptner evaluate`'s scorer. A finished row is appended to
+bench/results/e5_recipe/sweep.jsonl (dev F1 micro / macro / per domain, steps, epochs, wall
+time, the dev curve) and the table is rewritten. Wall times are what the machine gave: run
+the sweep alone for comparable times.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "e5_recipe"
+CONFIG = "configs/bio_trf_e5.cfg"
+DOMAINS = ["news", "conversation", "legal", "social_media", "web", "wiki_books"]
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+_FIRST = {"components.bio_ner.model.tok2vec.pooling.@layers": "reduce_first.v1"}
+#: name -> (config, epochs, batch size in padded words, overrides). Learn rates: the head at
+#: training.optimizer.learn_rate.initial_rate, the encoder at that × encoder_lr_scale.
+ROWS: dict[str, tuple[str, int, int, dict]] = {
+    "len3": (CONFIG, 3, 600, {}),
+    "len6": (CONFIG, 6, 600, {}),
+    "len10": (CONFIG, 10, 600, {}),
+    "bs300-len6": (CONFIG, 6, 300, {}),
+    "cache4-len6": (CONFIG, 6, 600, {"initialize.after_init.cache_layers": 4}),
+    "cache6-len10": (CONFIG, 10, 600, {"initialize.after_init.cache_layers": 6}),
+    "llrd-len6": (
+        CONFIG, 6, 600,
+        {"training.optimizer.encoder_lr_scale": 0.3, "training.optimizer.layer_decay": 0.8},
+    ),  # fmt: skip
+    "emb-len6": (CONFIG, 6, 600, {"initialize.after_init.patterns": []}),
+    "first-len6": (CONFIG, 6, 600, _FIRST),
+    "ner-len6": ("configs/ner_trf_e5.cfg", 6, 600, {}),
+}
+
+
+def _steps_per_epoch(batch_size: int) -> int:
+    """Batches in one epoch of all DANSK train with the config's batcher at this size."""
+    import spacy
+    from spacy.tokens import DocBin
+    from spacy.util import registry
+
+    nlp = spacy.blank("da")
+    docs = list(DocBin().from_disk(ROOT / "corpus/train/all.spacy").get_docs(nlp.vocab))
+    batcher = registry.batchers.get("spacy.batch_by_padded.v1")(
+        size=batch_size, buffer=256, discard_oversize=False
+    )
+    return sum(1 for _ in batcher(docs))
+
+
+def _train_command(name: str, seed: int, runs: Path, encoder: Path) -> tuple[list[str], dict]:
+    config, epochs, batch_size, overrides = ROWS[name]
+    per_epoch = _steps_per_epoch(batch_size)
+    steps = epochs * per_epoch
+    settings = {
+        "training.max_steps": steps,
+        "training.eval_frequency": per_epoch,
+        "training.patience": 0,
+        "training.batcher.size": batch_size,
+        "training.optimizer.learn_rate.warmup_steps": max(1, steps // 10),
+        "paths.transformer": str(encoder),
+        **overrides,
+    }
+    if overrides.get("initialize.after_init.cache_layers"):
+        settings["initialize.after_init.cache_dir"] = str(runs / "lower_cache")
+    cmd = [sys.executable, "-m", "adaptner", "train", config, "-o", str(runs / f"{name}-s{seed}"),
+           "--seed", str(seed), "--resume", "--checkpoint-every", str(per_epoch // 2)]  # fmt: skip
+    for key, value in settings.items():
+        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    return cmd, {"steps": steps, "epochs": epochs, "steps_per_epoch": per_epoch, **settings}
+
+
+def _done() -> set[tuple[str, int]]:
+    path = RESULTS / "sweep.jsonl"
+    if not path.exists():
+        return set()
+    return {(r["row"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())}
+
+
+@app.command()
+def run(
+    rows: str = typer.Option(",".join(ROWS), help="Rows to run, comma-separated, in order."),
+    seeds: str = typer.Option("0", help="Seeds, comma-separated."),
+    runs: Path = typer.Option(ROOT / "training" / "e5_recipe", help="Where the runs train."),
+    encoder: Path = typer.Option(ROOT / "assets" / "e5-small", help="The e5-small directory."),
+) -> None:
+    """Train and score every (row, seed) not yet in sweep.jsonl; resumes interrupted runs."""
+    from adaptner.evaluation import evaluate_model
+
+    unknown = [r for r in rows.split(",") if r not in ROWS]
+    if unknown:
+        raise typer.BadParameter(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "1048576"}
+    for seed in [int(s) for s in seeds.split(",")]:
+        for name in rows.split(","):
+            if (name, seed) in _done():
+                typer.echo(f"= {name} seed {seed}: in sweep.jsonl")
+                continue
+            out = runs / f"{name}-s{seed}"
+            cmd, settings = _train_command(name, seed, runs, encoder)
+            wall_file = runs / f".{name}-s{seed}.wall.json"
+            spent = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0
+            if not (out / "model-best").exists():
+                typer.echo(f"> {name} seed {seed}: {' '.join(cmd[2:])}")
+                start = time.time()
+                log = open(runs / f"{name}-s{seed}.log", "a", encoding="utf8")
+                try:
+                    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+                finally:
+                    spent += time.time() - start
+                    runs.mkdir(parents=True, exist_ok=True)
+                    wall_file.write_text(json.dumps({"seconds": spent}))
+                    log.close()
+                if proc.returncode != 0:
+                    raise SystemExit(f"{name} seed {seed} failed; see {runs}/{name}-s{seed}.log")
+            report = evaluate_model(out / "model-best", ROOT / "corpus" / "dev")
+            meta = json.loads((out / "train_meta.json").read_text())
+            record = {
+                "row": name,
+                "seed": seed,
+                "config": ROWS[name][0],
+                "overrides": ROWS[name][3],
+                "train_overrides": meta.get("overrides"),
+                **{k: settings[k] for k in ("epochs", "steps", "steps_per_epoch")},
+                "batch_size": ROWS[name][2],
+                "dev_micro": report["overall"]["f"],
+                "dev_macro": report["macro"]["f"],
+                "dev_per_domain": {d: report["per_domain"][d]["f"] for d in DOMAINS},
+                "wall_seconds": round(spent, 1),
+                "evaluations": meta.get("evaluations"),
+                "date": datetime.date.today().isoformat(),
+                "load_note": "machine shared with other jobs" if os.getloadavg()[1] > 2.5 else "",
+            }
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            with open(RESULTS / "sweep.jsonl", "a", encoding="utf8") as f:
+                f.write(json.dumps(record) + "\n")
+            typer.echo(f"✔ {name} seed {seed}: dev F1 {100 * record['dev_micro']:.2f}")
+            table()
+
+
+@app.command()
+def table() -> None:
+    """Rewrite bench/results/e5_recipe/sweep.md from sweep.jsonl."""
+    path = RESULTS / "sweep.jsonl"
+    records = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    head = ["row", "seed", "epochs", "steps", "dev micro", "macro", *DOMAINS, "wall min",
+            "dev F1 by epoch", "overrides"]  # fmt: skip
+    lines = [
+        "# e5-small recipe sweep (all DANSK train -> dev F1)",
+        "",
+        "Command: `python bench/e5_recipe.py run` (then `table`); rows are",
+        f"`{CONFIG}` plus the overrides shown. Dates per row in sweep.jsonl.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in records:
+        curve = " ".join(f"{100 * e['score']:.1f}" for e in (r.get("evaluations") or [])[1:])
+        cells = [r["row"], r["seed"], r["epochs"], r["steps"], f"{100 * r['dev_micro']:.2f}",
+                 f"{100 * r['dev_macro']:.2f}",
+                 *(f"{100 * r['dev_per_domain'][d]:.1f}" for d in DOMAINS),
+                 f"{r['wall_seconds'] / 60:.0f}", curve,
+                 json.dumps(r["overrides"]) if r["overrides"] else ""]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "sweep.md").write_text("\n".join(lines) + "\n", encoding="utf8")
+    typer.echo("\n".join(lines))
+
+
+@app.command("cached-equality")
+def cached_equality(
+    model: Path = typer.Option(None, help="A trained e5 pipeline (default: e5 + a new head)."),
+    layers: str = typer.Option("4,6,8", help="Numbers of cached lower layers to compare."),
+    limit: int = typer.Option(0, help="Dev docs to use (0: all)."),
+    encoder: Path = typer.Option(ROOT / "assets" / "e5-small", help="The e5-small directory."),
+) -> None:
+    """Max abs difference between the cached path and the full model on DANSK dev (eval mode):
+    the encoder's output at every real word piece, and bio_ner's probabilities."""
+    import numpy
+    import spacy
+    from spacy.tokens import DocBin
+    from spacy.training.initialize import init_nlp
+
+    from adaptner.encoders.lower_cache import attach, detach
+    from adaptner.encoders.training import transformer_modules
+    from adaptner.extensions import install_extensions
+    from adaptner.training import load_training_config
+
+    install_extensions()
+    if model is not None:
+        nlp = spacy.load(model)
+    else:
+        nlp = init_nlp(load_training_config(ROOT / CONFIG, overrides={
+            "paths.transformer": str(encoder), "paths.train": str(ROOT / "corpus/train"),
+            "paths.dev": str(ROOT / "corpus/dev")}))  # fmt: skip
+    gold = list(DocBin().from_disk(ROOT / "corpus/dev/all.spacy").get_docs(nlp.vocab))
+    gold = gold[:limit] if limit else gold
+    trf, ner = nlp.get_pipe("transformer"), nlp.get_pipe("bio_ner")
+    module = transformer_modules(nlp)[0]
+
+    def outputs() -> tuple[list, list]:
+        hidden, probs = [], []
+        for i in range(0, len(gold), 64):
+            docs = [nlp.make_doc(d.text) for d in gold[i : i + 64]]
+            batch = trf.model.predict(docs)
+            mask = batch.wordpieces.attention_mask.astype(bool)
+            states = batch.model_output.last_hidden_state
+            states = states.detach().numpy() if hasattr(states, "detach") else numpy.asarray(states)
+            hidden.append(states[mask])
+            trf.set_annotations(docs, batch)
+            probs.extend(ner.model.predict(docs))
+        return hidden, probs
+
+    full_h, full_p = outputs()
+    for k in [int(x) for x in layers.split(",")]:
+        cache = attach(module, k)
+        for rep in range(2):  # the first pass fills the cache, the second reads it
+            h, p = outputs()
+            dh = max(float(numpy.abs(a - b).max()) for a, b in zip(full_h, h, strict=True))
+            dp = max(float(numpy.abs(numpy.asarray(a) - numpy.asarray(b)).max())
+                     for a, b in zip(full_p, p, strict=True))  # fmt: skip
+            typer.echo(
+                f"k={k} pass {rep + 1}: max |Δ hidden| {dh:.2e}, max |Δ prob| {dp:.2e} "
+                f"({len(gold)} docs; cache hits {cache.hits}, misses {cache.misses})"
+            )
+        detach(module)
+
+
+if __name__ == "__main__":
+    app()
