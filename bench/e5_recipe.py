@@ -43,6 +43,7 @@ ROWS: dict[str, tuple[str, int, int, dict]] = {
     "bs300-len6": (CONFIG, 6, 300, {}),
     "cache4-len6": (CONFIG, 6, 600, {"initialize.after_init.cache_layers": 4}),
     "cache6-len10": (CONFIG, 10, 600, {"initialize.after_init.cache_layers": 6}),
+    "cache8-len10": (CONFIG, 10, 600, {"initialize.after_init.cache_layers": 8}),
     "llrd-len6": (
         CONFIG, 6, 600,
         {"training.optimizer.encoder_lr_scale": 0.3, "training.optimizer.layer_decay": 0.8},
