@@ -74,6 +74,14 @@ print(json.dumps({
     "probs": doc._.ner_probs.tolist(),
     "meta": nlp.meta,
     "heavy": [m for m in ("torch", "transformers", "spacy_transformers") if m in sys.modules],
+    "int8_layers": sum(
+        1
+        for proc in ([nlp.get_pipe("transformer")] if "transformer" in nlp.pipe_names else [])
+        for node in proc.model.walk()
+        for shim in node.shims
+        for module in shim._model.modules()
+        if type(module).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    ),
 }))
 """
 
@@ -349,7 +357,29 @@ def test_transformer_wheel_carries_its_weights(dansk_corpus, fresh_trf_venv, tmp
     _install_offline(fresh_trf_venv, packages, name)
     got = _load_in_venv(fresh_trf_venv, name, tmp_path / "run")
     assert got["pipeline"] == ["transformer", "bio_ner"]
+    assert got["int8_layers"] == 0
     _check_loaded(got, fresh_trf_venv, model, name)
+
+    # the int8 variant: quantized at load, in the fresh venv, offline
+    from adaptner.encoders.quantize import quantize_pipeline
+
+    int8 = tmp_path / "trf_int8"
+    layers = quantize_pipeline(model, int8)
+    assert layers == 2 * 6 + 1  # two layers of q/k/v/attention-out/intermediate/out + pooler
+    shutil.copy(model.parent / "train_meta.json", tmp_path / "train_meta.json")
+    result = package_pipeline(
+        int8, packages, name="adaptner_trf_news_int8", source="news",
+        eval_dir=dansk_corpus / "dev", eval_domains="news",
+    )  # fmt: skip
+    name = "da_adaptner_trf_news_int8"
+    _install_offline(fresh_trf_venv, packages, name)
+    got = _load_in_venv(fresh_trf_venv, name, tmp_path / "run_int8")
+    assert got["pipeline"] == ["transformer", "int8_transformer", "bio_ner"]
+    assert got["int8_layers"] == layers
+    probs = numpy.asarray(got["probs"], dtype="float32")
+    numpy.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    fp32 = spacy.load(model)(SENTENCE)._.ner_probs
+    assert probs.shape == fp32.shape and numpy.abs(probs - fp32).max() < 0.2
 
 
 # --- bad inputs and the readers (seconds, plus the CNN model fixture) ---------------------

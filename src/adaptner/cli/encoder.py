@@ -195,3 +195,33 @@ def vectors_cmd(
         f"per word, {report.unknown_words} words without pieces left out) from {encoder}: "
         f"{report.bytes_on_disk / 1e6:.1f} MB -> {output}"
     )
+
+
+@encoder_app.command("quantize")
+def quantize_cmd(
+    model_dir: Path = typer.Argument(..., help="A trained transformer pipeline (its model-best)."),
+    output: Path = typer.Option(..., "--output", "-o", help="The int8 pipeline's directory."),
+    keep_fp32: list[str] = typer.Option(
+        [],
+        "--keep-fp32",
+        help="Keep linear layers whose module name matches this regex in fp32 (repeatable), "
+        "e.g. 'output\\.dense' or 'layer\\.11\\.'.",
+    ),
+    per_channel: bool = typer.Option(
+        True, "--per-channel/--per-tensor", help="int8 weight scales per output channel."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --output."),
+) -> None:
+    """Faster CPU inference: the pipeline with dynamic int8 linear layers, quantized at load.
+
+    Adds the `int8_transformer` component after `transformer`; the weights on disk stay fp32,
+    so `spacy.load(OUT, exclude=["int8_transformer"])` gives the fp32 pipeline back. Package it
+    with `adaptner package OUT`. Inference only (a quantized layer has no gradient).
+    """
+    from ..encoders.quantize import quantize_pipeline
+
+    count = quantize_pipeline(
+        model_dir, output, keep_fp32=keep_fp32, per_channel=per_channel, force=force
+    )
+    kept = f", layers matching {keep_fp32} kept in fp32" if keep_fp32 else ""
+    typer.echo(f"✔ {count} linear layers quantized to int8 at load{kept} -> {output}")
