@@ -172,6 +172,73 @@ def model(
             print(f"{r['model']}: {extra}")
 
 
+#: int8 variants: name -> (keep_fp32 regexes, per_channel).
+INT8_VARIANTS = {
+    "int8 per-tensor, all linear": ([], False),
+    "int8 per-channel, all linear": ([], True),
+    "int8 per-channel, FFN output fp32": ([r"output\.dense"], True),
+    "int8 per-channel, last 2 layers fp32": ([r"layer\.1[01]\."], True),
+    "int8 per-channel, attention fp32": ([r"attention\."], True),
+}
+
+
+@app.command()
+def int8(
+    model_dir: Path = typer.Argument(..., help="A trained e5 pipeline (model-best)."),
+    data: Path = typer.Option(ROOT / "corpus" / "dev", help="Split to score (dev)."),
+    variants: str = typer.Option(",".join(INT8_VARIANTS), help="Variants, comma-separated."),
+    repeats: int = typer.Option(3, help="Timed passes per variant, alternating."),
+) -> None:
+    """fp32 against int8 variants of one pipeline, side by side in one process: dev F1 and
+    nlp.pipe words/s (batch 64, all dev texts; the median of alternating timed passes)."""
+    import statistics
+
+    import spacy
+    import torch
+
+    from adaptner.encoders.quantize import quantize_module
+    from adaptner.encoders.training import transformer_modules
+    from adaptner.evaluation import evaluate_docs, load_eval_docs
+
+    docs = load_eval_docs(data, "all")
+    gold = [d for ds in docs.values() for d in ds]
+    texts = [d.text for d in gold]
+    names = ["fp32", *[v for v in variants.split(",") if v]]
+    pipes = {}
+    for name in names:
+        nlp = spacy.load(model_dir)
+        if name != "fp32":
+            keep, per_channel = INT8_VARIANTS[name]
+            for module in transformer_modules(nlp):
+                quantize_module(module, keep, per_channel)
+        pipes[name] = nlp
+    speeds: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(repeats):
+        for name in names:
+            start = time.perf_counter()
+            words = sum(len(doc) for doc in pipes[name].pipe(texts, batch_size=64))
+            speeds[name].append(words / (time.perf_counter() - start))
+    rows = []
+    for name in names:
+        report = evaluate_docs(pipes[name], docs)
+        rows.append({
+            "model": str(model_dir), "variant": name, "split": data.name,
+            "f1": round(100 * report["overall"]["f"], 2),
+            "macro": round(100 * report["macro"]["f"], 2),
+            "words_per_second": round(statistics.median(speeds[name]), 1),
+            "words": sum(len(d) for d in gold), "threads": torch.get_num_threads(),
+            "load_avg": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d"),
+        })  # fmt: skip
+        _append("int8", rows[-1])
+    base = rows[0]
+    print("| variant | dev F1 | Δ F1 | macro | words/s | × fp32 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        ratio = r["words_per_second"] / base["words_per_second"]
+        print(f"| {r['variant']} | {r['f1']:.2f} | {r['f1'] - base['f1']:+.2f} | {r['macro']:.2f} "
+              f"| {r['words_per_second']:.0f} | {ratio:.2f} |")
+
+
 @app.command()
 def transfer(
     model_dir: Path = typer.Argument(..., help="A pipeline trained on one domain (e.g. news)."),
