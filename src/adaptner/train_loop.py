@@ -123,7 +123,7 @@ def _named_nodes(nlp: Language) -> tuple[dict[int, tuple[str, Model]], dict[int,
     """Stable names for the models and shims of a pipeline, by place rather than by id."""
     models: dict[int, tuple[str, Model]] = {}
     shims: dict[int, tuple[str, Any]] = {}
-    for name, proc in nlp.components:
+    for name, proc in nlp.pipeline:  # a disabled component neither trains nor is saved here
         model = getattr(proc, "model", None)
         if not isinstance(model, Model):
             continue
@@ -177,21 +177,69 @@ def _set_rng_state(meta: dict[str, Any], arrays: Any) -> None:
         torch.set_rng_state(torch.from_numpy(numpy.array(arrays["rng:torch"], dtype="uint8")))
 
 
-def save_checkpoint(path: Path, nlp: Language, optimizer: Any, state: LoopState) -> None:
-    """Write the run's state to ``path`` (a folder, replaced atomically)."""
+def collect_weights(nlp: Language, *, copy: bool = False) -> dict[str, numpy.ndarray]:
+    """Every thinc parameter and every trainable PyTorch tensor of the pipeline, by stable name.
+
+    Frozen PyTorch tensors (``requires_grad`` off) are left out: training never changes them.
+    With ``copy`` the arrays are copies (an in-memory snapshot that later updates leave alone).
+    """
     models, shims = _named_nodes(nlp)
     arrays: dict[str, numpy.ndarray] = {}
     for name, node in models.values():
         for param in node.param_names:
             if node.has_param(param):
-                arrays[f"w:m:{name}:{param}"] = node.ops.to_numpy(node.get_param(param))
+                value = node.ops.to_numpy(node.get_param(param))
+                arrays[f"w:m:{name}:{param}"] = value.copy() if copy else value
     for name, shim in shims.values():
         module = _torch_module(shim)
         if module is None:
             continue
         for param, tensor in module.named_parameters():
             if tensor.requires_grad:
-                arrays[f"w:s:{name}:{param}"] = tensor.detach().cpu().numpy()
+                value = tensor.detach().cpu().numpy()
+                arrays[f"w:s:{name}:{param}"] = value.copy() if copy else value
+    return arrays
+
+
+def apply_weights(nlp: Language, arrays: dict[str, Any], where: str = "the snapshot") -> None:
+    """Put weights from :func:`collect_weights` back, in place (modules and patches stay).
+
+    Raises:
+        AdaptnerError: a weight has no place in this pipeline (``where`` named).
+    """
+    models, shims = _named_nodes(nlp)
+    by_name = {name: node for name, node in models.values()}
+    shim_by_name = {name: shim for name, shim in shims.values()}
+    missing = []
+    for key, value in arrays.items():
+        if not key.startswith("w:"):
+            continue
+        _, kind, name, param = key.split(":", 3)
+        if kind == "m" and name in by_name and by_name[name].has_param(param):
+            node = by_name[name]
+            node.set_param(param, node.ops.asarray(numpy.array(value, copy=True)))
+        elif kind == "s" and name in shim_by_name:
+            import torch
+
+            tensors = dict(_torch_module(shim_by_name[name]).named_parameters())
+            if param not in tensors:
+                missing.append(key)
+                continue
+            with torch.no_grad():
+                tensors[param].data.copy_(torch.from_numpy(numpy.asarray(value)))
+        else:
+            missing.append(key)
+    if missing:
+        raise AdaptnerError(
+            f"{where} does not fit this pipeline ({len(missing)} weights have no place, e.g. "
+            f"{missing[0]}). Was the config changed? Pass --force to start over."
+        )
+
+
+def save_checkpoint(path: Path, nlp: Language, optimizer: Any, state: LoopState) -> None:
+    """Write the run's state to ``path`` (a folder, replaced atomically)."""
+    models, shims = _named_nodes(nlp)
+    arrays = collect_weights(nlp)
     counts: dict[str, list[int]] = {}
     for table, values in (("mom1", optimizer.mom1), ("mom2", optimizer.mom2),
                           ("avg", optimizer.averages or {})):  # fmt: skip
@@ -248,33 +296,8 @@ def load_checkpoint(path: Path, nlp: Language, optimizer: Any) -> LoopState:
             f"The checkpoint {path} is unreadable ({type(e).__name__}: {e}). Delete it and "
             "train again (or pass --force)."
         ) from None
+    apply_weights(nlp, arrays, f"The checkpoint {path}")
     models, shims = _named_nodes(nlp)
-    by_name = {name: node for name, node in models.values()}
-    shim_by_name = {name: shim for name, shim in shims.values()}
-    missing = []
-    for key, value in arrays.items():
-        if not key.startswith("w:"):
-            continue
-        _, kind, name, param = key.split(":", 3)
-        if kind == "m" and name in by_name and by_name[name].has_param(param):
-            node = by_name[name]
-            node.set_param(param, node.ops.asarray(value))
-        elif kind == "s" and name in shim_by_name:
-            import torch
-
-            tensors = dict(_torch_module(shim_by_name[name]).named_parameters())
-            if param not in tensors:
-                missing.append(key)
-                continue
-            with torch.no_grad():
-                tensors[param].data.copy_(torch.from_numpy(value))
-        else:
-            missing.append(key)
-    if missing:
-        raise AdaptnerError(
-            f"The checkpoint {path} does not fit this pipeline ({len(missing)} weights have no "
-            f"place, e.g. {missing[0]}). Was the config changed? Pass --force to start over."
-        )
     stable_to_key: dict[str, Any] = {}
     for name, node in models.values():
         for param in node.param_names:

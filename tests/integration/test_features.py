@@ -13,6 +13,8 @@ import pytest
 import spacy
 from spacy.tokens import DocBin
 
+from adaptner.encoders.lower_cache import attached_caches
+from adaptner.encoders.training import transformer_modules
 from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
 from adaptner.simulation import features
@@ -27,7 +29,12 @@ from adaptner.simulation.features import (
     detached,
     model_digest,
 )
-from adaptner.simulation.trainer import get_round_trainer, predict, snapshot_weights
+from adaptner.simulation.trainer import (
+    get_round_trainer,
+    predict,
+    restore_weights,
+    snapshot_weights,
+)
 from adaptner.strategies import get_strategy
 from adaptner.strategies.vocab import count_units, tokenizer_wordpiece_ids, wordpiece_tokenizer
 from tests.conftest import block_network
@@ -170,7 +177,40 @@ def test_simulation_with_cached_head_resumes_identically(tiny_trf, corpus_dir, t
         assert a["new_ids"] == b["new_ids"]
         assert a["evals"] == b["evals"]
     sim = Simulation(cfg, tmp_path / "c")
-    assert set(snapshot_weights(sim.nlp)) == {"bio_ner"}  # the encoder is not snapshot
+    # the encoder is not snapshot
+    assert {k.split(":")[2].split("/")[0] for k in snapshot_weights(sim.nlp)} == {"bio_ner"}
+
+
+def test_simulation_with_top_layers_trains_the_top_and_restores_in_place(
+    tiny_trf, corpus_dir, tmp_path, offline
+):
+    import torch
+
+    settings = ALSettings(trainer="top_layers", budget=0.1, epochs=2, train_limit=120,
+                          eval_limit=30)  # fmt: skip
+    cfg = SimulationConfig(
+        source="news", target="legal", strategy="margin", mode="reset", seed=0,
+        settings=settings, source_model=tiny_trf["best"], corpus_dir=corpus_dir,
+        eval_split="dev",
+    )  # fmt: skip
+    sim = Simulation(cfg, tmp_path / "a")
+    records = sim.run()
+    assert [r["round"] for r in records] == [0, 1, 2]
+    assert list((tmp_path / "a" / "features" / "lower").glob("*-k1/shard-*.npz"))
+    (module,) = transformer_modules(sim.nlp)
+    source = spacy.load(tiny_trf["best"])
+    (original,) = transformer_modules(source)
+    before, after = original.state_dict(), module.state_dict()
+    bottom = [k for k in before if k.startswith(("embeddings.", "encoder.layer.0."))]
+    top = [k for k in before if k.startswith("encoder.layer.1.")]
+    assert all(torch.equal(before[k], after[k]) for k in bottom)
+    assert any(not torch.equal(before[k], after[k]) for k in top)
+    assert not any(p.requires_grad for p in module.embeddings.parameters())
+    # reset mode restores the source in place: the cached bottom stays attached
+    sim.trainer.prepare(sim.nlp, ())
+    restore_weights(sim.nlp, sim.source_weights)
+    assert all(torch.equal(before[k], module.state_dict()[k]) for k in before)
+    assert list(attached_caches([module]))
 
 
 def test_damaged_cache_file_is_named(tiny_trf, legal, tmp_path, offline):

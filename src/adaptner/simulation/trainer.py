@@ -3,6 +3,7 @@
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import catalogue
@@ -14,6 +15,7 @@ from spacy.training import Example
 from spacy.util import fix_random_seed, minibatch, registry
 
 from ..errors import AdaptnerError
+from ..train_loop import apply_weights, collect_weights
 
 if TYPE_CHECKING:
     from .config import ALSettings
@@ -87,15 +89,20 @@ def _trainable(nlp: Language) -> list[tuple[str, object]]:
     return [(name, proc) for name, proc in nlp.pipeline if hasattr(proc, "model")]
 
 
-def snapshot_weights(nlp: Language) -> dict[str, bytes]:
-    """The weights of every trainable component (cheap to restore with :func:`restore_weights`)."""
-    return {name: proc.model.to_bytes() for name, proc in _trainable(nlp)}
+def snapshot_weights(nlp: Language) -> dict[str, numpy.ndarray]:
+    """A copy of every weight training can change (restore with :func:`restore_weights`).
+
+    The same weights a training checkpoint keeps (:func:`adaptner.train_loop.collect_weights`):
+    every thinc parameter and every trainable PyTorch tensor.
+    """
+    return collect_weights(nlp, copy=True)
 
 
-def restore_weights(nlp: Language, weights: dict[str, bytes]) -> None:
-    """Put weights from :func:`snapshot_weights` back into the pipeline."""
-    for name, proc in _trainable(nlp):
-        proc.model.from_bytes(weights[name])
+def restore_weights(nlp: Language, weights: dict[str, numpy.ndarray]) -> None:
+    """Put weights from :func:`snapshot_weights` back, in place: the modules stay the same
+    objects, so frozen parameters and cached lower layers (:mod:`adaptner.encoders.lower_cache`)
+    stay as they were set up."""
+    apply_weights(nlp, weights)
 
 
 def clear_gradients(nlp: Language) -> None:
@@ -311,6 +318,71 @@ class CachedHead:
 def make_cached_head() -> RoundTrainer:
     """Retrain only the bio_ner head on cached encoder outputs (:class:`CachedHead`)."""
     return CachedHead()
+
+
+class TopLayers:
+    """Round trainer ``top_layers``: the embeddings and all but the top ``train_layers`` layers
+    of the encoder are frozen and cached (:mod:`adaptner.encoders.lower_cache`; at least one
+    layer is cached); every round fine-tunes the top layers and the head (the real model, at a
+    fraction of full fine-tuning's cost). Between ``cached_head`` (only the head learns) and
+    ``fine_tune``.
+
+    :meth:`prepare` attaches the cache (kept under ``<cache_dir>/lower`` for the next run with
+    the same encoder). Weights are snapshot and restored in place, so the attachment stays.
+    """
+
+    #: The head's constant learning rate when the AL settings leave ``learn_rate`` unset; the
+    #: encoder's top layers take it × the config's ``encoder_lr_scale``.
+    default_learn_rate = 0.001
+
+    def __init__(self, train_layers: int = 4) -> None:
+        if train_layers < 1:
+            raise AdaptnerError(f"train_layers must be at least 1, got {train_layers}.")
+        self.train_layers = train_layers
+
+    def prepare(
+        self, nlp: Language, docs: Sequence[Doc], *, cache_dir: Any = None, progress: bool = False
+    ) -> None:
+        from ..encoders.lower_cache import attach, attached_caches
+        from ..encoders.training import transformer_modules
+
+        modules = transformer_modules(nlp)
+        if not modules:
+            raise AdaptnerError(
+                f"The top_layers trainer needs a transformer pipeline; {nlp.pipe_names} has "
+                "none. Use fine_tune."
+            )
+        for module in modules:
+            if not list(attached_caches([module])):
+                directory = None if cache_dir is None else Path(cache_dir) / "lower"
+                n_layers = len(module.encoder.layer)
+                attach(module, max(1, n_layers - self.train_layers), directory)
+
+    def __call__(
+        self,
+        nlp: Language,
+        train_docs: Sequence[Doc],
+        dev_docs: Sequence[Doc] | None,
+        *,
+        settings: "ALSettings",
+        seed: int,
+    ) -> UpdateStats:
+        from ..encoders.lower_cache import attached_caches
+        from ..encoders.training import transformer_modules
+
+        self.prepare(nlp, ())
+        learn_rate = settings.learn_rate or self.default_learn_rate
+        stats = update_as_set(nlp, train_docs, dev_docs, settings, seed, learn_rate)
+        for cache in attached_caches(transformer_modules(nlp)):
+            cache.flush()  # the rows this round computed, for the next run
+        return stats
+
+
+@trainers_registry.register("top_layers")
+def make_top_layers(train_layers: int = 4) -> RoundTrainer:
+    """Fine-tune the encoder's top layers and the head on cached lower layers
+    (:class:`TopLayers`)."""
+    return TopLayers(train_layers)
 
 
 def prepare_trainer(
