@@ -1,6 +1,7 @@
 """Small shared helpers: atomic writes, seeding, domain selection."""
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -76,13 +77,67 @@ def clean_stale_temps(path: PathLike, log: Callable[[str], None] | None = None) 
     return removed
 
 
-def _make_parent(path: Path) -> None:
-    """Create the parent folders of ``path``; an AdaptnerError naming the path on failure."""
+#: Errors of the file system rather than of the program: errno -> (cause, remedy).
+_FS_ERRORS = {
+    errno.ENOSPC: ("No space left on device", "free space and rerun"),
+    errno.EDQUOT: ("Disk quota exceeded", "free space and rerun"),
+    errno.EACCES: ("Permission denied", "choose a location you may write to"),
+    errno.EPERM: ("Operation not permitted", "choose a location you may write to"),
+    errno.EROFS: ("Read-only file system", "choose a writable location"),
+}
+
+
+def file_system_error(
+    e: BaseException, path: PathLike | None = None, tmp: PathLike | None = None
+) -> AdaptnerError | None:
+    """One line for a disk-full, permission or read-only error, naming the path; else None.
+
+    Args:
+        e: The exception (anything but such an ``OSError`` gives None).
+        path: The output being written; named when the error is about it or its temporary
+            ``tmp`` (or names no file). An error about another file names that file.
+        tmp: The temporary that becomes ``path``.
+    """
+    if not isinstance(e, OSError) or e.errno not in _FS_ERRORS:
+        return None
+    cause, remedy = _FS_ERRORS[e.errno]
+    failed = str(e.filename) if e.filename is not None else None
+    ours = [str(p) for p in (path, tmp) if p is not None]
+    if path is not None and (failed is None or any(failed.startswith(p) for p in ours)):
+        return AdaptnerError(f"{cause} writing {path}: {remedy}.")
+    if failed is None:
+        return AdaptnerError(f"{cause} ({e}): {remedy}.")
+    return AdaptnerError(f"{cause}: {failed}: {remedy}.")
+
+
+@contextlib.contextmanager
+def writing(path: PathLike, tmp: PathLike | None = None) -> Iterator[None]:
+    """Turn a disk-full, permission or read-only error in the block into one AdaptnerError.
+
+    The message names ``path`` (the output the user asked for), not its temporary ``tmp``.
+    """
+    try:
+        yield
+    except OSError as e:
+        error = file_system_error(e, path, tmp)
+        if error is None:
+            raise
+        raise error from e
+
+
+def _check_parents(path: Path) -> None:
+    """An AdaptnerError when a folder above ``path`` is a file (``notes.txt/out``)."""
     for parent in [path.parent, *path.parent.parents]:
         if parent.exists() and not parent.is_dir():
             raise AdaptnerError(f"Cannot write {path}: {parent} is a file, not a directory.")
+
+
+def _make_parent(path: Path) -> None:
+    """Create the parent folders of ``path``; an AdaptnerError naming the path on failure."""
+    _check_parents(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AdaptnerError(f"Cannot write {path}: {e.strerror or e} ({path.parent}).") from e
 
@@ -106,34 +161,36 @@ def atomic_path(path: PathLike, is_dir: bool = False, work: Path | None = None) 
     _make_parent(path)
     prefix = f".{path.name}.{os.getpid()}-"
     try:
-        if work is not None:
-            tmp = Path(work)
-            tmp.mkdir(parents=True, exist_ok=True)
-        elif is_dir:
-            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
-        else:
-            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            tmp = Path(name)
+        with writing(path):
+            if work is not None:
+                tmp = Path(work)
+                tmp.mkdir(parents=True, exist_ok=True)
+            elif is_dir:
+                tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+            else:
+                fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+                os.close(fd)
+                tmp = Path(name)
     except OSError as e:
         raise AdaptnerError(f"Cannot write {path}: {e.strerror or e} ({path.parent}).") from e
     umask = os.umask(0)
     os.umask(umask)
     try:
-        yield tmp
-        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
-        if is_dir:
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with writing(path, tmp):
+            yield tmp
+            os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
+            if is_dir:
+                old = None
+                if path.exists():
+                    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                    if old.exists():
+                        shutil.rmtree(old)
+                    os.replace(path, old)
+                os.replace(tmp, path)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     except BaseException:
         if work is not None:
             raise
@@ -162,6 +219,18 @@ def output_owner(path: PathLike, owned_files: Sequence[str] = ()) -> str | None:
     return None
 
 
+def check_output_folder(path: PathLike, command: str) -> None:
+    """An AdaptnerError when ``path``, where ``command`` writes a directory, is a file or
+    lies under a file."""
+    path = Path(path)
+    _check_parents(path)
+    if path.exists() and not path.is_dir():
+        raise AdaptnerError(
+            f"Output {path} is a file, not a directory; `adaptner {command}` writes a "
+            "directory. Choose another --output."
+        )
+
+
 def check_output_dir(
     path: PathLike, command: str, *, force: bool = False, owned_files: Sequence[str] = ()
 ) -> None:
@@ -175,11 +244,7 @@ def check_output_dir(
         AdaptnerError: naming the path, what is there and what to do.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise AdaptnerError(
-            f"Output {path} is a file, not a directory; `adaptner {command}` writes a "
-            "directory. Choose another --output."
-        )
+    check_output_folder(path, command)
     if not path.is_dir() or force:
         return
     entries = sorted(p.name for p in path.iterdir())
@@ -231,13 +296,55 @@ def atomic_output(
     clean_stale_temps(path, log)
     with atomic_path(path, is_dir=True, work=work) as tmp:
         yield tmp
-        from .about import __version__
+        _write_marker(tmp, command)
 
-        (tmp / OUTPUT_MARKER).write_text(
-            json.dumps({"command": command, "adaptner": __version__, "written": time.time()})
-            + "\n",
-            encoding="utf8",
-        )
+
+def _write_marker(folder: Path, command: str) -> None:
+    from .about import __version__
+
+    (folder / OUTPUT_MARKER).write_text(
+        json.dumps({"command": command, "adaptner": __version__, "written": time.time()}) + "\n",
+        encoding="utf8",
+    )
+
+
+def claim_output_dir(
+    path: PathLike, command: str, *, force: bool = False, owned_files: Sequence[str] = ()
+) -> Path:
+    """The output policy for a command that adds files to its folder one at a time.
+
+    Such a command (``datamap``, ``aum``, ``distil``, ``curves``) writes each file
+    atomically and may add to its own earlier output (``distil`` labels domains in several
+    runs), so the folder is not replaced as a whole: it is checked as by
+    :func:`check_output_dir`, created, and marked as ``command``'s before anything is written.
+
+    Raises:
+        AdaptnerError: the policy refuses, or the folder cannot be created.
+    """
+    path = Path(path)
+    check_output_dir(path, command, force=force, owned_files=owned_files)
+    with writing(path):
+        _make_parent(path / OUTPUT_MARKER)
+        _write_marker(path, command)
+    return path
+
+
+def check_output_file(path: PathLike, command: str, beside: Sequence[PathLike] = ()) -> None:
+    """The output policy for a command that writes a file (and the files ``beside`` it).
+
+    Run before the work starts: a path that is a directory, or lies under a file, is
+    refused with one line; an existing file is replaced (atomically) when written.
+
+    Raises:
+        AdaptnerError: naming the path and what to do.
+    """
+    for target in (Path(path), *map(Path, beside)):
+        _check_parents(target)
+        if target.is_dir():
+            raise AdaptnerError(
+                f"Output {target} is a directory; `adaptner {command}` writes a file there. "
+                "Choose a file path for --output."
+            )
 
 
 @contextlib.contextmanager

@@ -89,10 +89,11 @@ def simulate_cmd(
         "-c",
         help="Training config of the source pipelines and the from-scratch baselines.",
     ),
-    al_config: Path | None = typer.Option(
-        Path("configs/al/default.cfg"),
+    al_config: str = typer.Option(
+        "default",
         "--al-config",
-        help="AL settings (the \\[simulation] section); the options below override it.",
+        help="AL settings (the \\[simulation] section): a .cfg path or the name of one that "
+        "ships with adaptner (default, e5, fixed_pool, full_pool); the options below override it.",
     ),
     source_model: Path | None = typer.Option(
         None,
@@ -247,12 +248,15 @@ def curves_cmd(
         "--anchors",
         help="The paper's curves (../shared/anchors or its paper_al_curves/), drawn dashed.",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace --output even if this command did not write it."
+    ),
 ) -> None:
     """Learning curves (mean ± 95 % CI over seeds) per target as PNG, and the Markdown table."""
     from ..simulation.curves import write_report
 
     output = output if output is not None else input_dir / "report"
-    result = write_report(input_dir, output, anchors_dir=anchors)
+    result = write_report(input_dir, output, anchors_dir=anchors, force=force)
     for path in result["plots"]:
         typer.echo(f"✔ {path}")
     typer.echo(f"✔ {result['report']} ({len(result['rows'])} curves)")
