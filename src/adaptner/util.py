@@ -296,13 +296,13 @@ def atomic_output(
     clean_stale_temps(path, log)
     with atomic_path(path, is_dir=True, work=work) as tmp:
         yield tmp
-        _write_marker(tmp, command)
+        _write_marker(tmp / OUTPUT_MARKER, command)
 
 
-def _write_marker(folder: Path, command: str) -> None:
+def _write_marker(marker: Path, command: str) -> None:
     from .about import __version__
 
-    (folder / OUTPUT_MARKER).write_text(
+    marker.write_text(
         json.dumps({"command": command, "adaptner": __version__, "written": time.time()}) + "\n",
         encoding="utf8",
     )
@@ -323,9 +323,18 @@ def claim_output_dir(
     """
     path = Path(path)
     check_output_dir(path, command, force=force, owned_files=owned_files)
-    with writing(path):
-        _make_parent(path / OUTPUT_MARKER)
-        _write_marker(path, command)
+    created = not path.exists()
+    tmp = path / f".{OUTPUT_MARKER}.{os.getpid()}.tmp"
+    try:
+        with writing(path, tmp):
+            path.mkdir(parents=True, exist_ok=True)
+            _write_marker(tmp, command)
+            os.replace(tmp, path / OUTPUT_MARKER)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     return path
 
 

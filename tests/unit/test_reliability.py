@@ -655,3 +655,192 @@ def test_workers_exit_with_their_driver(tmp_path):
         os.kill(worker, signal.SIGKILL)
         pytest.fail("the worker outlived its driver")
     assert exit_with_parent  # imported: the worker initializer of the local backend
+
+
+# --- errors that name the real cause, remedies that work -----------------------------------------
+def test_train_outside_the_project_names_the_corpus_and_the_remedy_works(
+    tiny, tmp_path, monkeypatch, capsys
+):
+    corpus, _ = tiny
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    base = ["train", TEST_CONFIG, "-q", "--training.max_steps", "4",
+            "--training.eval_frequency", "2"]  # fmt: skip
+    assert run_cli(monkeypatch, *base, "-o", "m") == 1
+    line = one_error_line(capsys)
+    assert f"paths.train = corpus/train does not exist (relative to {elsewhere})" in line
+    assert "pass --train DIR (the same as --paths.train DIR)" in line
+    # the remedy, both spellings: an explicit override wins over the default
+    overrides = ["--paths.train", corpus / "train", "--paths.dev", corpus / "dev"]
+    assert run_cli(monkeypatch, *base, "-o", "m1", *overrides) == 0
+    options = ["--train", corpus / "train", "--dev", corpus / "dev"]
+    assert run_cli(monkeypatch, *base, "-o", "m2", *options) == 0
+    meta = json.loads((elsewhere / "m1" / "model-best" / "meta.json").read_text())
+    assert meta["name"] and (elsewhere / "m2" / "model-best").is_dir()
+    capsys.readouterr()
+    # both at once must agree
+    assert run_cli(monkeypatch, *base, "-o", "m3", "--train", corpus / "dev",
+                   "--paths.train", corpus / "train") == 1  # fmt: skip
+    line = one_error_line(capsys)
+    assert f"--train {corpus / 'dev'} and --paths.train {corpus / 'train'}" in line
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["m1", "m2"]
+
+
+def test_corpus_options_rule():
+    from adaptner.training import corpus_options
+
+    assert corpus_options({}, train=None, dev=None) == {
+        "train": Path("corpus/train"), "dev": Path("corpus/dev")
+    }  # fmt: skip
+    assert corpus_options({"paths.train": "x"}, train=None)["train"] == Path("x")
+    assert corpus_options({"paths.train": "x"}, train=Path("x"))["train"] == Path("x")
+    assert corpus_options({}, train=Path("y"))["train"] == Path("y")
+    with pytest.raises(AdaptnerError, match="--dev a and --paths.dev b name different corpora"):
+        corpus_options({"paths.dev": "b"}, dev=Path("a"))
+
+
+def test_evaluate_refuses_a_directory_before_scoring(tiny, tmp_path, monkeypatch, capsys):
+    import adaptner.evaluation
+
+    corpus, source = tiny
+    out = tmp_path / "metrics"
+    out.mkdir()
+
+    def no_scoring(*args, **kwargs):
+        pytest.fail("scored before checking --output")
+
+    monkeypatch.setattr(adaptner.evaluation, "evaluate_model", no_scoring)
+    assert run_cli(monkeypatch, "evaluate", source, "--data", corpus / "dev", "-o", out) == 1
+    line = one_error_line(capsys)
+    assert f"Output {out} is a directory; `adaptner evaluate` writes a file there" in line
+    assert list(out.iterdir()) == []
+
+
+def test_disk_full_while_training_is_named_as_such(tiny, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import adaptner.training
+
+    corpus, _ = tiny
+    out = tmp_path / "model"
+
+    def full(nlp, output_path, **kwargs):
+        (output_path / "model-last").mkdir()
+        raise OSError(errno.ENOSPC, "No space left on device", str(output_path / "model-last"))
+
+    monkeypatch.setattr(adaptner.training, "train_nlp", full)
+    assert run_cli(monkeypatch, *train_args(corpus, out)) == 1
+    line = one_error_line(capsys)
+    assert line == f"✘ No space left on device writing {out}: free space and rerun."
+    assert list(tmp_path.iterdir()) == []  # the temporary is removed
+
+
+def test_only_a_hub_error_becomes_a_transformer_message():
+    import errno
+
+    from confection import Config
+
+    from adaptner.training import _init_error
+
+    config = Config({"paths": {"transformer": "bert-base"}})
+    full = OSError(errno.ENOSPC, "No space left on device", "/x")
+    assert _init_error(full, config, "c.cfg") is full
+    denied = PermissionError(errno.EACCES, "Permission denied", "/x")
+    assert _init_error(denied, config, "c.cfg") is denied
+    hub = OSError("Can't load tokenizer for 'bert-base'")
+    assert "Cannot load the transformer 'bert-base'" in str(_init_error(hub, config, "c.cfg"))
+    other = ValueError("something else")
+    assert _init_error(other, config, "c.cfg") is other
+
+
+@pytest.mark.parametrize(
+    "code, cause",
+    [("ENOSPC", "No space left on device"), ("EACCES", "Permission denied"),
+     ("EPERM", "Operation not permitted"), ("EROFS", "Read-only file system")],
+)  # fmt: skip
+def test_file_system_errors_are_one_line(tmp_path, monkeypatch, capsys, code, cause):
+    import errno
+
+    from adaptner.util import write_text
+
+    out = tmp_path / "report.md"
+
+    def fail(self, *args, **kwargs):
+        raise OSError(getattr(errno, code), cause, str(self))
+
+    monkeypatch.setattr(Path, "write_text", fail)
+    with pytest.raises(AdaptnerError, match=rf"^{cause} writing {re.escape(str(out))}: "):
+        write_text(out, "x")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+    # anywhere else, the command line names the file and the cause in one line
+    monkeypatch.setattr(sys, "argv", ["adaptner", "session", "status"])
+    import adaptner.cli
+
+    def status(*args, **kwargs):
+        raise OSError(getattr(errno, code), cause, "/data/adaptner.db")
+
+    monkeypatch.setattr(adaptner.cli, "app", status)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    assert one_error_line(capsys) == f"✘ {cause}: /data/adaptner.db: " + (
+        "free space and rerun." if code == "ENOSPC" else "choose a "
+        + ("writable location." if code == "EROFS" else "location you may write to.")
+    )
+
+
+def test_simulate_finds_its_al_config_from_any_directory(tiny, tmp_path, monkeypatch, capsys):
+    corpus, source = tiny
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "al"
+    args = ["simulate", "-t", "legal", "--source-model", source, "--corpus", corpus,
+            "--baselines", "none", "-n", "1", "-q", "-o", out]  # fmt: skip
+    # the packaged default is read (it is the file that sets the paper's 20 % pool)
+    assert run_cli(monkeypatch, *args, "--pool-fraction", "0") == 1
+    assert "pool_fraction must be in (0, 1], got 0.0" in one_error_line(capsys)
+    assert run_cli(monkeypatch, *args, "--al-config", "test/tiny", "--budget", "0.2") == 0
+    assert "2 epochs per round" in capsys.readouterr().out  # configs/al/test/tiny.cfg's
+    assert run_cli(monkeypatch, *args, "--al-config", "defualt") == 1
+    line = one_error_line(capsys)
+    assert "AL config defualt does not exist" in line and "default, e5, fixed_pool" in line
+
+
+def test_al_configs_ship_with_the_package_in_one_copy():
+    from adaptner.simulation.config import packaged_al_configs
+
+    packaged = packaged_al_configs()
+    assert {"default", "e5", "fixed_pool", "full_pool"} <= set(packaged)
+    assert (ROOT / "configs" / "al").resolve() == packaged["default"].parent.resolve()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"configs/al/*.cfg"' in pyproject
+
+
+def test_two_pipelines_get_two_package_names(tiny, tmp_path):
+    import spacy
+
+    from adaptner.packaging import package_name, pipeline_part
+
+    nlp = spacy.blank("da")
+    names = set()
+    for config in ("configs/bio_cnn.cfg", "configs/bio_trf_e5.cfg"):
+        model = tmp_path / Path(config).stem / "all" / "model-best"
+        model.mkdir(parents=True)
+        (model.parent / "train_meta.json").write_text(json.dumps({"config": config}))
+        names.add(package_name("all", "all", pipeline_part(model, nlp)))
+    assert names == {"adaptner_all_all_bio_cnn", "adaptner_all_all_bio_trf_e5"}
+    assert pipeline_part(tmp_path / "nowhere" / "model-best", nlp) == "cnn"
+
+
+def test_no_project_step_forces_over_another_steps_output():
+    import yaml
+
+    project = yaml.safe_load((ROOT / "project.yml").read_text())
+    scripts = {c["name"]: " ".join(c.get("script", [])) for c in project["commands"]}
+    packaging = {name for name, script in scripts.items() if "adaptner package" in script}
+    assert {"package", "package-e5"} <= packaging
+    for name in packaging:
+        assert "--force" not in scripts[name].split(), name
+        assert "--name" not in scripts[name]  # the names come from the configs, which differ
+    assert project["vars"]["config"] != project["vars"]["e5_config"]
