@@ -834,7 +834,6 @@ def package_pipeline(
         built_from=built_from,
     )
     del nlp
-    output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="adaptner-package-") as tmp:
         stage = Path(tmp) / "pipeline"
         shutil.copytree(model_dir, stage, ignore=shutil.ignore_patterns("README.md"))

@@ -101,13 +101,13 @@ def file_system_error(
     if not isinstance(e, OSError) or e.errno not in _FS_ERRORS:
         return None
     cause, remedy = _FS_ERRORS[e.errno]
-    failed = str(e.filename) if e.filename is not None else None
+    named = [str(f) for f in (e.filename, e.filename2) if f is not None]  # copy: source, target
     ours = [str(p) for p in (path, tmp) if p is not None]
-    if path is not None and (failed is None or any(failed.startswith(p) for p in ours)):
+    if path is not None and (not named or any(f.startswith(p) for f in named for p in ours)):
         return AdaptnerError(f"{cause} writing {path}: {remedy}.")
-    if failed is None:
+    if not named:
         return AdaptnerError(f"{cause} ({e}): {remedy}.")
-    return AdaptnerError(f"{cause}: {failed}: {remedy}.")
+    return AdaptnerError(f"{cause}: {named[-1]}: {remedy}.")
 
 
 @contextlib.contextmanager
@@ -132,14 +132,29 @@ def _check_parents(path: Path) -> None:
             raise AdaptnerError(f"Cannot write {path}: {parent} is a file, not a directory.")
 
 
-def _make_parent(path: Path) -> None:
-    """Create the parent folders of ``path``; an AdaptnerError naming the path on failure."""
+def _make_parent(path: Path) -> list[Path]:
+    """Create the parent folders of ``path``; an AdaptnerError naming the path on failure.
+
+    Returns:
+        The folders created, innermost first.
+    """
     _check_parents(path)
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     try:
         with writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AdaptnerError(f"Cannot write {path}: {e.strerror or e} ({path.parent}).") from e
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders (innermost first) that a failed write created and left empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @contextlib.contextmanager
@@ -158,7 +173,7 @@ def atomic_path(path: PathLike, is_dir: bool = False, work: Path | None = None) 
         AdaptnerError: the path cannot be written (a parent is a file, no permission).
     """
     path = Path(path)
-    _make_parent(path)
+    created = _make_parent(path)
     prefix = f".{path.name}.{os.getpid()}-"
     try:
         with writing(path):
@@ -171,8 +186,11 @@ def atomic_path(path: PathLike, is_dir: bool = False, work: Path | None = None) 
                 fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
                 os.close(fd)
                 tmp = Path(name)
-    except OSError as e:
-        raise AdaptnerError(f"Cannot write {path}: {e.strerror or e} ({path.parent}).") from e
+    except BaseException as e:
+        _remove_empty(created)
+        if isinstance(e, OSError):
+            raise AdaptnerError(f"Cannot write {path}: {e.strerror or e} ({path.parent}).") from e
+        raise
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -198,6 +216,7 @@ def atomic_path(path: PathLike, is_dir: bool = False, work: Path | None = None) 
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        _remove_empty(created)
         raise
 
 

@@ -36,6 +36,7 @@ from adaptner.util import (
 )
 from tests.unit.test_corpus import make_row
 from tests.unit.test_corpus import write_jsonl as write_rows
+from tests.unit.test_session_flow import assets  # noqa: F401 - a fixture of `answered`
 from tests.unit.test_simulation_engine import make_source_pipeline, write_tiny_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -844,3 +845,172 @@ def test_no_project_step_forces_over_another_steps_output():
         assert "--force" not in scripts[name].split(), name
         assert "--name" not in scripts[name]  # the names come from the configs, which differ
     assert project["vars"]["config"] != project["vars"]["e5_config"]
+
+
+# --- every command's --output --------------------------------------------------------------------
+#: Commands that write one file (and files beside it), a folder of wheels, or a directory.
+FILE_OUTPUTS = ("evaluate", "matrix", "session review")
+WHEELS = ("package",)
+OUTPUT_COMMANDS = (
+    "evaluate", "matrix", "curves", "datamap", "aum", "session export", "session review",
+    "distil", "encoder e5-small", "encoder prune", "encoder vectors", "package",
+)  # fmt: skip
+#: Full-disk runs that need the e5 encoder or a trained e5 pipeline (tests/integration/test_e5.py
+#: builds them); their --output goes through the same atomic_output as every other directory.
+NEEDS_E5 = ("encoder e5-small", "encoder prune", "encoder vectors")
+
+
+@pytest.fixture(scope="module")
+def answered(tmp_path_factory, request):
+    """A session store with one answered batch (for `session export` and `session review`)."""
+    pipeline_assets = request.getfixturevalue("assets")
+    from adaptner.session.loop import import_answers, init_session, next_batch
+    from tests.unit.test_session_flow import answer_batch
+
+    root = tmp_path_factory.mktemp("answered")
+    db = root / "adaptner.db"
+    init_session(db, "demo", source=pipeline_assets / "source",
+                 pool=pipeline_assets / "pool.txt", heldout=pipeline_assets / "heldout.spacy",
+                 strategy="random", domain="legal", session_dir=root / "sdir")  # fmt: skip
+    batch = next_batch(db, "demo", n=4, output=root / "b1.jsonl")
+    import_answers(db, "demo", answer_batch(batch.path, root / "a1.jsonl"))
+    return db
+
+
+@pytest.fixture(scope="module")
+def matrix_models(tmp_path_factory):
+    return tmp_path_factory.mktemp("matrix") / "models"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    """A pipeline trained by `adaptner train` (train_meta.json beside it), for `package`."""
+    corpus, _ = tiny
+    out = tmp_path_factory.mktemp("trained") / "news"
+    opts = {"training.max_steps": 4, "training.eval_frequency": 2}
+    return train_pipeline(TEST_CONFIG, out, train_path=corpus / "train",
+                          dev_path=corpus / "dev", train_domains="news", overrides=opts,
+                          verbose=False)  # fmt: skip
+
+
+def output_args(command: str, out: Path, request) -> list:
+    """The command line of ``command`` writing ``out``, on the tiny fixtures."""
+    corpus, source = request.getfixturevalue("tiny")
+    split = ["--train", corpus / "train", "--dev", corpus / "dev"]
+    steps = ["--training.max_steps", "4", "--training.eval_frequency", "2"]
+    if command.startswith("session"):
+        db = request.getfixturevalue("answered")
+        return [*command.split(), "demo", "-o", out, "--db", db]
+    return {
+        "evaluate": ["evaluate", source, "--data", corpus / "dev", "-o", out],
+        "matrix": ["matrix", TEST_CONFIG, "-d", "news,legal", *split, "--data", corpus / "dev",
+                   "--models-dir", request.getfixturevalue("matrix_models"), "-o", out, *steps],
+        "curves": ["curves", "-i", request.getfixturevalue("finished")[0], "-o", out],
+        "datamap": ["datamap", TEST_CONFIG, "-o", out, "-d", "news", "--epochs", "1", *split],
+        "aum": ["aum", TEST_CONFIG, "-o", out, "-d", "legal", "--epochs", "1", "--limit", "10",
+                *split],
+        "distil": ["distil", source, "--data", corpus / "dev", "-d", "news", "-o", out],
+        "encoder e5-small": ["encoder", "e5-small", "-o", out],
+        "encoder prune": ["encoder", "prune", source, "-o", out],
+        "encoder vectors": ["encoder", "vectors", source, "-o", out, "--corpus", corpus / "dev"],
+        "package": ["package", request.getfixturevalue("trained"), "-o", out, "--no-eval",
+                    "--no-adaptner-wheel"],
+    }[command]  # fmt: skip
+
+
+def output_name(command: str) -> str:
+    return {"evaluate": "out.json", "matrix": "out.json", "session review": "out.html"}.get(
+        command, "out"
+    )
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MB tmpfs filled to the last byte (holding only ``filler``)."""
+    import errno
+
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        with (mnt / "filler").open("wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+def test_every_output_against_a_directory(command, tmp_path, request, monkeypatch, capsys):
+    out = tmp_path / output_name(command)
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    code = run_cli(monkeypatch, *output_args(command, out, request))
+    if command in WHEELS:  # a folder of wheels: others' files stay beside the new wheel
+        assert code == 0
+        assert [p.suffix for p in out.iterdir() if p.name != "keep.txt"] == [".whl"]
+    else:
+        line = one_error_line(capsys)
+        assert code == 1
+        if command in FILE_OUTPUTS:
+            assert f"Output {out} is a directory; `adaptner {command}` writes a file" in line
+        else:
+            assert f"Output {out} exists and was not written by `adaptner {command}`" in line
+            assert "--force" in line
+    assert (out / "keep.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+def test_every_output_against_a_file(command, tmp_path, request, monkeypatch, capsys):
+    out = tmp_path / output_name(command)
+    out.write_text("precious")
+    code = run_cli(monkeypatch, *output_args(command, out, request))
+    if command in FILE_OUTPUTS:  # a report is replaced as a whole
+        assert code == 0
+        assert out.read_text(encoding="utf8") != "precious"
+        beside = {"evaluate": [".md"], "matrix": [".md", ".png"], "session review": []}[command]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [out.name, *(out.with_suffix(s).name for s in beside)]
+        )
+        return
+    line = one_error_line(capsys)
+    assert code == 1
+    assert f"Output {out} is a file, not a directory; `adaptner {command}` writes a dir" in line
+    assert out.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+def test_every_output_under_a_file(command, tmp_path, request, monkeypatch, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    out = notes / output_name(command)
+    code = run_cli(monkeypatch, *output_args(command, out, request))
+    line = one_error_line(capsys)
+    assert code == 1
+    assert f"Cannot write {out}: {notes} is a file, not a directory." in line
+    assert notes.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+def test_every_output_on_a_full_disk(command, full_disk, request, monkeypatch, capsys):
+    if command in NEEDS_E5:
+        pytest.skip(f"{command} needs the e5 encoder; its output is written by atomic_output")
+    out = full_disk / output_name(command)
+    code = run_cli(monkeypatch, *output_args(command, out, request))
+    line = one_error_line(capsys)
+    assert code == 1
+    assert line.startswith(f"✘ No space left on device writing {out}"), line
+    assert line.endswith(": free space and rerun."), line
+    assert [p.name for p in full_disk.iterdir()] == ["filler"]  # nothing half-written
