@@ -18,7 +18,14 @@ from .errors import AdaptnerError
 from .extensions import install_extensions
 from .train_loop import CHECKPOINT, check_resumable, read_checkpoint_state, train_loop
 from .trf import check_trf_installed
-from .util import atomic_output, check_output_dir, closest_hint, file_lock, write_json
+from .util import (
+    atomic_output,
+    check_output_dir,
+    closest_hint,
+    file_lock,
+    relative_to_cwd,
+    write_json,
+)
 
 PathLike = str | Path
 
@@ -133,7 +140,9 @@ def load_training_config(
     """
     config_path = Path(config_path)
     if not config_path.exists():
-        raise AdaptnerError(f"Config file {config_path} does not exist.")
+        raise AdaptnerError(
+            f"Config file {config_path} does not exist{relative_to_cwd(config_path)}."
+        )
     opts: dict[str, Any] = dict(overrides or {})
     if train_path is not None:
         opts["paths.train"] = str(train_path)
@@ -223,10 +232,9 @@ def check_corpus_paths(config: Config) -> None:
     for key in ("train", "dev"):
         value = paths.get(key)
         if value and not str(value).startswith("${") and not Path(value).exists():
-            where = "" if Path(value).is_absolute() else f" (relative to {Path.cwd()})"
             raise AdaptnerError(
-                f"paths.{key} = {value} does not exist{where}. Run `adaptner corpus` there "
-                f"first, or pass --{key} DIR (the same as --paths.{key} DIR)."
+                f"paths.{key} = {value} does not exist{relative_to_cwd(value)}. Run `adaptner "
+                f"corpus` there first, or pass --{key} DIR (the same as --paths.{key} DIR)."
             )
 
 

@@ -460,6 +460,12 @@ def append_jsonl(path: PathLike, record: Any) -> None:
         os.fsync(f.fileno())
 
 
+def relative_to_cwd(path: PathLike) -> str:
+    """`` (relative to /the/working/dir)`` for a relative path, else ``""``: where a
+    project path such as ``corpus/train`` was looked for."""
+    return "" if Path(path).is_absolute() else f" (relative to {Path.cwd()})"
+
+
 def closest_hint(name: str, valid: Sequence[str], prefix: str = "", suffix: str = "") -> str:
     """`` (did you mean X?)`` for the valid name closest to ``name`` (difflib), else ``""``.
 

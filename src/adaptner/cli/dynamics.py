@@ -170,14 +170,14 @@ def aum_cmd(
     )
     from ..errors import AdaptnerError
     from ..readers import load_domain_docs
-    from ..util import claim_output_dir, write_json, write_text
+    from ..util import claim_output_dir, relative_to_cwd, write_json, write_text
 
     _check_positive("--epochs", epochs)
     overrides, train_path, dev_path = overrides_and_corpus(ctx, train_path, dev_path)
     if limit < 0:
         raise AdaptnerError(f"--limit must be >= 0, got {limit}.")
     if not config.exists():
-        raise AdaptnerError(f"Config file {config} does not exist.")
+        raise AdaptnerError(f"Config file {config} does not exist{relative_to_cwd(config)}.")
     rates = [r / 100.0 for r in noise]
     for r, pct in zip(rates, noise, strict=True):
         if not 0.0 < r <= 1.0:

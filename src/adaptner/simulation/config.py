@@ -10,7 +10,7 @@ from typing import Any
 from confection import Config
 
 from ..errors import AdaptnerError
-from ..util import closest_hint
+from ..util import closest_hint, relative_to_cwd
 
 #: Retraining modes: start again from the source pipeline on all labels, or continue.
 MODES = ("reset", "warm")
@@ -130,7 +130,7 @@ def al_config_path(spec: str | Path) -> Path:
     if path.suffix != ".cfg" and str(spec) in packaged:
         return packaged[str(spec)]
     raise AdaptnerError(
-        f"AL config {spec} does not exist (relative to {Path.cwd()}). Pass a .cfg path or "
+        f"AL config {spec} does not exist{relative_to_cwd(spec)}. Pass a .cfg path or "
         f"the name of one that ships with adaptner: {', '.join(sorted(packaged))}."
     )
 
