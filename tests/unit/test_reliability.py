@@ -1,10 +1,10 @@
-"""Issue 16: no command destroys what it was not asked to, and nothing wrong is accepted silently.
+"""No command destroys what it was not asked to, nothing wrong is accepted silently, and every
+error names its real cause with a remedy that works.
 
-Each case of the issue is one test, through the real entry point (``adaptner.cli.main``) where
+Each case is one test, through the real entry point (``adaptner.cli.main``) where
 the case is about the command line: a clear one-line error naming the file / row / key, exit
-code 1, and nothing lost or half-written. Cases that already held when the issue was filed
-(kill -9 resume, corrupt DocBins, concurrent imports) are kept here too. DANSK-based cases are in
-tests/integration/test_reliability_dansk.py.
+code 1, and nothing lost or half-written; kill -9 resume, corrupt DocBins and concurrent
+imports too. DANSK-based cases are in tests/integration/test_reliability_dansk.py.
 """
 
 import json
@@ -34,6 +34,7 @@ from adaptner.util import (
     exit_with_parent,
     file_lock,
 )
+from tests.conftest import small_disk
 from tests.unit.test_corpus import make_row
 from tests.unit.test_corpus import write_jsonl as write_rows
 from tests.unit.test_session_flow import assets  # noqa: F401 - a fixture of `answered`
@@ -927,26 +928,8 @@ def output_name(command: str) -> str:
 @pytest.fixture
 def full_disk(tmp_path):
     """A 1 MB tmpfs filled to the last byte (holding only ``filler``)."""
-    import errno
-
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
-    try:
-        with (mnt / "filler").open("wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC
+    with small_disk(tmp_path / "full") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 @pytest.mark.parametrize("command", OUTPUT_COMMANDS)
