@@ -238,11 +238,11 @@ def check_corpus_paths(config: Config) -> None:
             )
 
 
-def _init_error(e: Exception, config: Config, config_path: PathLike) -> Exception:
-    """The error to raise for an exception while initializing the pipeline (before training).
+def _init_error(e: Exception, config: Config, config_path: PathLike) -> AdaptnerError | None:
+    """The AdaptnerError for an exception while initializing the pipeline (before training).
 
-    Only the errors each branch means become an AdaptnerError; anything else (a disk-full
-    ``OSError`` included, which :func:`adaptner.util.atomic_path` names) is returned as it is.
+    Only the errors each branch means get one; for anything else (a disk-full ``OSError``
+    included, which :func:`adaptner.util.atomic_path` names) it is None: raise it as it is.
     """
     if type(e).__name__ == "ConfigValidationError":
         return AdaptnerError(f"Config {config_path} is invalid:\n{e}")
@@ -266,7 +266,7 @@ def _init_error(e: Exception, config: Config, config_path: PathLike) -> Exceptio
             "Without the hub, point --paths.transformer at a local model directory "
             "(e.g. one made by `adaptner tiny-bert`)."
         )
-    return e
+    return None
 
 
 class _Renamed(io.TextIOBase):
@@ -372,7 +372,7 @@ def train_pipeline(
             raise
         except Exception as e:
             error = _init_error(e, config, config_path)
-            if error is e:
+            if error is None:
                 raise
             raise error from e
         try:

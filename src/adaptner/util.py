@@ -105,9 +105,19 @@ def file_system_error(
     ours = [str(p) for p in (path, tmp) if p is not None]
     if path is not None and (not named or any(f.startswith(p) for f in named for p in ours)):
         return AdaptnerError(f"{cause} writing {path}: {remedy}.")
+    if e.errno in (errno.EACCES, errno.EPERM):  # maybe an input: not only a place to write
+        remedy = "check the permissions of the file and its folders"
     if not named:
         return AdaptnerError(f"{cause} ({e}): {remedy}.")
     return AdaptnerError(f"{cause}: {named[-1]}: {remedy}.")
+
+
+def raise_file_system_error(e: BaseException) -> None:
+    """In a broad ``except``: raise the one-line error for a disk-full, permission or
+    read-only ``OSError`` (naming its file), so that it is not reported as a broken input."""
+    error = file_system_error(e)
+    if error is not None:
+        raise error from e
 
 
 @contextlib.contextmanager
@@ -536,6 +546,7 @@ def load_spacy(path: PathLike, remedy: str):
     try:
         return spacy.load(path)
     except Exception as e:  # noqa: BLE001 - spaCy raises many kinds on a broken pipeline
+        raise_file_system_error(e)
         raise AdaptnerError(
             f"Cannot load the pipeline in {path} ({type(e).__name__}: {e}). {remedy}"
         ) from e

@@ -747,13 +747,13 @@ def test_only_a_hub_error_becomes_a_transformer_message():
 
     config = Config({"paths": {"transformer": "bert-base"}})
     full = OSError(errno.ENOSPC, "No space left on device", "/x")
-    assert _init_error(full, config, "c.cfg") is full
+    assert _init_error(full, config, "c.cfg") is None
     denied = PermissionError(errno.EACCES, "Permission denied", "/x")
-    assert _init_error(denied, config, "c.cfg") is denied
+    assert _init_error(denied, config, "c.cfg") is None
     hub = OSError("Can't load tokenizer for 'bert-base'")
     assert "Cannot load the transformer 'bert-base'" in str(_init_error(hub, config, "c.cfg"))
     other = ValueError("something else")
-    assert _init_error(other, config, "c.cfg") is other
+    assert _init_error(other, config, "c.cfg") is None
 
 
 @pytest.mark.parametrize(
@@ -787,10 +787,33 @@ def test_file_system_errors_are_one_line(tmp_path, monkeypatch, capsys, code, ca
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 1
-    assert one_error_line(capsys) == f"✘ {cause}: /data/adaptner.db: " + (
-        "free space and rerun." if code == "ENOSPC" else "choose a "
-        + ("writable location." if code == "EROFS" else "location you may write to.")
-    )
+    assert one_error_line(capsys) == f"✘ {cause}: /data/adaptner.db: " + {
+        "ENOSPC": "free space and rerun.",
+        "EROFS": "choose a writable location.",
+    }.get(code, "check the permissions of the file and its folders.")
+
+
+def test_an_unreadable_input_is_not_called_corrupt(tmp_path, monkeypatch):
+    import errno
+
+    import spacy
+
+    from adaptner.readers import read_docbin
+    from adaptner.util import load_spacy
+
+    path = tmp_path / "x.spacy"
+    DocBin().to_disk(path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(DocBin, "from_disk", denied)
+    monkeypatch.setattr(spacy, "load", denied)
+    expected = rf"^Permission denied: {re.escape(str(path))}: check the permissions of the file"
+    with pytest.raises(AdaptnerError, match=expected):
+        read_docbin(path, spacy.blank("da").vocab)
+    with pytest.raises(AdaptnerError, match=expected):
+        load_spacy(tmp_path, "Train one first.")
 
 
 def test_simulate_finds_its_al_config_from_any_directory(tiny, tmp_path, monkeypatch, capsys):
