@@ -731,11 +731,15 @@ def test_disk_full_while_training_is_named_as_such(tiny, tmp_path, monkeypatch, 
         (output_path / "model-last").mkdir()
         raise OSError(errno.ENOSPC, "No space left on device", str(output_path / "model-last"))
 
-    monkeypatch.setattr(adaptner.training, "train_nlp", full)
-    assert run_cli(monkeypatch, *train_args(corpus, out)) == 1
+    monkeypatch.setattr(adaptner.training, "train_loop", full)
+    assert run_cli(monkeypatch, *train_args(corpus, out), "--checkpoint-every", "0") == 1
     line = one_error_line(capsys)
     assert line == f"✘ No space left on device writing {out}: free space and rerun."
     assert list(tmp_path.iterdir()) == []  # the temporary is removed
+    # with checkpoints, the same line; the run's working directory stays for --resume
+    assert run_cli(monkeypatch, *train_args(corpus, out)) == 1
+    assert one_error_line(capsys) == line
+    assert [p.name for p in tmp_path.iterdir()] == [".model.run"]
 
 
 def test_only_a_hub_error_becomes_a_transformer_message():
