@@ -476,6 +476,45 @@ def relative_to_cwd(path: PathLike) -> str:
     return "" if Path(path).is_absolute() else f" (relative to {Path.cwd()})"
 
 
+def shipped_configs(folder: str = "") -> dict[str, Path]:
+    """The configs that ship with adaptner (``configs/`` in the repository links to them), by
+    name: ``bio_cnn``, ``test/bio_cnn``, or with ``folder="al"`` ``default``, ``e5``…"""
+    from importlib.resources import files
+
+    root = Path(str(files("adaptner") / "configs")) / folder
+    return {p.relative_to(root).with_suffix("").as_posix(): p for p in sorted(root.rglob("*.cfg"))}
+
+
+def find_config(
+    spec: PathLike, what: str, folder: str = "", exclude: tuple[str, ...] = ("al/",)
+) -> Path:
+    """A config: a path to a .cfg file, or the name of one that ships with adaptner.
+
+    A path is read as given (relative to the working directory); a name (no ``.cfg``) is
+    found from any working directory.
+
+    Args:
+        spec: A path or a shipped name (``bio_cnn``; ``default`` with ``folder="al"``).
+        what: What it is, for the error (``"Config file"``, ``"AL config"``).
+        folder: The shipped configs' subfolder (``"al"``).
+        exclude: Prefixes of shipped names that are not of this kind (the AL configs, for
+            training configs).
+
+    Raises:
+        AdaptnerError: neither a file nor a shipped name (the names listed).
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = {n: p for n, p in shipped_configs(folder).items() if not n.startswith(exclude)}
+    if path.suffix != ".cfg" and str(spec) in shipped:
+        return shipped[str(spec)]
+    raise AdaptnerError(
+        f"{what} {spec} does not exist{relative_to_cwd(spec)}. Pass a .cfg path or the name of "
+        f"one that ships with adaptner: {', '.join(shipped)}."
+    )
+
+
 def closest_hint(name: str, valid: Sequence[str], prefix: str = "", suffix: str = "") -> str:
     """`` (did you mean X?)`` for the valid name closest to ``name`` (difflib), else ``""``.
 

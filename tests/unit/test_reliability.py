@@ -667,8 +667,8 @@ def test_train_outside_the_project_names_the_corpus_and_the_remedy_works(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    base = ["train", TEST_CONFIG, "-q", "--training.max_steps", "4",
-            "--training.eval_frequency", "2"]  # fmt: skip
+    base = ["train", "test/bio_cnn", "-q", "--training.max_steps", "4",
+            "--training.eval_frequency", "2"]  # fmt: skip  (a shipped config, found by name)
     assert run_cli(monkeypatch, *base, "-o", "m") == 1
     line = one_error_line(capsys)
     assert f"paths.train = corpus/train does not exist (relative to {elsewhere})" in line
@@ -836,14 +836,19 @@ def test_simulate_finds_its_al_config_from_any_directory(tiny, tmp_path, monkeyp
     assert "AL config defualt does not exist" in line and "default, e5, fixed_pool" in line
 
 
-def test_al_configs_ship_with_the_package_in_one_copy():
-    from adaptner.simulation.config import packaged_al_configs
+def test_configs_ship_with_the_package_in_one_copy(tmp_path):
+    import zipfile
 
-    packaged = packaged_al_configs()
-    assert {"default", "e5", "fixed_pool", "full_pool"} <= set(packaged)
-    assert (ROOT / "configs" / "al").resolve() == packaged["default"].parent.resolve()
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert '"configs/al/*.cfg"' in pyproject
+    from adaptner.packaging import build_adaptner_wheel
+    from adaptner.util import shipped_configs
+
+    assert {"default", "e5", "fixed_pool", "full_pool"} <= set(shipped_configs("al"))
+    training = shipped_configs()
+    assert {"bio_cnn", "bio_trf_e5", "test/bio_cnn"} <= set(training)
+    assert (ROOT / "configs").resolve() == training["bio_cnn"].parent.resolve()  # a link
+    names = zipfile.ZipFile(build_adaptner_wheel(tmp_path)).namelist()
+    for name in ("configs/bio_cnn.cfg", "configs/al/default.cfg", "configs/al/e5.cfg"):
+        assert f"adaptner/{name}" in names
 
 
 def test_two_pipelines_get_two_package_names(tiny, tmp_path):

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import typer
 
-from .train import DEV_OPTION, TRAIN_OPTION, overrides_and_corpus
+from .train import CONFIG_HELP, DEV_OPTION, TRAIN_OPTION, overrides_and_corpus, training_config
 
-DEFAULT_CONFIG = Path("configs/bio_cnn.cfg")
+DEFAULT_CONFIG = Path("bio_cnn")
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +25,10 @@ def _check_positive(name: str, value: int) -> None:
 def datamap_cmd(
     ctx: typer.Context,
     config: Path = typer.Argument(
-        DEFAULT_CONFIG, help="Training config with a bio_ner component (ignored with --dynamics)."
+        DEFAULT_CONFIG,
+        help=f"Training config with a bio_ner component: {CONFIG_HELP} (ignored with "
+        "--dynamics).",
+        callback=training_config,
     ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Output folder: tables, PNGs, hardest.md, summary.json."
@@ -122,7 +125,11 @@ def datamap_cmd(
 
 def aum_cmd(
     ctx: typer.Context,
-    config: Path = typer.Argument(DEFAULT_CONFIG, help="Training config with a bio_ner component."),
+    config: Path = typer.Argument(
+        DEFAULT_CONFIG,
+        help=f"Training config with a bio_ner component: {CONFIG_HELP}.",
+        callback=training_config,
+    ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Output folder (flags.jsonl, aum_summary.md, runs/...)."
     ),

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from .train import DEV_OPTION, TRAIN_OPTION, overrides_and_corpus
+from .train import CONFIG_HELP, DEV_OPTION, TRAIN_OPTION, overrides_and_corpus, training_config
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +60,9 @@ def evaluate_cmd(
 
 def matrix_cmd(
     ctx: typer.Context,
-    config: Path = typer.Argument(..., help="Training config, e.g. configs/bio_cnn.cfg."),
+    config: Path = typer.Argument(
+        ..., help=f"Training config: {CONFIG_HELP}.", callback=training_config
+    ),
     domains: str = typer.Option(
         "news,conversation,legal,social_media,web,wiki_books",
         "--domains",

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from ..errors import AdaptnerError
+from .train import CONFIG_HELP, training_config
 
 DEFAULT_TARGETS = ["conversation", "legal", "social_media"]
 
@@ -84,10 +85,12 @@ def simulate_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="First seed."),
     config: Path = typer.Option(
-        Path("configs/bio_cnn.cfg"),
+        Path("bio_cnn"),
         "--config",
         "-c",
-        help="Training config of the source pipelines and the from-scratch baselines.",
+        help="Training config of the source pipelines and the from-scratch baselines: "
+        f"{CONFIG_HELP}.",
+        callback=training_config,
     ),
     al_config: str = typer.Option(
         "default",

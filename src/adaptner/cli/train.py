@@ -19,6 +19,16 @@ def parse_overrides(args: list[str]) -> dict:
     return parse_config_overrides(args)
 
 
+def training_config(value: Path | None) -> Path | None:
+    """The CONFIG argument: a .cfg path, or a shipped config's name found from anywhere."""
+    from ..util import find_config
+
+    return None if value is None else find_config(value, "Config file")
+
+
+#: What the CONFIG arguments' help says about the values they take.
+CONFIG_HELP = "a .cfg path or the name of one that ships with adaptner (bio_cnn, bio_trf_e5, ...)"
+
 TRAIN_OPTION = typer.Option(
     None, "--train", help="Train split directory (default corpus/train; same as --paths.train)."
 )
@@ -40,7 +50,9 @@ def overrides_and_corpus(
 
 def train_cmd(
     ctx: typer.Context,
-    config: Path = typer.Argument(..., help="Training config, e.g. configs/bio_cnn.cfg."),
+    config: Path = typer.Argument(
+        ..., help=f"Training config: {CONFIG_HELP}.", callback=training_config
+    ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Output directory; model-best/ and model-last/ go inside."
     ),

@@ -10,7 +10,7 @@ from typing import Any
 from confection import Config
 
 from ..errors import AdaptnerError
-from ..util import closest_hint, relative_to_cwd
+from ..util import closest_hint, find_config
 
 #: Retraining modes: start again from the source pipeline on all labels, or continue.
 MODES = ("reset", "warm")
@@ -107,40 +107,12 @@ class ALSettings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def packaged_al_configs() -> dict[str, Path]:
-    """The AL configs that ship with adaptner, by name: ``default``, ``e5``, ``test/tiny``…"""
-    from importlib.resources import files
-
-    folder = Path(str(files("adaptner") / "configs" / "al"))
-    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in folder.rglob("*.cfg")}
-
-
-def al_config_path(spec: str | Path) -> Path:
-    """An AL config: a path to a .cfg file, or the name of a packaged one (``default``, ``e5``).
-
-    A name is found from any working directory; a path is read as given.
-
-    Raises:
-        AdaptnerError: neither a file nor a packaged name (the names listed).
-    """
-    path = Path(spec)
-    if path.is_file():
-        return path
-    packaged = packaged_al_configs()
-    if path.suffix != ".cfg" and str(spec) in packaged:
-        return packaged[str(spec)]
-    raise AdaptnerError(
-        f"AL config {spec} does not exist{relative_to_cwd(spec)}. Pass a .cfg path or "
-        f"the name of one that ships with adaptner: {', '.join(sorted(packaged))}."
-    )
-
-
 def load_al_settings(path: str | Path | None, **overrides: Any) -> ALSettings:
     """Read the ``[simulation]`` section of an AL config (e.g. ``default``, or a .cfg path).
 
     Args:
-        path: The .cfg file or the name of a packaged one (see :func:`al_config_path`), or
-            None for the built-in defaults.
+        path: The .cfg file or the name of a shipped one (``default``, ``e5``; see
+            :func:`adaptner.util.find_config`), or None for the built-in defaults.
         overrides: Field values that win over the file (``None`` = keep the file's).
 
     Raises:
@@ -148,7 +120,7 @@ def load_al_settings(path: str | Path | None, **overrides: Any) -> ALSettings:
     """
     values: dict[str, Any] = {}
     if path is not None:
-        path = al_config_path(path)
+        path = find_config(path, "AL config", folder="al", exclude=())
         try:
             cfg = Config().from_disk(path)
         except Exception as e:  # noqa: BLE001 - confection raises many kinds
