@@ -165,6 +165,28 @@ def test_parent_is_a_file_or_unwritable(tmp_path):
             pass
 
 
+def test_claimed_output_folders_follow_the_policy(tmp_path):
+    """Commands that add files one at a time (datamap, aum, distil, curves, session export)."""
+    from adaptner.util import claim_output_dir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(AdaptnerError, match=r"was not written by `adaptner distil`.*--force"):
+        claim_output_dir(out, "distil")
+    assert tree(out) == {"keep.txt": b"precious"}
+    claim_output_dir(out, "distil", force=True)  # kept, and marked as distil's from now on
+    assert json.loads((out / OUTPUT_MARKER).read_text())["command"] == "distil"
+    claim_output_dir(out, "distil")  # its own: a second run adds to it
+    assert sorted(tree(out)) == [OUTPUT_MARKER, "keep.txt"]
+    with pytest.raises(AdaptnerError, match=r"was written by `adaptner distil`"):
+        claim_output_dir(out, "aum")
+    legacy = tmp_path / "old"
+    legacy.mkdir()
+    (legacy / "teacher.json").write_text("{}")
+    claim_output_dir(legacy, "distil", owned_files=("teacher.json",))
+
+
 def test_temporaries_of_killed_runs_are_cleaned_with_a_message(tmp_path):
     out = tmp_path / "model"
     dead = tmp_path / f".model.{DEAD_PID}-abc.tmp"

