@@ -87,25 +87,43 @@ _FS_ERRORS = {
 }
 
 
+def _file_system_cause(e: BaseException) -> tuple[str, str] | None:
+    """(cause, remedy) of a file-system error: an ``OSError`` or a sqlite3 one (the store)."""
+    if isinstance(e, OSError):
+        return _FS_ERRORS.get(e.errno)
+    name = str(getattr(e, "sqlite_errorname", ""))
+    if name == "SQLITE_FULL":
+        return _FS_ERRORS[errno.ENOSPC]
+    if name.startswith("SQLITE_READONLY") or name == "SQLITE_PERM":
+        return (
+            "Read-only database",
+            "check the permissions of the file and its folder, or choose a writable location",
+        )
+    return None
+
+
 def file_system_error(
     e: BaseException, path: PathLike | None = None, tmp: PathLike | None = None
 ) -> AdaptnerError | None:
     """One line for a disk-full, permission or read-only error, naming the path; else None.
 
     Args:
-        e: The exception (anything but such an ``OSError`` gives None).
+        e: The exception: an ``OSError`` (or a sqlite3 error) of those kinds; anything else
+            gives None.
         path: The output being written; named when the error is about it or its temporary
             ``tmp`` (or names no file). An error about another file names that file.
         tmp: The temporary that becomes ``path``.
     """
-    if not isinstance(e, OSError) or e.errno not in _FS_ERRORS:
+    found = _file_system_cause(e)
+    if found is None:
         return None
-    cause, remedy = _FS_ERRORS[e.errno]
-    named = [str(f) for f in (e.filename, e.filename2) if f is not None]  # copy: source, target
+    cause, remedy = found
+    names = (getattr(e, "filename", None), getattr(e, "filename2", None))  # a copy: both
+    named = [str(f) for f in names if f is not None]
     ours = [str(p) for p in (path, tmp) if p is not None]
     if path is not None and (not named or any(f.startswith(p) for f in named for p in ours)):
         return AdaptnerError(f"{cause} writing {path}: {remedy}.")
-    if e.errno in (errno.EACCES, errno.EPERM):  # maybe an input: not only a place to write
+    if getattr(e, "errno", None) in (errno.EACCES, errno.EPERM):  # maybe an input, too
         remedy = "check the permissions of the file and its folders"
     if not named:
         return AdaptnerError(f"{cause} ({e}): {remedy}.")
@@ -128,7 +146,7 @@ def writing(path: PathLike, tmp: PathLike | None = None) -> Iterator[None]:
     """
     try:
         yield
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - re-raised unless a file-system error
         error = file_system_error(e, path, tmp)
         if error is None:
             raise

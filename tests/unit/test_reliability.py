@@ -1051,3 +1051,17 @@ def test_every_output_on_a_full_disk(command, full_disk, request, monkeypatch, c
     assert line.startswith(f"✘ No space left on device writing {out}"), line
     assert line.endswith(": free space and rerun."), line
     assert [p.name for p in full_disk.iterdir()] == ["filler"]  # nothing half-written
+
+
+def test_session_store_on_a_full_disk_is_named_and_left_out(
+    full_disk, tmp_path, request, monkeypatch, capsys
+):
+    pipeline_assets = request.getfixturevalue("assets")
+    db = full_disk / "adaptner.db"
+    code = run_cli(monkeypatch, "session", "init", "demo", "--source", pipeline_assets / "source",
+                   "--pool", pipeline_assets / "pool.txt", "--db", db,
+                   "--dir", tmp_path / "sdir")  # fmt: skip
+    assert code == 1
+    line = one_error_line(capsys)
+    assert line == f"✘ No space left on device writing {db}: free space and rerun."
+    assert [p.name for p in full_disk.iterdir()] == ["filler"]  # no empty store left behind
