@@ -1,5 +1,8 @@
 """Shared fixtures: repository paths and the real DANSK data."""
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,6 +81,35 @@ def block_network(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(socket, "create_connection", no_network)
     mp.setenv("HF_HUB_OFFLINE", "1")
     mp.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, free: int = 0) -> Iterator[Path]:
+    """Mount a 1 MB tmpfs at ``path`` and fill it (``filler``) until ``free`` bytes are left.
+
+    Skips the test (with the reason) where no tmpfs can be mounted (not root, no mount).
+    """
+    import errno
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        with (path / "filler").open("wb", buffering=0) as f:
+            try:
+                while os.statvfs(path).f_bavail * os.statvfs(path).f_frsize > free:
+                    f.write(b"\0" * 4096)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,15 @@ from spacy.vocab import Vocab
 from .errors import AdaptnerError
 from .extensions import install_extensions
 from .labels import DOMAINS, ONTONOTES_LABELS, SPLITS, domain_slug
-from .util import atomic_output, atomic_path, check_output_dir, write_json, write_jsonl, write_text
+from .util import (
+    atomic_output,
+    atomic_path,
+    check_output_dir,
+    raise_file_system_error,
+    write_json,
+    write_jsonl,
+    write_text,
+)
 
 #: sha256 of the public release files (chcaa/dansk-ner, after March 2024).
 DANSK_SHA256 = {
@@ -72,6 +80,7 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
             table = pq.read_table(path)
         except Exception as e:  # noqa: BLE001
+            raise_file_system_error(e)
             raise AdaptnerError(f"Cannot read parquet file {path}: {e}") from e
         for i, row in enumerate(table.to_pylist()):
             yield i, row

@@ -20,7 +20,7 @@ from .errors import AdaptnerError
 from .extensions import install_extensions
 from .labels import DOMAINS
 from .readers import available_domains, read_docbin
-from .util import load_spacy, parse_domains, write_json, write_text
+from .util import check_output_file, load_spacy, parse_domains, write_json, write_text
 
 PathLike = str | Path
 
@@ -520,12 +520,23 @@ def report_to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict[str, Any], output: PathLike) -> tuple[Path, Path]:
-    """Write the report as JSON at ``output`` and as Markdown beside it (``.md``), atomically."""
+def check_report_output(output: PathLike) -> tuple[Path, Path]:
+    """The report's JSON and Markdown paths, checked before scoring (the output policy).
+
+    Raises:
+        AdaptnerError: ``output`` is not a .json path, is a directory or lies under a file.
+    """
     output = Path(output)
     md_path = output.with_suffix(".md")
     if md_path == output:
         raise AdaptnerError(f"--output {output} must be a .json path (Markdown goes beside it).")
+    check_output_file(output, "evaluate", beside=[md_path])
+    return output, md_path
+
+
+def write_report(report: dict[str, Any], output: PathLike) -> tuple[Path, Path]:
+    """Write the report as JSON at ``output`` and as Markdown beside it (``.md``), atomically."""
+    output, md_path = check_report_output(output)
     write_json(output, report)
     write_text(md_path, report_to_markdown(report))
     return output, md_path

@@ -16,7 +16,7 @@ from .evaluation import evaluate_docs, load_eval_docs, load_pipeline, select_dom
 from .labels import DOMAINS
 from .readers import available_domains
 from .training import train_pipeline
-from .util import atomic_path, write_json, write_text
+from .util import atomic_path, check_output_file, relative_to_cwd, write_json, write_text
 
 PathLike = str | Path
 
@@ -128,9 +128,13 @@ def run_matrix(
     output = Path(output)
     if output.suffix != ".json":
         raise AdaptnerError(f"--output {output} must be a .json path (.md and .png go beside it).")
+    beside = [output.with_suffix(".md"), output.with_suffix(".png")]
+    check_output_file(output, "matrix", beside=beside)
     models_dir = Path(models_dir)
     if not Path(config_path).exists():
-        raise AdaptnerError(f"Config file {config_path} does not exist.")
+        raise AdaptnerError(
+            f"Config file {config_path} does not exist{relative_to_cwd(config_path)}."
+        )
     found = available_domains(train_path)
     train_available = [d for d in DOMAINS if d in found] + [d for d in found if d not in DOMAINS]
     cols = select_domains(domains, train_available, train_path)

@@ -35,7 +35,7 @@ from typing import Any
 
 from .about import __version__
 from .errors import AdaptnerError
-from .util import PathLike, atomic_path, load_spacy
+from .util import PathLike, atomic_path, check_output_folder, load_spacy
 
 #: Components that predict entities, in order of preference.
 NER_FACTORIES: tuple[str, ...] = ("bio_ner", "ner")
@@ -149,9 +149,38 @@ def domain_part(spec: str) -> str:
     return part
 
 
-def package_name(source: str, target: str) -> str:
-    """The meta.json name ``adaptner_<source>_<target>`` (spaCy prefixes the language)."""
-    return f"adaptner_{domain_part(source)}_{domain_part(target)}"
+def package_name(source: str, target: str, pipeline: str) -> str:
+    """The meta.json name ``adaptner_<source>_<target>_<pipeline>`` (spaCy prefixes the
+    language); ``pipeline`` says which pipeline it is (see :func:`pipeline_part`), so two
+    pipelines trained on the same domains get different packages."""
+    return f"adaptner_{domain_part(source)}_{domain_part(target)}_{domain_part(pipeline)}"
+
+
+def pipeline_part(model_dir: Path, nlp) -> str:
+    """Which pipeline a model is, for its package name: the stem of the training config in
+    ``train_meta.json`` beside it (``bio_cnn``, ``bio_trf_e5``), else ``trf`` or ``cnn``."""
+    train_meta_path = model_dir.parent / "train_meta.json"
+    try:
+        config = json.loads(train_meta_path.read_text(encoding="utf8")).get("config")
+    except (OSError, ValueError, AttributeError):
+        config = None
+    if config:
+        return Path(str(config)).stem
+    from .trf import config_needs_trf
+
+    return "trf" if config_needs_trf(nlp.config) else "cnn"
+
+
+def wheel_built_from(wheel: Path, full_name: str, version: str) -> str | None:
+    """The model directory an existing pipeline wheel was built from (its meta.json), if known."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            meta = json.loads(z.read(f"{full_name}/{full_name}-{version}/meta.json"))
+        return meta["adaptner"]["built_from"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def check_name(name: str, lang: str) -> str:
@@ -444,12 +473,13 @@ def build_meta(
     history: dict[str, Any] | None,
     performance: dict[str, Any] | None,
     description: str | None = None,
+    built_from: str | None = None,
 ) -> dict[str, Any]:
     """The package meta.json: spaCy's fields plus an "adaptner" block.
 
     The "adaptner" block holds the source and target domains, the adaptation history
-    (``"none"`` when the pipeline was only trained, not adapted) and the per-domain F1
-    with the split it was scored on.
+    (``"none"`` when the pipeline was only trained, not adapted), the per-domain F1
+    with the split it was scored on, and the model directory it was built from.
     """
     meta = dict(meta)
     meta["name"] = name
@@ -480,6 +510,7 @@ def build_meta(
         "target": target,
         "history": history or _NO_HISTORY,
         "performance": performance,
+        "built_from": built_from,
     }
     return meta
 
@@ -732,7 +763,7 @@ def package_pipeline(
         version: The package version.
         source / target: Domain selections the pipeline was trained on / adapted to; read
             from the history or ``train_meta.json`` when not given.
-        name: Override the meta name (default ``adaptner_<source>_<target>``).
+        name: Override the meta name (default ``adaptner_<source>_<target>_<pipeline>``).
         history: An adaptation history JSON/JSONL (strategy, rounds, labels used).
         scores: An evaluation JSON with per-domain F1 (instead of scoring here).
         eval_dir: Score per-domain F1 on this split directory (e.g. corpus/dev); None and no
@@ -741,7 +772,9 @@ def package_pipeline(
         eval_limit: Score at most this many docs per domain (0 = all).
         description: Override the generated description.
         adaptner_wheel: Also build adaptner's wheel, so both install with ``--no-index``.
-        force: Replace an existing pipeline wheel of the same name and version.
+        force: Replace an existing pipeline wheel of the same name and version that was
+            built from another model directory (one built from ``model_dir`` is replaced
+            without it).
         progress: Show progress bars.
         log: Receives one line per step.
 
@@ -752,6 +785,7 @@ def package_pipeline(
 
     model_dir = Path(model_dir)
     output_dir = Path(output_dir)
+    check_output_folder(output_dir, "package")
     meta = check_pipeline_dir(model_dir)
     version = check_version(version)
     hist = read_history(history) if history is not None else None
@@ -771,14 +805,19 @@ def package_pipeline(
         )
     nlp, _ = load_pipeline(model_dir)
     lang = nlp.lang
-    name = name or package_name(source, target)
+    name = name or package_name(source, target, pipeline_part(model_dir, nlp))
     full_name = check_name(name, lang)
     meta_name = full_name[len(lang) + 1 :]
     wheel_path = output_dir / f"{full_name}-{version}-py3-none-any.whl"
+    built_from = str(model_dir.resolve())
     if wheel_path.exists() and not force:
-        raise AdaptnerError(
-            f"{wheel_path} already exists: pass --force to replace it, or bump --version."
-        )
+        other = wheel_built_from(wheel_path, full_name, version)
+        if other != built_from:
+            raise AdaptnerError(
+                f"{wheel_path} already exists, built from {other or 'another pipeline'}: "
+                "pass --force to replace it, --name to name this one differently, or bump "
+                "--version."
+            )
     if perf is None and eval_dir is not None:
         log(f"scoring {full_name} per domain on {eval_dir} ({eval_domains})")
         perf = score_domains(nlp, eval_dir, eval_domains, limit=eval_limit, progress=progress)
@@ -792,9 +831,9 @@ def package_pipeline(
         history=hist,
         performance=perf,
         description=description,
+        built_from=built_from,
     )
     del nlp
-    output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="adaptner-package-") as tmp:
         stage = Path(tmp) / "pipeline"
         shutil.copytree(model_dir, stage, ignore=shutil.ignore_patterns("README.md"))

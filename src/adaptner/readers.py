@@ -11,7 +11,7 @@ from spacy.util import registry
 
 from .errors import AdaptnerError
 from .extensions import install_extensions
-from .util import parse_domains
+from .util import parse_domains, raise_file_system_error
 
 
 def available_domains(corpus_dir: str | Path) -> list[str]:
@@ -37,6 +37,7 @@ def read_docbin(path: str | Path, vocab) -> list[Doc]:
     except AdaptnerError:
         raise
     except Exception as e:  # noqa: BLE001 - anything DocBin raises on bad bytes
+        raise_file_system_error(e)
         raise AdaptnerError(
             f"DocBin {path} is corrupt or not a DocBin ({type(e).__name__}: {e}). "
             "Re-create it with `adaptner corpus`."

@@ -18,7 +18,14 @@ from .errors import AdaptnerError
 from .extensions import install_extensions
 from .train_loop import CHECKPOINT, check_resumable, read_checkpoint_state, train_loop
 from .trf import check_trf_installed
-from .util import atomic_output, check_output_dir, closest_hint, file_lock, write_json
+from .util import (
+    atomic_output,
+    check_output_dir,
+    closest_hint,
+    file_lock,
+    relative_to_cwd,
+    write_json,
+)
 
 PathLike = str | Path
 
@@ -133,7 +140,9 @@ def load_training_config(
     """
     config_path = Path(config_path)
     if not config_path.exists():
-        raise AdaptnerError(f"Config file {config_path} does not exist.")
+        raise AdaptnerError(
+            f"Config file {config_path} does not exist{relative_to_cwd(config_path)}."
+        )
     opts: dict[str, Any] = dict(overrides or {})
     if train_path is not None:
         opts["paths.train"] = str(train_path)
@@ -183,6 +192,40 @@ def flush_lower_caches(nlp: Any) -> None:
             cache.flush()
 
 
+#: The corpus options of the training commands, their config keys and defaults.
+CORPUS_OPTIONS = {"train": ("paths.train", "corpus/train"), "dev": ("paths.dev", "corpus/dev")}
+
+
+def corpus_options(
+    overrides: dict[str, Any], **options: PathLike | None
+) -> dict[str, Path]:
+    """Where the CLI's ``--train`` / ``--dev`` options and ``--paths.train`` / ``--paths.dev``
+    overrides meet: one value per corpus path, by one rule.
+
+    An explicit value wins over the default (``corpus/train``, ``corpus/dev``, relative to
+    the working directory, as in a spaCy project), whether it came as ``--train DIR`` or as
+    ``--paths.train DIR``; both at once must agree.
+
+    Args:
+        overrides: The ``--section.key value`` overrides (left as they are).
+        options: ``train=`` / ``dev=`` option values, None when not given.
+
+    Raises:
+        AdaptnerError: ``--train`` and ``--paths.train`` name different paths.
+    """
+    resolved = {}
+    for name, value in options.items():
+        key, default = CORPUS_OPTIONS[name]
+        override = overrides.get(key)
+        if value is not None and override is not None and Path(value) != Path(str(override)):
+            raise AdaptnerError(
+                f"--{name} {value} and --{key} {override} name different corpora: pass one."
+            )
+        chosen = value if value is not None else override if override is not None else default
+        resolved[name] = Path(str(chosen))
+    return resolved
+
+
 def check_corpus_paths(config: Config) -> None:
     """Fail early, with the path, when the corpus a config names does not exist."""
     paths = config.get("paths", {})
@@ -190,9 +233,40 @@ def check_corpus_paths(config: Config) -> None:
         value = paths.get(key)
         if value and not str(value).startswith("${") and not Path(value).exists():
             raise AdaptnerError(
-                f"paths.{key} = {value} does not exist. Run `adaptner corpus` first, or "
-                f"pass --paths.{key}."
+                f"paths.{key} = {value} does not exist{relative_to_cwd(value)}. Run `adaptner "
+                f"corpus` there first, or pass --{key} DIR (the same as --paths.{key} DIR)."
             )
+
+
+def _init_error(e: Exception, config: Config, config_path: PathLike) -> AdaptnerError | None:
+    """The AdaptnerError for an exception while initializing the pipeline (before training).
+
+    Only the errors each branch means get one; for anything else (a disk-full ``OSError``
+    included, which :func:`adaptner.util.atomic_path` names) it is None: raise it as it is.
+    """
+    if type(e).__name__ == "ConfigValidationError":
+        return AdaptnerError(f"Config {config_path} is invalid:\n{e}")
+    paths = config.get("paths", {})
+    init_tok2vec = paths.get("init_tok2vec")
+    if init_tok2vec and "Cannot deserialize model" in str(e):
+        return AdaptnerError(
+            f"The pretrained weights {init_tok2vec} do not fit the tok2vec of "
+            f"{config_path}. Pretrain with the same config: `adaptner pretrain "
+            f"{config_path} -o <dir>`."
+        )
+    name = paths.get("transformer")
+    # transformers says "Can't load ..." with an OSError that carries no errno; the hub client
+    # raises its own types. An OSError with an errno (disk full, permission) is not about the hub.
+    from_hub = type(e).__module__.startswith("huggingface_hub") or (
+        isinstance(e, OSError) and e.errno is None
+    )
+    if name and from_hub:
+        return AdaptnerError(
+            f"Cannot load the transformer {name!r} ({type(e).__name__}: {e}). "
+            "Without the hub, point --paths.transformer at a local model directory "
+            "(e.g. one made by `adaptner tiny-bert`)."
+        )
+    return None
 
 
 class _Renamed(io.TextIOBase):
@@ -294,6 +368,14 @@ def train_pipeline(
         out = _Renamed(sys.stdout, tmp, output_dir) if verbose else io.StringIO()
         try:
             nlp = init_nlp(config, use_gpu=-1)
+        except AdaptnerError:
+            raise
+        except Exception as e:
+            error = _init_error(e, config, config_path)
+            if error is None:
+                raise
+            raise error from e
+        try:
             if resumed_at:
                 check_resumable(tmp / CHECKPOINT, nlp.config.to_str())
             final = train_loop(
@@ -302,25 +384,9 @@ def train_pipeline(
                 on_checkpoint=flush_lower_caches,
             )  # fmt: skip
             flush_lower_caches(nlp)
-        except AdaptnerError:
-            raise
         except Exception as e:
             if type(e).__name__ == "ConfigValidationError":
                 raise AdaptnerError(f"Config {config_path} is invalid:\n{e}") from e
-            init_tok2vec = config.get("paths", {}).get("init_tok2vec")
-            if init_tok2vec and "Cannot deserialize model" in str(e):
-                raise AdaptnerError(
-                    f"The pretrained weights {init_tok2vec} do not fit the tok2vec of "
-                    f"{config_path}. Pretrain with the same config: `adaptner pretrain "
-                    f"{config_path} -o <dir>`."
-                ) from e
-            if isinstance(e, OSError) or type(e).__module__.startswith("huggingface_hub"):
-                name = config.get("paths", {}).get("transformer")
-                raise AdaptnerError(
-                    f"Cannot load the transformer {name!r} ({type(e).__name__}: {e}). "
-                    "Without the hub, point --paths.transformer at a local model directory "
-                    "(e.g. one made by `adaptner tiny-bert`)."
-                ) from e
             raise
         seconds = time.perf_counter() - start
         write_json(

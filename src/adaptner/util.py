@@ -1,6 +1,7 @@
 """Small shared helpers: atomic writes, seeding, domain selection."""
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -76,15 +77,112 @@ def clean_stale_temps(path: PathLike, log: Callable[[str], None] | None = None) 
     return removed
 
 
-def _make_parent(path: Path) -> None:
-    """Create the parent folders of ``path``; an AdaptnerError naming the path on failure."""
+#: Errors of the file system rather than of the program: errno -> (cause, remedy).
+_FS_ERRORS = {
+    errno.ENOSPC: ("No space left on device", "free space and rerun"),
+    errno.EDQUOT: ("Disk quota exceeded", "free space and rerun"),
+    errno.EACCES: ("Permission denied", "choose a location you may write to"),
+    errno.EPERM: ("Operation not permitted", "choose a location you may write to"),
+    errno.EROFS: ("Read-only file system", "choose a writable location"),
+}
+
+
+def _file_system_cause(e: BaseException) -> tuple[str, str] | None:
+    """(cause, remedy) of a file-system error: an ``OSError`` or a sqlite3 one (the store)."""
+    if isinstance(e, OSError):
+        return _FS_ERRORS.get(e.errno)
+    name = str(getattr(e, "sqlite_errorname", ""))
+    if name == "SQLITE_FULL":
+        return _FS_ERRORS[errno.ENOSPC]
+    if name.startswith("SQLITE_READONLY") or name == "SQLITE_PERM":
+        return (
+            "Read-only database",
+            "check the permissions of the file and its folder, or choose a writable location",
+        )
+    return None
+
+
+def file_system_error(
+    e: BaseException, path: PathLike | None = None, tmp: PathLike | None = None
+) -> AdaptnerError | None:
+    """One line for a disk-full, permission or read-only error, naming the path; else None.
+
+    Args:
+        e: The exception: an ``OSError`` (or a sqlite3 error) of those kinds; anything else
+            gives None.
+        path: The output being written; named when the error is about it or its temporary
+            ``tmp`` (or names no file). An error about another file names that file.
+        tmp: The temporary that becomes ``path``.
+    """
+    found = _file_system_cause(e)
+    if found is None:
+        return None
+    cause, remedy = found
+    names = (getattr(e, "filename", None), getattr(e, "filename2", None))  # a copy: both
+    named = [str(f) for f in names if f is not None]
+    ours = [str(p) for p in (path, tmp) if p is not None]
+    if path is not None and (not named or any(f.startswith(p) for f in named for p in ours)):
+        return AdaptnerError(f"{cause} writing {path}: {remedy}.")
+    if getattr(e, "errno", None) in (errno.EACCES, errno.EPERM):  # maybe an input, too
+        remedy = "check the permissions of the file and its folders"
+    if not named:
+        return AdaptnerError(f"{cause} ({e}): {remedy}.")
+    return AdaptnerError(f"{cause}: {named[-1]}: {remedy}.")
+
+
+def raise_file_system_error(e: BaseException) -> None:
+    """In a broad ``except``: raise the one-line error for a disk-full, permission or
+    read-only ``OSError`` (naming its file), so that it is not reported as a broken input."""
+    error = file_system_error(e)
+    if error is not None:
+        raise error from e
+
+
+@contextlib.contextmanager
+def writing(path: PathLike, tmp: PathLike | None = None) -> Iterator[None]:
+    """Turn a disk-full, permission or read-only error in the block into one AdaptnerError.
+
+    The message names ``path`` (the output the user asked for), not its temporary ``tmp``.
+    """
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - re-raised unless a file-system error
+        error = file_system_error(e, path, tmp)
+        if error is None:
+            raise
+        raise error from e
+
+
+def _check_parents(path: Path) -> None:
+    """An AdaptnerError when a folder above ``path`` is a file (``notes.txt/out``)."""
     for parent in [path.parent, *path.parent.parents]:
         if parent.exists() and not parent.is_dir():
             raise AdaptnerError(f"Cannot write {path}: {parent} is a file, not a directory.")
+
+
+def _make_parent(path: Path) -> list[Path]:
+    """Create the parent folders of ``path``; an AdaptnerError naming the path on failure.
+
+    Returns:
+        The folders created, innermost first.
+    """
+    _check_parents(path)
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AdaptnerError(f"Cannot write {path}: {e.strerror or e} ({path.parent}).") from e
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders (innermost first) that a failed write created and left empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @contextlib.contextmanager
@@ -103,37 +201,42 @@ def atomic_path(path: PathLike, is_dir: bool = False, work: Path | None = None) 
         AdaptnerError: the path cannot be written (a parent is a file, no permission).
     """
     path = Path(path)
-    _make_parent(path)
+    created = _make_parent(path)
     prefix = f".{path.name}.{os.getpid()}-"
     try:
-        if work is not None:
-            tmp = Path(work)
-            tmp.mkdir(parents=True, exist_ok=True)
-        elif is_dir:
-            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
-        else:
-            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            tmp = Path(name)
-    except OSError as e:
-        raise AdaptnerError(f"Cannot write {path}: {e.strerror or e} ({path.parent}).") from e
+        with writing(path):
+            if work is not None:
+                tmp = Path(work)
+                tmp.mkdir(parents=True, exist_ok=True)
+            elif is_dir:
+                tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+            else:
+                fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+                os.close(fd)
+                tmp = Path(name)
+    except BaseException as e:
+        _remove_empty(created)
+        if isinstance(e, OSError):
+            raise AdaptnerError(f"Cannot write {path}: {e.strerror or e} ({path.parent}).") from e
+        raise
     umask = os.umask(0)
     os.umask(umask)
     try:
-        yield tmp
-        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
-        if is_dir:
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with writing(path, tmp):
+            yield tmp
+            os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
+            if is_dir:
+                old = None
+                if path.exists():
+                    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                    if old.exists():
+                        shutil.rmtree(old)
+                    os.replace(path, old)
+                os.replace(tmp, path)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     except BaseException:
         if work is not None:
             raise
@@ -141,6 +244,7 @@ def atomic_path(path: PathLike, is_dir: bool = False, work: Path | None = None) 
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        _remove_empty(created)
         raise
 
 
@@ -162,6 +266,18 @@ def output_owner(path: PathLike, owned_files: Sequence[str] = ()) -> str | None:
     return None
 
 
+def check_output_folder(path: PathLike, command: str) -> None:
+    """An AdaptnerError when ``path``, where ``command`` writes a directory, is a file or
+    lies under a file."""
+    path = Path(path)
+    _check_parents(path)
+    if path.exists() and not path.is_dir():
+        raise AdaptnerError(
+            f"Output {path} is a file, not a directory; `adaptner {command}` writes a "
+            "directory. Choose another --output."
+        )
+
+
 def check_output_dir(
     path: PathLike, command: str, *, force: bool = False, owned_files: Sequence[str] = ()
 ) -> None:
@@ -175,11 +291,7 @@ def check_output_dir(
         AdaptnerError: naming the path, what is there and what to do.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise AdaptnerError(
-            f"Output {path} is a file, not a directory; `adaptner {command}` writes a "
-            "directory. Choose another --output."
-        )
+    check_output_folder(path, command)
     if not path.is_dir() or force:
         return
     entries = sorted(p.name for p in path.iterdir())
@@ -231,13 +343,64 @@ def atomic_output(
     clean_stale_temps(path, log)
     with atomic_path(path, is_dir=True, work=work) as tmp:
         yield tmp
-        from .about import __version__
+        _write_marker(tmp / OUTPUT_MARKER, command)
 
-        (tmp / OUTPUT_MARKER).write_text(
-            json.dumps({"command": command, "adaptner": __version__, "written": time.time()})
-            + "\n",
-            encoding="utf8",
-        )
+
+def _write_marker(marker: Path, command: str) -> None:
+    from .about import __version__
+
+    marker.write_text(
+        json.dumps({"command": command, "adaptner": __version__, "written": time.time()}) + "\n",
+        encoding="utf8",
+    )
+
+
+def claim_output_dir(
+    path: PathLike, command: str, *, force: bool = False, owned_files: Sequence[str] = ()
+) -> Path:
+    """The output policy for a command that adds files to its folder one at a time.
+
+    Such a command (``datamap``, ``aum``, ``distil``, ``curves``) writes each file
+    atomically and may add to its own earlier output (``distil`` labels domains in several
+    runs), so the folder is not replaced as a whole: it is checked as by
+    :func:`check_output_dir`, created, and marked as ``command``'s before anything is written.
+
+    Raises:
+        AdaptnerError: the policy refuses, or the folder cannot be created.
+    """
+    path = Path(path)
+    check_output_dir(path, command, force=force, owned_files=owned_files)
+    created = not path.exists()
+    tmp = path / f".{OUTPUT_MARKER}.{os.getpid()}.tmp"
+    try:
+        with writing(path, tmp):
+            path.mkdir(parents=True, exist_ok=True)
+            _write_marker(tmp, command)
+            os.replace(tmp, path / OUTPUT_MARKER)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return path
+
+
+def check_output_file(path: PathLike, command: str, beside: Sequence[PathLike] = ()) -> None:
+    """The output policy for a command that writes a file (and the files ``beside`` it).
+
+    Run before the work starts: a path that is a directory, or lies under a file, is
+    refused with one line; an existing file is replaced (atomically) when written.
+
+    Raises:
+        AdaptnerError: naming the path and what to do.
+    """
+    for target in (Path(path), *map(Path, beside)):
+        _check_parents(target)
+        if target.is_dir():
+            raise AdaptnerError(
+                f"Output {target} is a directory; `adaptner {command}` writes a file there. "
+                "Choose a file path for --output."
+            )
 
 
 @contextlib.contextmanager
@@ -325,6 +488,51 @@ def append_jsonl(path: PathLike, record: Any) -> None:
         os.fsync(f.fileno())
 
 
+def relative_to_cwd(path: PathLike) -> str:
+    """`` (relative to /the/working/dir)`` for a relative path, else ``""``: where a
+    project path such as ``corpus/train`` was looked for."""
+    return "" if Path(path).is_absolute() else f" (relative to {Path.cwd()})"
+
+
+def shipped_configs(folder: str = "") -> dict[str, Path]:
+    """The configs that ship with adaptner (``configs/`` in the repository links to them), by
+    name: ``bio_cnn``, ``test/bio_cnn``, or with ``folder="al"`` ``default``, ``e5``…"""
+    from importlib.resources import files
+
+    root = Path(str(files("adaptner") / "configs")) / folder
+    return {p.relative_to(root).with_suffix("").as_posix(): p for p in sorted(root.rglob("*.cfg"))}
+
+
+def find_config(
+    spec: PathLike, what: str, folder: str = "", exclude: tuple[str, ...] = ("al/",)
+) -> Path:
+    """A config: a path to a .cfg file, or the name of one that ships with adaptner.
+
+    A path is read as given (relative to the working directory); a name (no ``.cfg``) is
+    found from any working directory.
+
+    Args:
+        spec: A path or a shipped name (``bio_cnn``; ``default`` with ``folder="al"``).
+        what: What it is, for the error (``"Config file"``, ``"AL config"``).
+        folder: The shipped configs' subfolder (``"al"``).
+        exclude: Prefixes of shipped names that are not of this kind (the AL configs, for
+            training configs).
+
+    Raises:
+        AdaptnerError: neither a file nor a shipped name (the names listed).
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = {n: p for n, p in shipped_configs(folder).items() if not n.startswith(exclude)}
+    if path.suffix != ".cfg" and str(spec) in shipped:
+        return shipped[str(spec)]
+    raise AdaptnerError(
+        f"{what} {spec} does not exist{relative_to_cwd(spec)}. Pass a .cfg path or the name of "
+        f"one that ships with adaptner: {', '.join(shipped)}."
+    )
+
+
 def closest_hint(name: str, valid: Sequence[str], prefix: str = "", suffix: str = "") -> str:
     """`` (did you mean X?)`` for the valid name closest to ``name`` (difflib), else ``""``.
 
@@ -395,6 +603,7 @@ def load_spacy(path: PathLike, remedy: str):
     try:
         return spacy.load(path)
     except Exception as e:  # noqa: BLE001 - spaCy raises many kinds on a broken pipeline
+        raise_file_system_error(e)
         raise AdaptnerError(
             f"Cannot load the pipeline in {path} ({type(e).__name__}: {e}). {remedy}"
         ) from e

@@ -270,7 +270,7 @@ def test_cnn_wheel_installs_offline_and_loads(
         eval_dir=dansk_corpus / "dev",
         eval_domains="news,legal",
     )
-    name = "da_adaptner_news_legal"
+    name = "da_adaptner_news_legal_bio_cnn"  # the config's name says which pipeline it is
     assert result.name == name
     assert sorted(p.name for p in packages.iterdir()) == sorted(
         [f"{name}-0.3.1-py3-none-any.whl", f"adaptner-{adaptner.__version__}-py3-none-any.whl"]
@@ -449,9 +449,12 @@ def test_cli_error_is_one_red_line(tmp_path, monkeypatch, capsys):
 
 
 def test_package_name_and_bad_names():
-    assert package_name("news", "legal") == "adaptner_news_legal"
-    assert package_name("all-but:legal", "legal") == "adaptner_all_but_legal_legal"
-    assert package_name("news,web", "social_media") == "adaptner_news_web_social_media"
+    assert package_name("news", "legal", "bio_cnn") == "adaptner_news_legal_bio_cnn"
+    assert package_name("all-but:legal", "legal", "cnn") == "adaptner_all_but_legal_legal_cnn"
+    assert (
+        package_name("news,web", "social_media", "bio_trf_e5")
+        == "adaptner_news_web_social_media_bio_trf_e5"
+    )
 
 
 def test_read_history_json_and_bad_jsonl(tmp_path):
@@ -506,11 +509,19 @@ def test_scores_from_adaptner_evaluate(cnn_model, dansk_corpus, tmp_path):
         cnn_model, tmp_path / "packages", scores=json_path, adaptner_wheel=False
     )
     assert result.adaptner_wheel is None
-    assert result.name == "da_adaptner_news_news"  # from train_meta.json: trained on news
+    # from train_meta.json: trained on news with configs/test/bio_cnn.cfg
+    assert result.name == "da_adaptner_news_news_bio_cnn"
     assert result.meta["adaptner"]["performance"]["domains"] == scores["domains"]
     assert result.meta["adaptner"]["history"] == "none"
-    with pytest.raises(AdaptnerError, match="already exists: pass --force"):
-        package_pipeline(cnn_model, tmp_path / "packages", scores=json_path, adaptner_wheel=False)
+    # its own wheel is rebuilt without --force; another pipeline's wheel is not replaced
+    package_pipeline(cnn_model, tmp_path / "packages", scores=json_path, adaptner_wheel=False)
+    other = tmp_path / "other" / "model-best"
+    shutil.copytree(cnn_model.parent, other.parent)
+    with pytest.raises(AdaptnerError, match=f"already exists, built from {cnn_model.resolve()}"):
+        package_pipeline(other, tmp_path / "packages", scores=json_path, adaptner_wheel=False)
+    package_pipeline(
+        other, tmp_path / "packages", scores=json_path, adaptner_wheel=False, force=True
+    )
     (tmp_path / "junk.json").write_text('{"nothing": "here"}')
     with pytest.raises(AdaptnerError, match=r"junk\.json has no per-domain F1"):
         read_scores(tmp_path / "junk.json")

@@ -1,5 +1,6 @@
-"""Issue 16 on the real DANSK files: bad releases fail before any row, and a simulation whose
-driver is killed with -9 takes its workers along and resumes to the same records."""
+"""Reliability on the real DANSK files: bad releases fail before any row, a simulation whose
+driver is killed with -9 takes its workers along and resumes to the same records, and a training
+whose disk fills up says so."""
 
 import json
 import os
@@ -14,6 +15,8 @@ import pytest
 from adaptner.corpus import convert_corpus
 from adaptner.errors import AdaptnerError
 from adaptner.simulation import TIMING_FIELDS, ALSettings, GridSpec, read_records, run_grid
+from adaptner.training import train_pipeline
+from tests.conftest import small_disk
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +142,22 @@ def test_killed_driver_takes_its_workers_and_resumes_identically(
             for r in read_records(out / path.name)[0]
         ]
         assert resumed == whole and whole[-1]["last"]
+
+
+def test_training_whose_disk_fills_up_says_so(corpus_dir, tmp_path):
+    """The CPU pipeline trained on DANSK News into a disk with 64 kB left: spaCy's checkpoint
+    fills it. The error is the disk, named with the output; the temporary is removed."""
+    with small_disk(tmp_path / "disk", free=64_000) as disk:
+        out = disk / "news"
+        with pytest.raises(AdaptnerError) as info:
+            train_pipeline(
+                TEST_CONFIG,
+                out,
+                train_path=corpus_dir / "train",
+                dev_path=corpus_dir / "dev",
+                train_domains="news",
+                overrides={"training.max_steps": 10, "corpora.dev.limit": 50},
+                verbose=False,
+            )
+        assert str(info.value) == f"No space left on device writing {out}: free space and rerun."
+        assert [p.name for p in disk.iterdir()] == ["filler"]

@@ -79,7 +79,7 @@ def test_simulate_then_curves(tiny, tmp_path, monkeypatch, capsys):
         (["--baselines", "bogus"], "✘ --baselines: unknown baseline 'bogus'"),
         (["--strategy", "oracle"], "✘ Unknown strategy 'oracle'"),
         (["--pool-fraction", "0"], r"✘ pool_fraction must be in (0, 1], got 0.0"),
-        (["--al-config", "nope.cfg"], "✘ AL config nope.cfg does not exist."),
+        (["--al-config", "nope.cfg"], "✘ AL config nope.cfg does not exist (relative to"),
         (["-n", "0"], "✘ --repeats must be at least 1, got 0."),
         (["--backend", "slurm"], "✘ Unknown backend 'slurm'; choose from local, ray."),
     ],

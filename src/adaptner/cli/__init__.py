@@ -5,6 +5,7 @@ import sys
 import typer
 
 from ..errors import AdaptnerError
+from ..util import file_system_error
 from . import corpus as _corpus
 from . import distil as _distil
 from . import dynamics as _dynamics
@@ -48,6 +49,12 @@ def main() -> None:
         sys.exit(1)
     except SystemExit:
         raise
+    except OSError as e:
+        error = file_system_error(e)  # disk full, permission denied, read-only: one line
+        if error is None:
+            raise
+        typer.secho(f"✘ {error}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
     except Exception as e:
         # Usage errors (bad option values, missing arguments). Typer ships its own copy of
         # click, so match on the interface, not on a class from one particular click.

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from .train import FORCE_OPTION
+
 
 def register(app: typer.Typer) -> None:
     app.command("distil")(distil_cmd)
@@ -38,6 +40,7 @@ def distil_cmd(
         help="Write the docs without their gold entities: an unlabelled pool (e.g. a target "
         "domain's texts) that the student learns from through the teacher alone.",
     ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Run a teacher over a corpus on its own tokens and store its BIO probabilities per doc.
 
@@ -46,7 +49,9 @@ def distil_cmd(
     then learns from gold plus these soft targets. Each file is written atomically.
     """
     from ..distil import label_corpus
+    from ..util import claim_output_dir
 
+    claim_output_dir(output, "distil", force=force, owned_files=("teacher.json",))
     report = label_corpus(teacher, data, output, domains=domains, batch_size=batch_size,
                           drop_gold=drop_gold, progress=True, log=typer.echo)
     typer.echo(

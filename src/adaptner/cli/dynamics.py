@@ -4,19 +4,22 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_CONFIG = Path("configs/bio_cnn.cfg")
+from .train import (
+    CONFIG_HELP,
+    DEV_OPTION,
+    FORCE_OPTION,
+    TRAIN_OPTION,
+    overrides_and_corpus,
+    training_config,
+)
+
+DEFAULT_CONFIG = Path("bio_cnn")
 
 
 def register(app: typer.Typer) -> None:
     extra = {"allow_extra_args": True, "ignore_unknown_options": True}
     app.command("datamap", context_settings=extra)(datamap_cmd)
     app.command("aum", context_settings=extra)(aum_cmd)
-
-
-def _overrides(ctx: typer.Context) -> dict:
-    from .train import parse_overrides
-
-    return parse_overrides(ctx.args)
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -29,7 +32,10 @@ def _check_positive(name: str, value: int) -> None:
 def datamap_cmd(
     ctx: typer.Context,
     config: Path = typer.Argument(
-        DEFAULT_CONFIG, help="Training config with a bio_ner component (ignored with --dynamics)."
+        DEFAULT_CONFIG,
+        help=f"Training config with a bio_ner component: {CONFIG_HELP} (ignored with "
+        "--dynamics).",
+        callback=training_config,
     ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Output folder: tables, PNGs, hardest.md, summary.json."
@@ -62,10 +68,11 @@ def datamap_cmd(
     max_points: int = typer.Option(
         20000, "--max-points", help="Points per plot panel (a seeded sample beyond that)."
     ),
-    train_path: Path = typer.Option(Path("corpus/train"), "--train", help="Train split directory."),
-    dev_path: Path = typer.Option(Path("corpus/dev"), "--dev", help="Dev split directory."),
+    train_path: Path | None = TRAIN_OPTION,
+    dev_path: Path | None = DEV_OPTION,
     seed: int = typer.Option(0, "--seed", help="The one seed for training and plot sampling."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show spaCy's training table."),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Train with the dynamics callback (or read a recording) and draw data maps per domain.
 
@@ -74,12 +81,14 @@ def datamap_cmd(
     from ..dynamics.datamap import TABLE_FORMATS, record_training_dynamics, write_datamap
     from ..dynamics.stats import compute_datamap, load_dynamics
     from ..errors import AdaptnerError
-    from ..util import parse_domains
+    from ..util import claim_output_dir, parse_domains
 
     if fmt not in TABLE_FORMATS:
         raise AdaptnerError(f"--format must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}.")
     _check_positive("--epochs", epochs)
     _check_positive("--max-points", max_points)
+    overrides, train_path, dev_path = overrides_and_corpus(ctx, train_path, dev_path)
+    claim_output_dir(output, "datamap", force=force, owned_files=("summary.json",))
     if dynamics is None:
         typer.echo(f"Training on {domains} for {epochs} epochs, recording dynamics")
         dynamics = record_training_dynamics(
@@ -91,7 +100,7 @@ def datamap_cmd(
             dev_path=dev_path,
             every_n_steps=every_n_steps,
             seed=seed,
-            overrides=_overrides(ctx),
+            overrides=overrides,
             verbose=verbose,
         )
     dyn = load_dynamics(dynamics)
@@ -121,7 +130,11 @@ def datamap_cmd(
 
 def aum_cmd(
     ctx: typer.Context,
-    config: Path = typer.Argument(DEFAULT_CONFIG, help="Training config with a bio_ner component."),
+    config: Path = typer.Argument(
+        DEFAULT_CONFIG,
+        help=f"Training config with a bio_ner component: {CONFIG_HELP}.",
+        callback=training_config,
+    ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Output folder (flags.jsonl, aum_summary.md, runs/...)."
     ),
@@ -143,10 +156,11 @@ def aum_cmd(
     ),
     limit: int = typer.Option(0, "--limit", help="Use only the first N training docs (0 = all)."),
     top: int = typer.Option(10, "--top", help="Lowest-AUM examples listed per domain."),
-    train_path: Path = typer.Option(Path("corpus/train"), "--train", help="Train split directory."),
-    dev_path: Path = typer.Option(Path("corpus/dev"), "--dev", help="Dev split directory."),
+    train_path: Path | None = TRAIN_OPTION,
+    dev_path: Path | None = DEV_OPTION,
     seed: int = typer.Option(0, "--seed", help="The one seed (fake subsets, noise, training)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show spaCy's training tables."),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Flag likely label errors with AUM and a fake-class threshold, as Prodigy tasks.
 
@@ -166,13 +180,12 @@ def aum_cmd(
     )
     from ..errors import AdaptnerError
     from ..readers import load_domain_docs
-    from ..util import write_json, write_text
+    from ..util import claim_output_dir, write_json, write_text
 
     _check_positive("--epochs", epochs)
+    overrides, train_path, dev_path = overrides_and_corpus(ctx, train_path, dev_path)
     if limit < 0:
         raise AdaptnerError(f"--limit must be >= 0, got {limit}.")
-    if not config.exists():
-        raise AdaptnerError(f"Config file {config} does not exist.")
     rates = [r / 100.0 for r in noise]
     for r, pct in zip(rates, noise, strict=True):
         if not 0.0 < r <= 1.0:
@@ -183,13 +196,14 @@ def aum_cmd(
         docs = docs[:limit]
     if not docs:
         raise AdaptnerError(f"No training docs for {domains!r} in {train_path}.")
+    claim_output_dir(output, "aum", force=force, owned_files=("aum.json", "noise.json"))
     spec = TrainSpec(
         config=config,
         dev_path=dev_path,
         dev_domains=domains,
         epochs=epochs,
         seed=seed,
-        overrides=_overrides(ctx),
+        overrides=overrides,
         verbose=verbose,
     )
     n_trainings = 1 + 5 * len(rates) if rates else 2

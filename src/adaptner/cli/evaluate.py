@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from .train import CONFIG_HELP, DEV_OPTION, TRAIN_OPTION, overrides_and_corpus, training_config
+
 
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate_cmd)
@@ -36,8 +38,10 @@ def evaluate_cmd(
     ),
 ) -> None:
     """Span P/R/F per domain and label (seqeval and spaCy's scorer), micro, macro, and speed."""
-    from ..evaluation import evaluate_model, format_summary, write_report
+    from ..evaluation import check_report_output, evaluate_model, format_summary, write_report
 
+    if output is not None:
+        check_report_output(output)
     report = evaluate_model(model_dir, data, domains=domains, batch_size=batch_size, progress=True)
     format_summary(report, log=typer.echo)
     agreement = report["agreement"]
@@ -56,7 +60,9 @@ def evaluate_cmd(
 
 def matrix_cmd(
     ctx: typer.Context,
-    config: Path = typer.Argument(..., help="Training config, e.g. configs/bio_cnn.cfg."),
+    config: Path = typer.Argument(
+        ..., help=f"Training config: {CONFIG_HELP}.", callback=training_config
+    ),
     domains: str = typer.Option(
         "news,conversation,legal,social_media,web,wiki_books",
         "--domains",
@@ -68,10 +74,8 @@ def matrix_cmd(
         "--joint",
         help="Source domain: adds rows trained on SOURCE+target for every other domain.",
     ),
-    train_path: Path = typer.Option(Path("corpus/train"), "--train", help="Train split directory."),
-    dev_path: Path = typer.Option(
-        Path("corpus/dev"), "--dev", help="Dev split directory (model selection)."
-    ),
+    train_path: Path | None = TRAIN_OPTION,
+    dev_path: Path | None = DEV_OPTION,
     data: Path = typer.Option(
         Path("corpus/dev"), "--data", help="Split directory scored for the matrix cells."
     ),
@@ -100,8 +104,8 @@ def matrix_cmd(
     from tqdm import tqdm
 
     from ..matrix import run_matrix
-    from .train import parse_overrides
 
+    overrides, train_path, dev_path = overrides_and_corpus(ctx, train_path, dev_path)
     matrix = run_matrix(
         config,
         domains=domains,
@@ -112,7 +116,7 @@ def matrix_cmd(
         models_dir=models_dir,
         output=output,
         seed=seed,
-        overrides=parse_overrides(ctx.args),
+        overrides=overrides,
         retrain=retrain,
         batch_size=batch_size,
         verbose=verbose,

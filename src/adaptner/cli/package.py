@@ -27,7 +27,11 @@ def package_cmd(
         None, "--target", help="Domain(s) it was adapted to (default: same as the source)."
     ),
     name: str | None = typer.Option(
-        None, "--name", "-n", help="Override the name (default adaptner_<source>_<target>)."
+        None,
+        "--name",
+        "-n",
+        help="Override the name (default adaptner_<source>_<target>_<pipeline>, the pipeline "
+        "being the training config's name, e.g. bio_cnn or bio_trf_e5).",
     ),
     history: Path | None = typer.Option(
         None,
@@ -64,10 +68,15 @@ def package_cmd(
         help="Also build adaptner's own wheel into the output folder (the pipeline needs it).",
     ),
     force: bool = typer.Option(
-        False, "--force", "-f", help="Replace an existing wheel of the same name and version."
+        False,
+        "--force",
+        "-f",
+        help="Replace an existing wheel of the same name and version built from another model "
+        "directory (one built from MODEL is replaced without it).",
     ),
 ) -> None:
-    """Build <output>/da_adaptner_<source>_<target>-<version>-py3-none-any.whl (+ adaptner's)."""
+    """Build <output>/da_adaptner_<source>_<target>_<pipeline>-<version>-py3-none-any.whl
+    (+ adaptner's)."""
     from ..errors import AdaptnerError
     from ..packaging import package_pipeline
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import typer
 
+from .train import CONFIG_HELP, training_config
+
 
 def register(app: typer.Typer) -> None:
     app.command(
@@ -17,8 +19,8 @@ def pretrain_cmd(
     ctx: typer.Context,
     config: Path = typer.Argument(
         ...,
-        help="Training config with a CNN tok2vec and a filled pretraining section, e.g. "
-        "configs/bio_cnn.cfg.",
+        help=f"Training config with a CNN tok2vec and a filled pretraining section: {CONFIG_HELP}.",
+        callback=training_config,
     ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Output directory; the weights are <output>/model-last.bin."

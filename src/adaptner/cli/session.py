@@ -7,6 +7,7 @@ import typer
 
 from ..errors import AdaptnerError
 from ..util import parse_params
+from .train import FORCE_OPTION
 
 session_app = typer.Typer(
     name="session",
@@ -330,12 +331,13 @@ def export_cmd(
     output: Path = typer.Option(
         ..., "--output", "-o", help="Directory for labeled.spacy and answers.jsonl."
     ),
+    force: bool = FORCE_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
     """Write the labeled set as a DocBin (train-ready) and as Prodigy JSONL."""
     from ..session.loop import export_session
 
-    paths = export_session(db, name, output)
+    paths = export_session(db, name, output, force=force)
     typer.echo(f"✔ exported {name!r} -> {paths['spacy']} and {paths['jsonl']}")
 
 
@@ -350,7 +352,9 @@ def review_cmd(
 ) -> None:
     """displaCy HTML of a batch: predicted entities and per-token uncertainty."""
     from ..session.review import review_batch
+    from ..util import check_output_file
 
+    check_output_file(output, "session review")
     path = review_batch(db, name, output, batch=batch)
     typer.echo(f"✔ review -> {path}")
 

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from ..errors import AdaptnerError
+from .train import CONFIG_HELP, FORCE_OPTION, training_config
 
 DEFAULT_TARGETS = ["conversation", "legal", "social_media"]
 
@@ -84,15 +85,18 @@ def simulate_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="First seed."),
     config: Path = typer.Option(
-        Path("configs/bio_cnn.cfg"),
+        Path("bio_cnn"),
         "--config",
         "-c",
-        help="Training config of the source pipelines and the from-scratch baselines.",
+        help="Training config of the source pipelines and the from-scratch baselines: "
+        f"{CONFIG_HELP}.",
+        callback=training_config,
     ),
-    al_config: Path | None = typer.Option(
-        Path("configs/al/default.cfg"),
+    al_config: str = typer.Option(
+        "default",
         "--al-config",
-        help="AL settings (the \\[simulation] section); the options below override it.",
+        help="AL settings (the \\[simulation] section): a .cfg path or the name of one that "
+        "ships with adaptner (default, e5, fixed_pool, full_pool); the options below override it.",
     ),
     source_model: Path | None = typer.Option(
         None,
@@ -247,12 +251,13 @@ def curves_cmd(
         "--anchors",
         help="The paper's curves (../shared/anchors or its paper_al_curves/), drawn dashed.",
     ),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Learning curves (mean ± 95 % CI over seeds) per target as PNG, and the Markdown table."""
     from ..simulation.curves import write_report
 
     output = output if output is not None else input_dir / "report"
-    result = write_report(input_dir, output, anchors_dir=anchors)
+    result = write_report(input_dir, output, anchors_dir=anchors, force=force)
     for path in result["plots"]:
         typer.echo(f"✔ {path}")
     typer.echo(f"✔ {result['report']} ({len(result['rows'])} curves)")

@@ -19,9 +19,45 @@ def parse_overrides(args: list[str]) -> dict:
     return parse_config_overrides(args)
 
 
+def training_config(value: Path | None) -> Path | None:
+    """The CONFIG argument: a .cfg path, or a shipped config's name found from anywhere."""
+    from ..util import find_config
+
+    return None if value is None else find_config(value, "Config file")
+
+
+#: What the CONFIG arguments' help says about the values they take.
+CONFIG_HELP = "a .cfg path or the name of one that ships with adaptner (bio_cnn, bio_trf_e5, ...)"
+
+#: --force of the commands that write a directory under the output policy.
+FORCE_OPTION = typer.Option(
+    False, "--force", help="Replace --output even if this command did not write it."
+)
+
+TRAIN_OPTION = typer.Option(
+    None, "--train", help="Train split directory (default corpus/train; same as --paths.train)."
+)
+DEV_OPTION = typer.Option(
+    None, "--dev", help="Dev split directory (default corpus/dev; same as --paths.dev)."
+)
+
+
+def overrides_and_corpus(
+    ctx: typer.Context, train: Path | None, dev: Path | None
+) -> tuple[dict, Path, Path]:
+    """The config overrides and the train / dev directories, by one rule (explicit wins)."""
+    from ..training import corpus_options
+
+    overrides = parse_overrides(ctx.args)
+    paths = corpus_options(overrides, train=train, dev=dev)
+    return overrides, paths["train"], paths["dev"]
+
+
 def train_cmd(
     ctx: typer.Context,
-    config: Path = typer.Argument(..., help="Training config, e.g. configs/bio_cnn.cfg."),
+    config: Path = typer.Argument(
+        ..., help=f"Training config: {CONFIG_HELP}.", callback=training_config
+    ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Output directory; model-best/ and model-last/ go inside."
     ),
@@ -31,8 +67,8 @@ def train_cmd(
     dev_domains: str | None = typer.Option(
         None, "--dev-domains", help="Domains for model selection (default: same as --domains)."
     ),
-    train_path: Path = typer.Option(Path("corpus/train"), "--train", help="Train split directory."),
-    dev_path: Path = typer.Option(Path("corpus/dev"), "--dev", help="Dev split directory."),
+    train_path: Path | None = TRAIN_OPTION,
+    dev_path: Path | None = DEV_OPTION,
     seed: int = typer.Option(0, "--seed", help="The one seed for init, batching and dropout."),
     init_from: Path | None = typer.Option(
         None, "--init-from", help="Start from this trained pipeline (e.g. the source model)."
@@ -62,6 +98,7 @@ def train_cmd(
     """Train a pipeline. Extra `--section.key value` arguments override the config."""
     from ..training import train_pipeline
 
+    overrides, train_path, dev_path = overrides_and_corpus(ctx, train_path, dev_path)
     best = train_pipeline(
         config,
         output,
@@ -71,7 +108,7 @@ def train_cmd(
         dev_domains=dev_domains,
         seed=seed,
         init_from=init_from,
-        overrides=parse_overrides(ctx.args),
+        overrides=overrides,
         verbose=not quiet,
         force=force,
         checkpoint_every=checkpoint_every,

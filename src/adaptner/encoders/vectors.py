@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AdaptnerError
-from ..util import atomic_path
+from ..util import atomic_output
 
 PathLike = str | Path
 META = "\u2581"  # SentencePiece's whitespace marker
@@ -139,6 +139,7 @@ def build_vectors(
     *,
     width: int = 0,
     lang: str = "da",
+    force: bool = False,
 ) -> VectorsReport:
     """Write spaCy vectors for ``words`` from an encoder's input embeddings.
 
@@ -149,6 +150,7 @@ def build_vectors(
         output: The spaCy pipeline directory to write (replaced atomically).
         width: Keep this many principal components (0 = the encoder's full width).
         lang: The language of the blank pipeline that carries the vectors.
+        force: Replace an output directory this command did not write.
 
     Raises:
         AdaptnerError: a missing or unreadable encoder, or no words.
@@ -186,7 +188,9 @@ def build_vectors(
         mean_pieces=round(mean_pieces, 3),
         bytes_on_disk=0,
     )
-    with atomic_path(output, is_dir=True) as tmp:
+    with atomic_output(
+        output, "encoder vectors", force=force, owned_files=(VECTORS_META,)
+    ) as tmp:
         nlp.to_disk(tmp)
         report.bytes_on_disk = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
         (tmp / VECTORS_META).write_text(

@@ -25,7 +25,14 @@ from ..readers import read_docbin
 from ..simulation.features import feature_dir, save_pipeline
 from ..strategies import get_strategy, select
 from ..strategies.base import QueryStrategy
-from ..util import atomic_path, check_pipeline_trf, write_json, write_jsonl, write_text
+from ..util import (
+    atomic_path,
+    check_pipeline_trf,
+    claim_output_dir,
+    write_json,
+    write_jsonl,
+    write_text,
+)
 from . import formats
 from .status import session_status  # noqa: F401 - re-exported (its home is status.py)
 from .store import Session, SessionStore
@@ -813,9 +820,13 @@ def _remove_stale_temp_dirs(rounds_dir: Path) -> None:
 
 
 # --- status and export ------------------------------------------------------------------
-def export_session(db: str | Path, name: str, output_dir: str | Path) -> dict[str, Path]:
+def export_session(
+    db: str | Path, name: str, output_dir: str | Path, *, force: bool = False
+) -> dict[str, Path]:
     """Write the labeled set: ``labeled.spacy`` (accepted answers, train-ready) and
-    ``answers.jsonl`` (every current answer as a Prodigy task)."""
+    ``answers.jsonl`` (every current answer as a Prodigy task).
+
+    A folder that ``session export`` did not write is refused unless ``force``."""
     output_dir = Path(output_dir)
     store = open_store(db)
     try:
@@ -830,6 +841,7 @@ def export_session(db: str | Path, name: str, output_dir: str | Path) -> dict[st
     for a in answers:
         if a.answer == "accept":
             docbin.add(_gold_doc(vocab, a))
+    claim_output_dir(output_dir, "session export", force=force, owned_files=("labeled.spacy",))
     spacy_path = output_dir / "labeled.spacy"
     jsonl_path = output_dir / "answers.jsonl"
     with atomic_path(spacy_path) as tmp:

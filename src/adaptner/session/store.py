@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdaptnerError
+from ..util import writing
 
 #: Schema migrations, in order: migration i (1-based) brings the store to version i.
 #: Published migrations never change; a schema change is a new entry at the end.
@@ -246,24 +247,33 @@ class SessionStore:
             )
         if self.path.is_dir():
             raise AdaptnerError(f"Session store {self.path} is a directory; --db takes a file.")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists()
         try:
-            self.conn = sqlite3.connect(
-                str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
-            )
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise AdaptnerError(f"Cannot switch {self.path} to WAL mode (got {mode}).")
-            self.conn.execute("PRAGMA synchronous = FULL")
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except sqlite3.DatabaseError as e:
-            raise AdaptnerError(
-                f"{self.path} is not a session store or is corrupt ({e}). Pass the right "
-                "file with --db."
-            ) from e
+            with writing(self.path):  # a full disk or a read-only store: said as such
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(
+                    str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+                )
+                self.conn.row_factory = sqlite3.Row
+                self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise AdaptnerError(f"Cannot switch {self.path} to WAL mode (got {mode}).")
+                self.conn.execute("PRAGMA synchronous = FULL")
+                self.conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
+        except BaseException as e:
+            if not existed:  # leave no empty store behind
+                if getattr(self, "conn", None) is not None:
+                    self.conn.close()
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            if isinstance(e, sqlite3.DatabaseError):
+                raise AdaptnerError(
+                    f"{self.path} is not a session store or is corrupt ({e}). Pass the right "
+                    "file with --db."
+                ) from e
+            raise
 
     # --- plumbing ---------------------------------------------------------------
     def close(self) -> None:
@@ -278,14 +288,20 @@ class SessionStore:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed if the block succeeds, rolled back otherwise."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        """One write transaction: committed if the block succeeds, rolled back otherwise.
+
+        Raises:
+            AdaptnerError: the disk is full or the store read-only (named).
+        """
+        with writing(self.path):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:  # also when COMMIT failed (a full disk)
+                    self.conn.execute("ROLLBACK")
+                raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

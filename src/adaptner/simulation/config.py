@@ -10,7 +10,7 @@ from typing import Any
 from confection import Config
 
 from ..errors import AdaptnerError
-from ..util import closest_hint
+from ..util import closest_hint, find_config
 
 #: Retraining modes: start again from the source pipeline on all labels, or continue.
 MODES = ("reset", "warm")
@@ -108,10 +108,11 @@ class ALSettings:
 
 
 def load_al_settings(path: str | Path | None, **overrides: Any) -> ALSettings:
-    """Read the ``[simulation]`` section of an AL config (e.g. configs/al/default.cfg).
+    """Read the ``[simulation]`` section of an AL config (e.g. ``default``, or a .cfg path).
 
     Args:
-        path: The .cfg file, or None for the built-in defaults.
+        path: The .cfg file or the name of a shipped one (``default``, ``e5``; see
+            :func:`adaptner.util.find_config`), or None for the built-in defaults.
         overrides: Field values that win over the file (``None`` = keep the file's).
 
     Raises:
@@ -119,9 +120,7 @@ def load_al_settings(path: str | Path | None, **overrides: Any) -> ALSettings:
     """
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise AdaptnerError(f"AL config {path} does not exist.")
+        path = find_config(path, "AL config", folder="al", exclude=())
         try:
             cfg = Config().from_disk(path)
         except Exception as e:  # noqa: BLE001 - confection raises many kinds

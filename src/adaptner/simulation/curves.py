@@ -13,7 +13,7 @@ from typing import Any
 import numpy
 
 from ..errors import AdaptnerError
-from ..util import atomic_path, write_json, write_text
+from ..util import atomic_path, claim_output_dir, write_json, write_text
 from .config import source_slug
 from .engine import read_records
 
@@ -761,10 +761,17 @@ def _plot_panel(
 
 
 def write_report(
-    input_dir: str | Path, output_dir: str | Path, *, anchors_dir: str | Path | None = None
+    input_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    anchors_dir: str | Path | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Aggregate a results folder into ``report.md``, ``summary.json`` and one PNG per
     (source, target) with a panel per evaluation set.
+
+    ``output_dir`` follows the output policy (:func:`adaptner.util.claim_output_dir`):
+    a folder that ``curves`` did not write is refused unless ``force``.
 
     Returns:
         {"rows": table rows, "report": Path, "summary": Path, "plots": [Path, ...]}.
@@ -774,7 +781,9 @@ def write_report(
     baselines = baseline_means(load_baselines(input_dir))
     anchors = load_anchors(anchors_dir) if anchors_dir is not None else None
     rows = [summarize_curve(c, baselines) for c in curves.values()]
-    output_dir = Path(output_dir)
+    output_dir = claim_output_dir(
+        output_dir, "curves", force=force, owned_files=("summary.json", "report.md")
+    )
     plots = []
     by_pair: dict[tuple[str, str], list[Curve]] = defaultdict(list)
     for c in curves.values():

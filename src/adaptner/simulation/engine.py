@@ -20,7 +20,14 @@ from ..errors import AdaptnerError
 from ..extensions import install_extensions
 from ..readers import available_domains, read_docbin
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
-from ..util import append_jsonl, file_lock, parse_domains, write_json, write_text
+from ..util import (
+    append_jsonl,
+    file_lock,
+    parse_domains,
+    raise_file_system_error,
+    write_json,
+    write_text,
+)
 from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed
 from .features import feature_dir
 from .trainer import (
@@ -155,6 +162,7 @@ def load_pipeline(path: str | Path) -> Language:
     try:
         return spacy.load(path)
     except Exception as e:  # noqa: BLE001 - spaCy raises many kinds on a broken pipeline
+        raise_file_system_error(e)
         raise AdaptnerError(f"Cannot load the pipeline {path} ({type(e).__name__}: {e}).") from e
 
 
