@@ -403,3 +403,94 @@ def loop_cmd(
         timeout=timeout,
         echo=typer.echo,
     )
+
+
+@session_app.command("serve")
+def serve_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address to listen on. Anything but 127.0.0.1/localhost/::1 needs --token.",
+    ),
+    port: int = typer.Option(9090, "--port", min=1, max=65535, help="Port to listen on."),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="ADAPTNER_SERVE_TOKEN",
+        help="Require this token: 'Authorization: Bearer <token>', or Label Studio's basic "
+        "auth with the token as password.",
+    ),
+    mode: str = typer.Option(
+        "warm", "--mode", help="How each round updates the model: warm | reset (as `train`)."
+    ),
+    trainer: str = TRAINER_OPTION,
+    max_body: int = typer.Option(
+        8, "--max-body", min=1, help="Largest request body in MiB (larger ones get HTTP 413)."
+    ),
+    record: Path | None = typer.Option(
+        None, "--record", help="Keep every request body in this directory (to debug or record)."
+    ),
+    db: Path = DB_OPTION,
+) -> None:
+    """Run a Label Studio ML backend for the session: pre-annotations from the newest model,
+    scores that sort tasks by the query strategy, and a model that learns from every
+    submitted annotation (connect it in the project's Settings > Model; needs
+    adaptner[serve])."""
+    from dataclasses import replace
+
+    from ..session.trainer import DEFAULT_SETTINGS, MODES
+
+    if mode not in MODES:
+        raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
+    try:
+        from ..session.server import serve
+    except ImportError as e:
+        raise AdaptnerError(
+            f"`session serve` needs the web stack ({e.name} is missing): "
+            "pip install 'adaptner[serve]'."
+        ) from None
+    serve(
+        db,
+        name,
+        host=host,
+        port=port,
+        token=token,
+        mode=mode,
+        settings=replace(DEFAULT_SETTINGS[mode], trainer=trainer),
+        max_body=max_body * 1024 * 1024,
+        record=record,
+        echo=typer.echo,
+    )
+
+
+@session_app.command("push")
+def push_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    url: str = typer.Option(
+        ..., "--label-studio", help="Label Studio's address, e.g. http://127.0.0.1:8080."
+    ),
+    project: int = typer.Option(..., "--project", min=1, help="The Label Studio project id."),
+    token: str = typer.Option(
+        ...,
+        "--token",
+        envvar="LABEL_STUDIO_API_KEY",
+        help="Your Label Studio API token (Account & Settings; legacy or personal access token).",
+    ),
+    n: int = typer.Option(
+        0, "-n", min=0, help="Push the n most useful texts (0 = every text not handed out yet)."
+    ),
+    reissue: bool = typer.Option(
+        False, "--reissue", help="Also push texts handed out before and not answered yet."
+    ),
+    db: Path = DB_OPTION,
+) -> None:
+    """Load the session's pool into a Label Studio project, pre-annotated by the current
+    model (the project's labels must be the session's)."""
+    from ..session.labelstudio import LabelStudioClient, push_session
+
+    result = push_session(db, name, LabelStudioClient(url, token), project, n=n, reissue=reissue)
+    typer.echo(
+        f"✔ batch {result.batch_id} (round {result.round}): {result.n} tasks -> project "
+        f"{project} at {url} ({result.remaining} left in the pool; a copy in {result.path})"
+    )

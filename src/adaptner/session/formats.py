@@ -173,8 +173,13 @@ def make_task(
     return set_hashes(task)
 
 
-def to_labelstudio(task: dict[str, Any], model_version: str) -> dict[str, Any]:
-    """One Label Studio task with the model's entities as a prediction (pre-annotation)."""
+def to_labelstudio(
+    task: dict[str, Any], model_version: str, *, from_name: str = "label", to_name: str = "text"
+) -> dict[str, Any]:
+    """One Label Studio task with the model's entities as a prediction (pre-annotation).
+
+    ``from_name``/``to_name`` name the project's ``<Labels>`` control and ``<Text>`` object.
+    """
     text = task["text"]
     meta = task.get("meta", {})
     results = []
@@ -182,8 +187,8 @@ def to_labelstudio(task: dict[str, Any], model_version: str) -> dict[str, Any]:
         results.append(
             {
                 "id": f"{task['_input_hash']}_{i}",
-                "from_name": "label",
-                "to_name": "text",
+                "from_name": from_name,
+                "to_name": to_name,
                 "type": "labels",
                 "value": {
                     "start": span["start"],
