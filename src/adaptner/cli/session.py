@@ -50,8 +50,9 @@ def init_cmd(
         ...,
         "--pool",
         "-p",
-        help='Target pool: a DocBin (.spacy; gold dropped), JSONL of {"text"}, or plain text '
-        "one sentence per line.",
+        help='Target pool: a DocBin (.spacy; gold dropped), JSONL of {"text"}, plain text '
+        "one sentence per line, or a folder of plain-text documents (*.txt: split into "
+        "sentences, each keeping '<document>:<character offset>' as its source).",
     ),
     heldout: Path | None = typer.Option(
         None,
