@@ -331,3 +331,18 @@ def test_binding_beyond_loopback_needs_a_token():
     check_binding("0.0.0.0", "s3cret")
     with pytest.raises(AdaptnerError, match="--token"):
         check_binding("0.0.0.0", None)
+
+
+def test_cli_refuses_an_open_address_without_token(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from adaptner.cli import main
+
+    argv = ["adaptner", "session", "serve", "demo", "--host", "0.0.0.0", "--db", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.delenv("ADAPTNER_SERVE_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "--host 0.0.0.0" in err and "--token" in err and "Traceback" not in err
