@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -38,6 +39,21 @@ DB_OPTION = typer.Option(
     envvar="ADAPTNER_DB",
     help="The session store (SQLite); default adaptner.db in the current directory.",
 )
+
+
+def round_settings(mode: str, **changes: Any) -> Any:
+    """The mode's default round settings with the options given (None = keep the default).
+
+    Raises:
+        AdaptnerError: an unknown mode.
+    """
+    from dataclasses import replace
+
+    from ..session.trainer import DEFAULT_SETTINGS, MODES
+
+    if mode not in MODES:
+        raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
+    return replace(DEFAULT_SETTINGS[mode], **{k: v for k, v in changes.items() if v is not None})
 
 
 @session_app.command("init")
@@ -255,25 +271,16 @@ def train_cmd(
     db: Path = DB_OPTION,
 ) -> None:
     """Train the next round on the accepted answers; it becomes the current model."""
-    from dataclasses import replace
-
     from ..session.loop import train_round
-    from ..session.trainer import DEFAULT_SETTINGS, MODES
 
-    if mode not in MODES:
-        raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
-    changes = {
-        k: v
-        for k, v in {
-            "max_epochs": epochs,
-            "patience": patience,
-            "replay": replay,
-            "batch_size": batch_size,
-            "trainer": trainer,
-        }.items()
-        if v is not None
-    }
-    settings = replace(DEFAULT_SETTINGS[mode], **changes)
+    settings = round_settings(
+        mode,
+        max_epochs=epochs,
+        patience=patience,
+        replay=replay,
+        batch_size=batch_size,
+        trainer=trainer,
+    )
     r = train_round(db, name, mode=mode, settings=settings, progress=True)
     f = r.metrics.get("ents_f")
     score = f", held-out F1 {f:.3f}" if f is not None else " (no held-out set)"
@@ -383,14 +390,8 @@ def loop_cmd(
 ) -> None:
     """Chain next -> wait for the answers -> import -> train -> next, automatically."""
     from ..session.loop import run_loop
-    from ..session.trainer import MODES
 
-    if mode not in MODES:
-        raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
-    from dataclasses import replace
-
-    from ..session.trainer import DEFAULT_SETTINGS
-
+    settings = round_settings(mode, trainer=trainer)
     run_loop(
         db,
         name,
@@ -398,7 +399,7 @@ def loop_cmd(
         workdir=workdir,
         rounds=rounds,
         mode=mode,
-        settings=replace(DEFAULT_SETTINGS[mode], trainer=trainer),
+        settings=settings,
         poll=poll,
         settle=settle,
         timeout=timeout,
@@ -438,12 +439,7 @@ def serve_cmd(
     scores that sort tasks by the query strategy, and a model that learns from every
     submitted annotation (connect it in the project's Settings > Model; needs
     adaptner[serve])."""
-    from dataclasses import replace
-
-    from ..session.trainer import DEFAULT_SETTINGS, MODES
-
-    if mode not in MODES:
-        raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
+    settings = round_settings(mode, trainer=trainer)
     try:
         from ..session.server import serve
     except ImportError as e:
@@ -458,7 +454,7 @@ def serve_cmd(
         port=port,
         token=token,
         mode=mode,
-        settings=replace(DEFAULT_SETTINGS[mode], trainer=trainer),
+        settings=settings,
         max_body=max_body * 1024 * 1024,
         record=record,
         echo=typer.echo,
