@@ -33,6 +33,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -268,7 +269,8 @@ def plot(log: dict[str, Any], path: Path) -> None:
     a2.set_xlabel("round")
     a2.set_ylabel("Spearman rho")
     a2.set_title(f"Label Studio score order vs {log['strategy']} scores")
-    fig.suptitle(f"{log['command']}  ({log['date']})", fontsize=8)
+    title = textwrap.fill(f"{log['command']}  ({log['date']})", 140)
+    fig.suptitle(title, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
