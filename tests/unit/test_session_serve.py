@@ -68,11 +68,13 @@ def session(tmp_path, source) -> Path:
 
 
 class Running:
-    """A backend served by uvicorn on 127.0.0.1 (a free port) in a thread."""
+    """A backend (or another ASGI ``app``) served by uvicorn on 127.0.0.1 in a thread."""
 
-    def __init__(self, db: Path, **app_options) -> None:
-        self.worker = RoundWorker(db, "demo", settings=SMALL, echo=lambda _: None).start()
-        app = create_app(self.worker, **app_options)
+    def __init__(self, db: Path | None, app=None, **app_options) -> None:
+        self.worker = None
+        if app is None:
+            self.worker = RoundWorker(db, "demo", settings=SMALL, echo=lambda _: None).start()
+            app = create_app(self.worker, **app_options)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -103,7 +105,8 @@ class Running:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(30)
-        self.worker.stop(30)
+        if self.worker is not None:
+            self.worker.stop(30)
 
 
 @pytest.fixture
@@ -346,3 +349,63 @@ def test_cli_refuses_an_open_address_without_token(monkeypatch, capsys, tmp_path
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "--host 0.0.0.0" in err and "--token" in err and "Traceback" not in err
+
+
+# --- session push ------------------------------------------------------------------------------
+def fake_label_studio(config: str, imported: list, fail: list):
+    """Label Studio's two push endpoints (a project's config; task import), in memory."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def project(request):
+        assert request.headers["authorization"] == "Token t0ken"
+        return JSONResponse({"id": 7, "label_config": config})
+
+    async def import_tasks(request):
+        if fail:
+            return JSONResponse({"detail": fail.pop()}, status_code=500)
+        tasks = await request.json()
+        imported.extend(tasks)
+        return JSONResponse({"task_count": len(tasks)}, status_code=201)
+
+    return Starlette(
+        routes=[
+            Route("/api/projects/7", project),
+            Route("/api/projects/7/import", import_tasks, methods=["POST"]),
+        ]
+    )
+
+
+def test_push(tmp_path, source):
+    from adaptner.session.labelstudio import LabelStudioClient, push_session
+
+    db = tmp_path / "adaptner.db"
+    init_session(db, "demo", source=source, pool=FIXTURES / "pool.jsonl", strategy="margin")
+    config = label_config_xml(get_labels()).replace('name="label"', 'name="ner"')
+    imported, fail = [], []
+    running = Running(None, fake_label_studio(config.replace("LAW", "LOV"), imported, fail))
+    try:
+        client = LabelStudioClient(running.url, "t0ken")
+        with pytest.raises(AdaptnerError, match="labels not in the session: LOV"):
+            push_session(db, "demo", client, 7)
+        assert snapshot(db)["batches"] == []  # nothing handed out
+    finally:
+        running.stop()
+    fail.append("database is locked")
+    running = Running(None, fake_label_studio(config, imported, fail))
+    try:
+        client = LabelStudioClient(running.url, "t0ken")
+        with pytest.raises(AdaptnerError, match="HTTP 500: .*database is locked.*--reissue"):
+            push_session(db, "demo", client, 7, n=5)
+        result = push_session(db, "demo", client, 7, n=5, reissue=True)
+    finally:
+        running.stop()
+    assert (result.n, len(imported)) == (5, 5)
+    scores = [t["predictions"][0]["score"] for t in imported]
+    assert scores == [1.0, 0.8, 0.6, 0.4, 0.2]  # the strategy's order
+    for task in imported:
+        assert task["data"]["meta"]["session"] == "demo"
+        for r in task["predictions"][0]["result"]:
+            assert (r["from_name"], r["to_name"]) == ("ner", "text")
+    assert json.loads(result.path.read_text(encoding="utf8")) == imported
