@@ -276,6 +276,17 @@ def test_refused_annotations_store_nothing(backend, session, name, words):
     assert backend.worker.pending() is False
 
 
+def test_snap_widens_a_cut_word(session):
+    running = Running(session, snap=True)
+    try:
+        status, body = running.call("POST", "/webhook", recorded("webhook-annotation-cut-word"))
+        assert (status, body["new"]) == (200, 1), body
+        (answer,) = stored_answers(session)
+        assert answer.text[slice(*answer.spans[0][:2])] == "Kildeskattelovens"
+    finally:
+        running.stop()
+
+
 def test_annotation_with_a_label_outside_the_session(backend, session):
     payload = recorded("webhook-annotation-created")
     payload["annotation"]["result"][0]["value"]["labels"] = ["DISEASE"]

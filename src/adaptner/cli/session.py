@@ -433,6 +433,12 @@ def serve_cmd(
     record: Path | None = typer.Option(
         None, "--record", help="Keep every request body in this directory (to debug or record)."
     ),
+    snap: bool = typer.Option(
+        False,
+        "--snap",
+        help="Widen an annotated span that starts or ends inside a word to whole tokens "
+        "instead of refusing the annotation.",
+    ),
     db: Path = DB_OPTION,
 ) -> None:
     """Run a Label Studio ML backend for the session: pre-annotations from the newest model,
@@ -457,6 +463,7 @@ def serve_cmd(
         settings=settings,
         max_body=max_body * 1024 * 1024,
         record=record,
+        snap=snap,
         echo=typer.echo,
     )
 

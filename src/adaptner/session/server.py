@@ -110,7 +110,9 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         BadRequest: 413 for a larger body, 400 for one that is not a JSON object.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+    if declared is not None and not declared.isdigit():
+        raise BadRequest(400, f"Content-Length {declared!r} is not a byte count")
+    if declared is not None and int(declared) > max_bytes:
         raise BadRequest(413, f"request body over the {max_bytes} byte limit (--max-body)")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -135,12 +137,20 @@ class Backend:
         max_body: Largest request body, in bytes.
         record: A directory to keep every request body in (``<n>-<endpoint>.json``), to
             record Label Studio's real payloads; None = keep nothing.
+        snap: Widen spans that start or end inside a word to whole tokens (as ``session
+            import --snap``) instead of refusing the annotation.
     """
 
     def __init__(
-        self, worker: RoundWorker, *, max_body: int = MAX_BODY_BYTES, record: Path | None = None
+        self,
+        worker: RoundWorker,
+        *,
+        max_body: int = MAX_BODY_BYTES,
+        record: Path | None = None,
+        snap: bool = False,
     ) -> None:
         self.worker = worker
+        self.snap = snap
         self.session = worker.session
         self.max_body = max_body
         self.record = Path(record) if record else None
@@ -253,7 +263,9 @@ class Backend:
         path = self.inbox / f"{stamp}-{time.time_ns() % 10**9:09d}-task{task.get('id')}-{ann}.json"
         write_json(path, [task])
         try:
-            return import_answers(self.worker.db, self.session.name, path, fmt="labelstudio")
+            return import_answers(
+                self.worker.db, self.session.name, path, fmt="labelstudio", snap=self.snap
+            )
         except AdaptnerError as e:
             path.rename(path.with_suffix(".refused.json"))
             raise BadRequest(422, f"{action} refused: {one_line(e)}") from None
@@ -265,9 +277,10 @@ def create_app(
     token: str | None = None,
     max_body: int = MAX_BODY_BYTES,
     record: Path | None = None,
+    snap: bool = False,
 ) -> Starlette:
     """The ASGI app of the backend (see the module docstring for the endpoints)."""
-    backend = Backend(worker, max_body=max_body, record=record)
+    backend = Backend(worker, max_body=max_body, record=record, snap=snap)
 
     async def bad_request(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BadRequest)
@@ -329,6 +342,7 @@ def serve(
     settings: Any = None,
     max_body: int = MAX_BODY_BYTES,
     record: Path | None = None,
+    snap: bool = False,
     echo: Any = print,
 ) -> None:
     """Run the backend until interrupted (uvicorn, one process)."""
@@ -341,7 +355,7 @@ def serve(
         f"{worker.served.version}: {len(worker.served.tasks)} pool texts scored "
         f"({worker.session.strategy}); listening on http://{host}:{port}"
     )
-    app = create_app(worker, token=token, max_body=max_body, record=record)
+    app = create_app(worker, token=token, max_body=max_body, record=record, snap=snap)
     worker.start()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy
 from spacy.language import Language
 
+from ..errors import AdaptnerError
 from ..simulation.features import feature_dir
 from .loop import (
     PIPE_BATCH,
@@ -83,8 +84,6 @@ class RoundWorker:
         echo: Echo = print,
     ) -> None:
         if mode not in MODES:
-            from ..errors import AdaptnerError
-
             raise AdaptnerError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
         self.db = Path(db)
         self.name = name
