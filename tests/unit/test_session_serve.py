@@ -70,10 +70,12 @@ def session(tmp_path, source) -> Path:
 class Running:
     """A backend (or another ASGI ``app``) served by uvicorn on 127.0.0.1 in a thread."""
 
-    def __init__(self, db: Path | None, app=None, **app_options) -> None:
+    def __init__(self, db: Path | None, app=None, min_new: int = 1, **app_options) -> None:
         self.worker = None
         if app is None:
-            self.worker = RoundWorker(db, "demo", settings=SMALL, echo=lambda _: None).start()
+            self.worker = RoundWorker(
+                db, "demo", settings=SMALL, min_new=min_new, echo=lambda _: None
+            ).start()
             app = create_app(self.worker, **app_options)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -252,6 +254,21 @@ def test_annotation_created_then_updated_trains_the_next_round(backend, session)
     # the same event again changes nothing
     status, body = backend.call("POST", "/webhook", recorded("webhook-annotation-updated"))
     assert (status, body["duplicate"], body["update"]) == (200, 1, "not needed")
+
+
+def test_min_new_waits_for_answers_or_start_training(session):
+    running = Running(session, min_new=2)
+    try:
+        status, body = running.call("POST", "/webhook", recorded("webhook-annotation-created"))
+        assert (status, body["update"]) == (200, "queued")
+        running.wait_trained()
+        assert running.call("GET", "/health")[1]["model_version"] == "demo-round-0"  # 1 of 2
+        status, body = running.call("POST", "/webhook", recorded("webhook-start-training"))
+        assert status == 200
+        running.wait_trained()
+        assert running.call("GET", "/health")[1]["model_version"] == "demo-round-1"
+    finally:
+        running.stop()
 
 
 def test_skipped_task_is_stored_as_ignore_without_training(backend, session):

@@ -427,6 +427,14 @@ def serve_cmd(
         "warm", "--mode", help="How each round updates the model: warm | reset (as `train`)."
     ),
     trainer: str = TRAINER_OPTION,
+    min_new: int = typer.Option(
+        1,
+        "--min-new",
+        min=1,
+        help="Start a round once this many new accepted answers wait (Start training in "
+        "Label Studio starts one on fewer). 1: the model follows every annotation within "
+        "seconds; 10-50: steadier rounds that overfit a single sentence less.",
+    ),
     max_body: int = typer.Option(
         8, "--max-body", min=1, help="Largest request body in MiB (larger ones get HTTP 413)."
     ),
@@ -461,6 +469,7 @@ def serve_cmd(
         token=token,
         mode=mode,
         settings=settings,
+        min_new=min_new,
         max_body=max_body * 1024 * 1024,
         record=record,
         snap=snap,

@@ -229,7 +229,7 @@ class Backend:
             raise BadRequest(400, "webhook payload without an 'action'")
         version = self.worker.served.version
         if action == labelstudio.TRAIN_ACTION:
-            self.worker.request_update()
+            self.worker.request_update(force=True)
             return JSONResponse({"status": "update queued", "model_version": version})
         if action not in labelstudio.ANNOTATION_ACTIONS:
             return JSONResponse(
@@ -340,6 +340,7 @@ def serve(
     token: str | None = None,
     mode: str = "warm",
     settings: Any = None,
+    min_new: int = 1,
     max_body: int = MAX_BODY_BYTES,
     record: Path | None = None,
     snap: bool = False,
@@ -350,7 +351,7 @@ def serve(
 
     check_binding(host, token)
     echo(f"loading session {name!r} and scoring its pool ...")
-    worker = RoundWorker(db, name, mode=mode, settings=settings, echo=echo)
+    worker = RoundWorker(db, name, mode=mode, settings=settings, min_new=min_new, echo=echo)
     echo(
         f"{worker.served.version}: {len(worker.served.tasks)} pool texts scored "
         f"({worker.session.strategy}); listening on http://{host}:{port}"

@@ -71,6 +71,9 @@ class RoundWorker:
         name: The session.
         mode: ``warm`` or ``reset`` (as ``session train --mode``).
         settings: The round's update settings (default: the mode's defaults).
+        min_new: Train a round only once this many accepted answers wait (a forced
+            :meth:`request_update` trains on fewer): rounds on one or two sentences come
+            fastest but can overfit them.
         echo: Progress lines (rounds started, finished, failed).
     """
 
@@ -81,6 +84,7 @@ class RoundWorker:
         *,
         mode: str = "warm",
         settings: UpdateSettings | None = None,
+        min_new: int = 1,
         echo: Echo = print,
     ) -> None:
         if mode not in MODES:
@@ -89,7 +93,9 @@ class RoundWorker:
         self.name = name
         self.mode = mode
         self.settings = settings or DEFAULT_SETTINGS[mode]
+        self.min_new = max(1, min_new)
         self.echo = echo
+        self._forced = False
         store = open_store(self.db)
         try:
             self.session: Session = store.get_session(name)
@@ -182,10 +188,12 @@ class RoundWorker:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def request_update(self) -> None:
-        """Train the next round as soon as the thread is free (requests made meanwhile merge)."""
+    def request_update(self, force: bool = False) -> None:
+        """Train the next round as soon as the thread is free (requests made meanwhile merge);
+        ``force``: even with fewer than ``min_new`` new accepted answers."""
         if self._requested_at is None:
             self._requested_at = time.time()
+        self._forced = self._forced or force
         self._wake.set()
 
     def pending(self) -> bool:
@@ -214,15 +222,16 @@ class RoundWorker:
             self.training = True
             self._wake.clear()
             requested, self._requested_at = self._requested_at, None
+            forced, self._forced = self._forced, False
             try:
-                self._update(requested or time.time())
+                self._update(requested or time.time(), forced)
             except Exception as e:  # the thread must outlive a failed round
                 self.last_error = f"{type(e).__name__}: {e}".splitlines()[0]
                 self.echo(f"round update failed: {self.last_error}")
             finally:
                 self.training = False
 
-    def _update(self, requested: float) -> None:
+    def _update(self, requested: float, forced: bool = False) -> None:
         session = self.session
         store = open_store(self.db)
         try:
@@ -240,6 +249,12 @@ class RoundWorker:
             self._swap(self._prepare(nlp, current.round, current.model_dir), requested)
             if not fresh:
                 return
+        if len(fresh) < self.min_new and not forced:
+            self.echo(
+                f"{len(fresh)} new accepted answer(s); a round starts at {self.min_new} "
+                "(or on Start training)"
+            )
+            return
         start = time.time()
         self.echo(f"training round {current.round + 1} on {len(fresh)} new accepted answer(s)")
         nlp = None
