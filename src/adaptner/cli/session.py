@@ -451,8 +451,8 @@ def serve_cmd(
 ) -> None:
     """Run a Label Studio ML backend for the session: pre-annotations from the newest model,
     scores that sort tasks by the query strategy, and a model that learns from every
-    submitted annotation (connect it in the project's Settings > Model; needs
-    adaptner[serve])."""
+    submitted annotation (connect it in the project's Settings > Model; needs the serve
+    extra of adaptner)."""
     settings = round_settings(mode, trainer=trainer)
     try:
         from ..session.server import serve
