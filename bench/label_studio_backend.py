@@ -53,11 +53,7 @@ from annotation_tools_roundtrip import (  # noqa: E402
     wait_for,
 )
 
-from adaptner.session.labelstudio import (  # noqa: E402
-    LabelStudioClient,
-    label_config_xml,
-    push_session,
-)
+from adaptner.session.labelstudio import LabelStudioClient, push_session  # noqa: E402
 from adaptner.session.loop import load_pipeline, open_store  # noqa: E402
 from adaptner.strategies import get_strategy  # noqa: E402
 
@@ -135,17 +131,12 @@ def run(
         store = open_store(db)
         session = store.get_session("rt")
         store.close()
-        project = ls.call(
-            "POST",
-            "/api/projects",
-            {"title": "adaptner backend bench", "label_config": label_config_xml(session.labels)},
-        )
-        pid = project["id"]
-        ml = ls.call("POST", "/api/ml", {"url": backend, "project": pid, "title": "adaptner"})
-        log["connected"] = {"state": ml["readable_state"], "model_version": ml["model_version"]}
-        print(f"backend connected: {log['connected']}")
         t1 = time.perf_counter()
-        pushed = push_session(db, "rt", ls, pid)
+        # create the project, connect the backend (Label Studio checks it), push the pool
+        pushed = push_session(db, "rt", ls, create="adaptner backend bench", backend=backend)
+        pid = pushed.project_id
+        version = backend_call(backend, "/health")["model_version"]
+        log["connected"] = {"state": "Connected", "model_version": version}
         log["push"] = {"tasks": pushed.n, "seconds": round(time.perf_counter() - t1, 1)}
         print(f"pushed {pushed.n} tasks in {log['push']['seconds']} s")
         for k in range(rounds):

@@ -397,10 +397,25 @@ def fake_label_studio(config: str, imported: list, fail: list):
         imported.extend(tasks)
         return JSONResponse({"task_count": len(tasks)}, status_code=201)
 
+    async def create(request):
+        body = await request.json()
+        created.append(body)
+        return JSONResponse({"id": 7, **body}, status_code=201)
+
+    async def connect(request):
+        body = await request.json()
+        ok = body["url"] == "http://127.0.0.1:9090"
+        state = "Connected" if ok else "Error"
+        error = None if ok else "Max retries exceeded"
+        return JSONResponse({"readable_state": state, "error_message": error}, status_code=201)
+
+    created: list = []
     return Starlette(
         routes=[
+            Route("/api/projects", create, methods=["POST"]),
             Route("/api/projects/7", project),
             Route("/api/projects/7/import", import_tasks, methods=["POST"]),
+            Route("/api/ml", connect, methods=["POST"]),
         ]
     )
 
@@ -437,3 +452,18 @@ def test_push(tmp_path, source):
         for r in task["predictions"][0]["result"]:
             assert (r["from_name"], r["to_name"]) == ("ner", "text")
     assert json.loads(result.path.read_text(encoding="utf8")) == imported
+    # a new project with the session's config, the backend connected, the rest of the pool
+    imported.clear()
+    running = Running(None, fake_label_studio(config, imported, fail))
+    try:
+        client = LabelStudioClient(running.url, "t0ken")
+        with pytest.raises(AdaptnerError, match="could not connect .*ML_BLOCK_LOCAL_IP=false"):
+            push_session(db, "demo", client, create="x", backend="http://127.0.0.1:1")
+        with pytest.raises(AdaptnerError, match="either a project id or the title"):
+            push_session(db, "demo", client, 7, create="x")
+        result = push_session(
+            db, "demo", client, create="contracts", backend="http://127.0.0.1:9090"
+        )
+    finally:
+        running.stop()
+    assert (result.project_id, result.n, len(imported)) == (7, 35, 35)  # 40 - 5 pushed before

@@ -483,7 +483,20 @@ def push_cmd(
     url: str = typer.Option(
         ..., "--label-studio", help="Label Studio's address, e.g. http://127.0.0.1:8080."
     ),
-    project: int = typer.Option(..., "--project", min=1, help="The Label Studio project id."),
+    project: int | None = typer.Option(
+        None, "--project", min=1, help="The Label Studio project id (or --create)."
+    ),
+    create: str | None = typer.Option(
+        None,
+        "--create",
+        help="Create a project with this title and the session's labelling config instead.",
+    ),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        help="Connect the session's ML backend at this address (`session serve`, e.g. "
+        "http://127.0.0.1:9090) to the project before pushing.",
+    ),
     token: str = typer.Option(
         ...,
         "--token",
@@ -499,11 +512,22 @@ def push_cmd(
     db: Path = DB_OPTION,
 ) -> None:
     """Load the session's pool into a Label Studio project, pre-annotated by the current
-    model (the project's labels must be the session's)."""
+    model (the project's labels must be the session's); optionally create the project and
+    connect the backend first."""
     from ..session.labelstudio import LabelStudioClient, push_session
 
-    result = push_session(db, name, LabelStudioClient(url, token), project, n=n, reissue=reissue)
+    result = push_session(
+        db,
+        name,
+        LabelStudioClient(url, token),
+        project,
+        create=create,
+        backend=backend,
+        n=n,
+        reissue=reissue,
+    )
     typer.echo(
         f"✔ batch {result.batch_id} (round {result.round}): {result.n} tasks -> project "
-        f"{project} at {url} ({result.remaining} left in the pool; a copy in {result.path})"
+        f"{result.project_id} at {url} ({result.remaining} left in the pool; a copy in "
+        f"{result.path})"
     )

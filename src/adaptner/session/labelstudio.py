@@ -217,6 +217,28 @@ class LabelStudioClient:
         """Import tasks (with their predictions) into a project."""
         return self.call("POST", f"/api/projects/{project_id}/import", tasks)
 
+    def create_project(self, title: str, label_config: str) -> dict[str, Any]:
+        """A new project with this labelling config."""
+        return self.call("POST", "/api/projects", {"title": title, "label_config": label_config})
+
+    def connect_backend(self, project_id: int, url: str, title: str) -> dict[str, Any]:
+        """Connect an ML backend to a project (Label Studio calls its /health and /setup).
+
+        Raises:
+            AdaptnerError: Label Studio could not connect it (its reason, and the usual cause
+                for a backend on this machine).
+        """
+        ml = self.call("POST", "/api/ml", {"url": url, "project": project_id, "title": title})
+        if ml.get("readable_state") != "Connected":
+            raise AdaptnerError(
+                f"Label Studio could not connect the backend at {url} to project {project_id} "
+                f"({ml.get('readable_state')}: {ml.get('error_message')}). Is `adaptner session "
+                "serve` running there? Label Studio refuses backends on 127.0.0.1 and private "
+                "addresses unless started with ML_BLOCK_LOCAL_IP=false (and "
+                "SSRF_PROTECTION_ENABLED=false for the backend's webhook)."
+            )
+        return ml
+
 
 # --- loading tasks into a project --------------------------------------------------------
 @dataclass
@@ -229,14 +251,17 @@ class PushResult:
     path: Any
     remaining: int
     response: Any
+    project_id: int
 
 
 def push_session(
     db: Any,
     name: str,
     client: LabelStudioClient,
-    project_id: int,
+    project_id: int | None = None,
     *,
+    create: str | None = None,
+    backend: str | None = None,
     n: int = 0,
     reissue: bool = False,
 ) -> PushResult:
@@ -250,6 +275,11 @@ def push_session(
     usefulness by the session's strategy (1.0 = the most useful), as the backend's.
 
     Args:
+        project_id: The project to push to; or
+        create: the title of a new project, created with the session's labelling config
+            (:func:`label_config_xml`).
+        backend: The address of ``session serve`` for this session, connected to the
+            project (Settings > Model) before the tasks are imported.
         n: How many texts (0 = every text not handed out yet).
         reissue: Also push texts handed out before and not answered yet (e.g. after a push
             that Label Studio refused).
@@ -270,8 +300,16 @@ def push_session(
         left = len(store.candidates(session.id, reissue=reissue))
     finally:
         store.close()
-    project = client.project(project_id)
+    if (project_id is None) == (create is None):
+        raise AdaptnerError("Pass either a project id or the title of a project to create.")
+    if create is not None:
+        project = client.create_project(create, label_config_xml(session.labels))
+        project_id = int(project["id"])
+    else:
+        project = client.project(project_id)
     config = check_label_config(project.get("label_config"), session.labels)
+    if backend is not None:
+        client.connect_backend(project_id, backend, f"adaptner {name}")
     output = Path(session.session_dir) / "labelstudio" / "push-{batch}.json"
     batch = next_batch(
         db, name, n=n or max(left, 1), output=output, fmt="labelstudio", reissue=reissue
@@ -291,5 +329,5 @@ def push_session(
             "again with --reissue to push it once Label Studio accepts it."
         ) from None
     return PushResult(
-        batch.batch_id, batch.round, len(tasks), batch.path, batch.remaining, response
+        batch.batch_id, batch.round, len(tasks), batch.path, batch.remaining, response, project_id
     )
