@@ -42,6 +42,7 @@ from spacy.tokens import DocBin
 from adaptner.errors import AdaptnerError
 from adaptner.labels import get_labels
 from adaptner.readers import read_docbin
+from adaptner.session.labelstudio import label_config_xml
 from adaptner.session.loop import import_answers, init_session, next_batch, session_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,15 +220,6 @@ def cut_word(task: dict, gold: dict) -> tuple[list[tuple], tuple]:
 
 
 # --- Label Studio ----------------------------------------------------------------------------
-def label_config(labels: list[str]) -> str:
-    """A labeling config matching adaptner's batches: <Labels name="label"> over $text."""
-    items = "\n".join(f'    <Label value="{label}"/>' for label in labels)
-    return (
-        f'<View>\n  <Labels name="label" toName="text">\n{items}\n  </Labels>\n'
-        '  <Text name="text" value="$text"/>\n</View>'
-    )
-
-
 def ls_result(text: str, spans: list[tuple]) -> list[dict]:
     return [
         {
@@ -301,7 +293,7 @@ def labelstudio_roundtrip(
         "/api/projects",
         {
             "title": f"adaptner rt {uuid.uuid4().hex[:6]}",
-            "label_config": label_config(get_labels()),
+            "label_config": label_config_xml(get_labels()),
         },
     )
     pid = project["id"]

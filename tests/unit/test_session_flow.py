@@ -110,10 +110,9 @@ def make_docs(nlp, data):
     return docs
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    """A tiny bio_ner pipeline (seconds to build), a text pool and a held-out DocBin."""
-    out = tmp_path_factory.mktemp("session_assets")
+def tiny_pipeline(labels=None):
+    """A tiny bio_ner pipeline trained on TRAIN (seconds); ``labels`` = its label scheme
+    (default: the labels in TRAIN)."""
     fix_random_seed(0)
     nlp = spacy.blank("da")
     nlp.add_pipe(
@@ -136,10 +135,20 @@ def assets(tmp_path_factory):
             }
         },
     )
+    if labels is not None:
+        nlp.config["initialize"]["components"]["bio_ner"] = {"labels": list(labels)}
     examples = [Example(nlp.make_doc(d.text), d) for d in make_docs(nlp, TRAIN)]
     optimizer = nlp.initialize(lambda: examples)
     for _ in range(15):
         nlp.update(examples, sgd=optimizer, drop=0.1)
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A tiny bio_ner pipeline (seconds to build), a text pool and a held-out DocBin."""
+    out = tmp_path_factory.mktemp("session_assets")
+    nlp = tiny_pipeline()
     nlp.to_disk(out / "source")
     pool = out / "pool.txt"
     pool.write_text("\n".join(TEXTS + [HELDOUT[0][0], TEXTS[0]]) + "\n", encoding="utf8")

@@ -155,6 +155,43 @@ def test_read_pool_errors(tmp_path, nlp):
         formats.read_pool(tmp_path / "nope.txt", nlp.make_doc, nlp.vocab)
 
 
+def test_read_pool_folder_of_documents(tmp_path, nlp):
+    """Documents split into sentences; each keeps its document and character offset."""
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    a = "Dom i sag 12\n\nMette Frederiksen besøgte Aarhus. Hun talte med\nLars Løkke i går.\n"
+    b = "\ufeffKort note.  Novo Nordisk svarede ikke!\n"
+    (docs / "a.txt").write_text(a, encoding="utf8")
+    (docs / "sub" / "b.txt").write_text(b, encoding="utf8")
+    (docs / "notes.md").write_text("Not a document.", encoding="utf8")
+    items = formats.read_pool(docs, nlp.make_doc, nlp.vocab, domain="legal")
+    assert [(i.source, i.text) for i in items] == [
+        ("a.txt:0", "Dom i sag 12"),  # a heading: the blank line ends it
+        ("a.txt:14", "Mette Frederiksen besøgte Aarhus."),
+        ("a.txt:48", "Hun talte med\nLars Løkke i går."),
+        ("sub/b.txt:0", "Kort note."),
+        ("sub/b.txt:12", "Novo Nordisk svarede ikke!"),
+    ]
+    texts = {"a.txt": a, "sub/b.txt": b.lstrip("\ufeff")}
+    for item in items:
+        name, offset = item.source.rsplit(":", 1)
+        doc_text, start = texts[name], int(offset)
+        assert doc_text[start : start + len(item.text)] == item.text
+        assert item.domain == "legal"
+        # token offsets are the tokenizer's, relative to the sentence
+        assert item.offsets == formats.doc_offsets(nlp.make_doc(item.text))
+
+
+def test_read_pool_folder_errors(tmp_path, nlp):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    with pytest.raises(AdaptnerError, match=r"docs has no \*\.txt documents"):
+        formats.read_pool(folder, nlp.make_doc, nlp.vocab)
+    (folder / "latin1.txt").write_bytes("Bøger.".encode("latin-1"))
+    with pytest.raises(AdaptnerError, match=r"latin1.txt: not UTF-8 .* at byte 1"):
+        formats.read_pool(folder, nlp.make_doc, nlp.vocab)
+
+
 # --- answer validation ----------------------------------------------------------------------
 def good_task(nlp, **changes):
     task = formats.make_task(TEXT, offsets_of(nlp, TEXT), [(0, 17, "PERSON")], {})

@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -41,6 +42,21 @@ DB_OPTION = typer.Option(
 )
 
 
+def round_settings(mode: str, **changes: Any) -> Any:
+    """The mode's default round settings with the options given (None = keep the default).
+
+    Raises:
+        AdaptnerError: an unknown mode.
+    """
+    from dataclasses import replace
+
+    from ..session.trainer import DEFAULT_SETTINGS, MODES
+
+    if mode not in MODES:
+        raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
+    return replace(DEFAULT_SETTINGS[mode], **{k: v for k, v in changes.items() if v is not None})
+
+
 @session_app.command("init")
 def init_cmd(
     name: str = typer.Argument(..., help="Session name (letters, digits, '.', '_', '-')."),
@@ -51,8 +67,9 @@ def init_cmd(
         ...,
         "--pool",
         "-p",
-        help='Target pool: a DocBin (.spacy; gold dropped), JSONL of {"text"}, or plain text '
-        "one sentence per line.",
+        help='Target pool: a DocBin (.spacy; gold dropped), JSONL of {"text"}, plain text '
+        "one sentence per line, or a folder of plain-text documents (*.txt: split into "
+        "sentences, each keeping '<document>:<character offset>' as its source).",
     ),
     heldout: Path | None = typer.Option(
         None,
@@ -255,25 +272,16 @@ def train_cmd(
     db: Path = DB_OPTION,
 ) -> None:
     """Train the next round on the accepted answers; it becomes the current model."""
-    from dataclasses import replace
-
     from ..session.loop import train_round
-    from ..session.trainer import DEFAULT_SETTINGS, MODES
 
-    if mode not in MODES:
-        raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
-    changes = {
-        k: v
-        for k, v in {
-            "max_epochs": epochs,
-            "patience": patience,
-            "replay": replay,
-            "batch_size": batch_size,
-            "trainer": trainer,
-        }.items()
-        if v is not None
-    }
-    settings = replace(DEFAULT_SETTINGS[mode], **changes)
+    settings = round_settings(
+        mode,
+        max_epochs=epochs,
+        patience=patience,
+        replay=replay,
+        batch_size=batch_size,
+        trainer=trainer,
+    )
     r = train_round(db, name, mode=mode, settings=settings, progress=True)
     f = r.metrics.get("ents_f")
     score = f", held-out F1 {f:.3f}" if f is not None else " (no held-out set)"
@@ -386,14 +394,8 @@ def loop_cmd(
 ) -> None:
     """Chain next -> wait for the answers -> import -> train -> next, automatically."""
     from ..session.loop import run_loop
-    from ..session.trainer import MODES
 
-    if mode not in MODES:
-        raise AdaptnerError(f"Unknown --mode {mode!r}; choose one of {', '.join(MODES)}.")
-    from dataclasses import replace
-
-    from ..session.trainer import DEFAULT_SETTINGS
-
+    settings = round_settings(mode, trainer=trainer)
     run_loop(
         db,
         name,
@@ -401,9 +403,135 @@ def loop_cmd(
         workdir=workdir,
         rounds=rounds,
         mode=mode,
-        settings=replace(DEFAULT_SETTINGS[mode], trainer=trainer),
+        settings=settings,
         poll=poll,
         settle=settle,
         timeout=timeout,
         echo=typer.echo,
+    )
+
+
+@session_app.command("serve")
+def serve_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address to listen on. Anything but 127.0.0.1/localhost/::1 needs --token.",
+    ),
+    port: int = typer.Option(9090, "--port", min=1, max=65535, help="Port to listen on."),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="ADAPTNER_SERVE_TOKEN",
+        help="Require this token: 'Authorization: Bearer <token>', or Label Studio's basic "
+        "auth with the token as password.",
+    ),
+    mode: str = typer.Option(
+        "warm", "--mode", help="How each round updates the model: warm | reset (as `train`)."
+    ),
+    trainer: str = TRAINER_OPTION,
+    min_new: int = typer.Option(
+        1,
+        "--min-new",
+        min=1,
+        help="Start a round once this many new accepted answers wait (Start training in "
+        "Label Studio starts one on fewer). 1: the model follows every annotation within "
+        "seconds; 10-50: steadier rounds that overfit a single sentence less.",
+    ),
+    max_body: int = typer.Option(
+        8, "--max-body", min=1, help="Largest request body in MiB (larger ones get HTTP 413)."
+    ),
+    record: Path | None = typer.Option(
+        None, "--record", help="Keep every request body in this directory (to debug or record)."
+    ),
+    snap: bool = typer.Option(
+        False,
+        "--snap",
+        help="Widen an annotated span that starts or ends inside a word to whole tokens "
+        "instead of refusing the annotation.",
+    ),
+    db: Path = DB_OPTION,
+) -> None:
+    """Run a Label Studio ML backend for the session: pre-annotations from the newest model,
+    scores that sort tasks by the query strategy, and a model that learns from every
+    submitted annotation (connect it in the project's Settings > Model; needs the serve
+    extra of adaptner)."""
+    settings = round_settings(mode, trainer=trainer)
+    try:
+        from ..session.server import serve
+    except ImportError as e:
+        raise AdaptnerError(
+            f"`session serve` needs the web stack ({e.name} is missing): "
+            "pip install 'adaptner[serve]'."
+        ) from None
+    serve(
+        db,
+        name,
+        host=host,
+        port=port,
+        token=token,
+        mode=mode,
+        settings=settings,
+        min_new=min_new,
+        max_body=max_body * 1024 * 1024,
+        record=record,
+        snap=snap,
+        echo=typer.echo,
+    )
+
+
+@session_app.command("push")
+def push_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    url: str = typer.Option(
+        ..., "--label-studio", help="Label Studio's address, e.g. http://127.0.0.1:8080."
+    ),
+    project: int | None = typer.Option(
+        None, "--project", min=1, help="The Label Studio project id (or --create)."
+    ),
+    create: str | None = typer.Option(
+        None,
+        "--create",
+        help="Create a project with this title and the session's labelling config instead.",
+    ),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        help="Connect the session's ML backend at this address (`session serve`, e.g. "
+        "http://127.0.0.1:9090) to the project before pushing.",
+    ),
+    token: str = typer.Option(
+        ...,
+        "--token",
+        envvar="LABEL_STUDIO_API_KEY",
+        help="Your Label Studio API token (Account & Settings; legacy or personal access token).",
+    ),
+    n: int = typer.Option(
+        0, "-n", min=0, help="Push the n most useful texts (0 = every text not handed out yet)."
+    ),
+    reissue: bool = typer.Option(
+        False, "--reissue", help="Also push texts handed out before and not answered yet."
+    ),
+    db: Path = DB_OPTION,
+) -> None:
+    """Load the session's pool into a Label Studio project, pre-annotated by the current
+    model (the project's labels must be the session's); optionally create the project and
+    connect the backend first."""
+    from ..session.labelstudio import LabelStudioClient, push_session
+
+    result = push_session(
+        db,
+        name,
+        LabelStudioClient(url, token),
+        project,
+        create=create,
+        backend=backend,
+        n=n,
+        reissue=reissue,
+    )
+    typer.echo(
+        f"✔ batch {result.batch_id} (round {result.round}): {result.n} tasks -> project "
+        f"{result.project_id} at {url} ({result.remaining} left in the pool; a copy in "
+        f"{result.path})"
     )

@@ -10,6 +10,7 @@ from typing import Any
 #: Public name -> the submodule that defines it.
 _EXPORTS = {
     "DEFAULT_SETTINGS": "trainer",
+    "RoundWorker": "worker",
     "SessionStore": "store",
     "UpdateSettings": "trainer",
     "export_session": "loop",
@@ -17,6 +18,7 @@ _EXPORTS = {
     "init_session": "loop",
     "input_hash": "formats",
     "next_batch": "loop",
+    "push_session": "labelstudio",
     "review_batch": "review",
     "run_loop": "loop",
     "session_status": "status",

@@ -2,6 +2,7 @@
 
 import bisect
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -173,8 +174,13 @@ def make_task(
     return set_hashes(task)
 
 
-def to_labelstudio(task: dict[str, Any], model_version: str) -> dict[str, Any]:
-    """One Label Studio task with the model's entities as a prediction (pre-annotation)."""
+def to_labelstudio(
+    task: dict[str, Any], model_version: str, *, from_name: str = "label", to_name: str = "text"
+) -> dict[str, Any]:
+    """One Label Studio task with the model's entities as a prediction (pre-annotation).
+
+    ``from_name``/``to_name`` name the project's ``<Labels>`` control and ``<Text>`` object.
+    """
     text = task["text"]
     meta = task.get("meta", {})
     results = []
@@ -182,8 +188,8 @@ def to_labelstudio(task: dict[str, Any], model_version: str) -> dict[str, Any]:
         results.append(
             {
                 "id": f"{task['_input_hash']}_{i}",
-                "from_name": "label",
-                "to_name": "text",
+                "from_name": from_name,
+                "to_name": to_name,
                 "type": "labels",
                 "value": {
                     "start": span["start"],
@@ -255,13 +261,15 @@ def read_pool(
     *,
     domain: str | None = None,
 ) -> list[PoolItem]:
-    """Read a target pool: a DocBin (.spacy; gold entities dropped), JSONL or plain text.
+    """Read a target pool: a DocBin (.spacy; gold entities dropped), JSONL, plain text, or a
+    folder of plain-text documents.
 
     JSONL lines are objects with ``text`` (and optionally ``meta.domain``/``meta.source``);
-    any other file is read as one sentence per line (blank lines skipped).
+    any other file is read as one sentence per line (blank lines skipped); a folder is read
+    by :func:`read_documents` (every ``*.txt`` in it, split into sentences).
 
     Args:
-        path: The pool file.
+        path: The pool file or folder.
         tokenize: Makes a Doc from a text (the pipeline's tokenizer).
         vocab: The vocab for reading DocBins.
         domain: Domain to record for texts without one.
@@ -275,7 +283,9 @@ def read_pool(
     if not path.exists():
         raise AdaptnerError(f"Pool file {path} does not exist.")
     items: list[PoolItem] = []
-    if path.suffix == ".spacy":
+    if path.is_dir():
+        items = read_documents(path, tokenize, domain=domain)
+    elif path.suffix == ".spacy":
         for doc in read_docbin(path, vocab):
             if doc.text.strip():
                 items.append(
@@ -304,6 +314,65 @@ def read_pool(
                 items.append(PoolItem(text, doc_offsets(tokenize(text)), domain, None))
     if not items:
         raise AdaptnerError(f"Pool file {path} holds no sentences.")
+    return items
+
+
+#: Blank lines: paragraph breaks, where a sentence always ends (headings have no full stop).
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+
+
+def read_documents(
+    folder: Path, tokenize: Callable[[str], Doc], *, domain: str | None = None
+) -> list[PoolItem]:
+    """Every ``*.txt`` document under ``folder`` (sorted by path), split into sentences.
+
+    A document is cut at blank lines (paragraphs), and each paragraph into sentences by
+    spaCy's rule-based ``sentencizer`` on the pipeline's tokens. A sentence keeps its exact
+    text (inner line breaks included), and its ``source`` is ``<path in folder>:<offset>``,
+    the character offset of its first character in the document, so an entity at ``start``
+    in the sentence is at ``offset + start`` in the document.
+
+    Raises:
+        AdaptnerError: no ``*.txt`` file, or one that is not UTF-8 (named, with the byte).
+    """
+    from spacy.pipeline import Sentencizer
+
+    files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
+    if not files:
+        raise AdaptnerError(
+            f"Pool folder {folder} has no *.txt documents (a folder pool is read as plain-text "
+            "documents, one per .txt file)."
+        )
+    sentencizer = Sentencizer()
+    items: list[PoolItem] = []
+    for file in files:
+        try:
+            document = file.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise AdaptnerError(
+                f"{file}: not UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8."
+            ) from None
+        name = file.relative_to(folder).as_posix()
+        start = 0
+        for brk in [*_PARAGRAPH_BREAK.finditer(document), None]:
+            end = brk.start() if brk else len(document)
+            paragraph = document[start:end]
+            if paragraph.strip():
+                doc = sentencizer(tokenize(paragraph))
+                for sent in doc.sents:
+                    words = [t for t in sent if not t.is_space]
+                    if not words:
+                        continue
+                    first, last = words[0].idx, words[-1].idx + len(words[-1])
+                    offsets = [
+                        (t.idx - first, t.idx + len(t) - first)
+                        for t in sent
+                        if first <= t.idx and t.idx + len(t) <= last
+                    ]
+                    items.append(
+                        PoolItem(paragraph[first:last], offsets, domain, f"{name}:{start + first}")
+                    )
+            start = brk.end() if brk else len(document)
     return items
 
 

@@ -378,13 +378,7 @@ def next_batch(
         )
         n_batches = len(store.batches(session.id))
         rng = numpy.random.default_rng([session.seed, current.round, n_batches])
-        k = min(n, len(docs))
-        scores: numpy.ndarray | None = None
-        if type(strategy).query is QueryStrategy.query:
-            scores = numpy.asarray(strategy.score(docs, nlp=nlp, rng=rng), dtype="float64")
-            chosen = select(scores, k, rng)
-        else:
-            chosen = strategy.query(docs, k, nlp=nlp, rng=rng)
+        chosen, scores = rank_docs(strategy, docs, min(n, len(docs)), nlp=nlp, rng=rng)
         labels = set(session.labels)
         tasks = []
         for rank, i in enumerate(chosen, start=1):
@@ -408,9 +402,9 @@ def next_batch(
             batch_id = store.next_batch_id(conn)
             path = Path(str(output).replace("{batch}", f"{batch_id:04d}"))
             copy_path = Path(session.session_dir) / "batches" / f"batch-{batch_id:04d}.jsonl"
-            model_version = f"{session.name}-round-{current.round}"
-            write_text(path, formats.render_batch(tasks, fmt, model_version))
-            write_text(copy_path, formats.render_batch(tasks, "prodigy", model_version))
+            version = model_version(session, current.round)
+            write_text(path, formats.render_batch(tasks, fmt, version))
+            write_text(copy_path, formats.render_batch(tasks, "prodigy", version))
             seconds = time.perf_counter() - start
             store.add_batch(
                 conn,
@@ -430,6 +424,33 @@ def next_batch(
         return BatchResult(batch_id, current.round, path, copy_path, tasks, remaining, seconds)
     finally:
         store.close()
+
+
+def model_version(session: Session, round_no: int) -> str:
+    """The name of a round's model as Label Studio shows it (``<session>-round-<k>``)."""
+    return f"{session.name}-round-{round_no}"
+
+
+def rank_docs(
+    strategy: QueryStrategy,
+    docs: Sequence[Doc],
+    k: int,
+    *,
+    nlp: Language,
+    rng: numpy.random.Generator,
+) -> tuple[list[int], numpy.ndarray | None]:
+    """The ``k`` most useful docs by the strategy, most useful first, and the per-doc scores
+    (None for a strategy that picks a set instead of scoring each doc)."""
+    if type(strategy).query is QueryStrategy.query:
+        scores = numpy.asarray(strategy.score(docs, nlp=nlp, rng=rng), dtype="float64")
+        return select(scores, k, rng), scores
+    return strategy.query(docs, k, nlp=nlp, rng=rng), None
+
+
+def usefulness(rank: int, n: int) -> float:
+    """A rank in the strategy's order (1 = most useful of ``n``) as a score in (0, 1] that
+    sorts the same way, descending: what Label Studio shows as the prediction score."""
+    return round(1.0 - (rank - 1) / n, 6)
 
 
 def token_uncertainty(doc: Doc) -> numpy.ndarray:
@@ -471,6 +492,18 @@ def _make_task(
 
 
 # --- import ------------------------------------------------------------------------------
+class AnswersRefused(AdaptnerError):
+    """``import`` refused lines of an answers file, so nothing was imported.
+
+    Attributes:
+        errors: Why, one :class:`formats.LineError` per refused line.
+    """
+
+    def __init__(self, errors: list[formats.LineError], message: str) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
 @dataclass
 class ImportResult:
     """What ``import`` did."""
@@ -600,10 +633,11 @@ def import_answers(
         errors.sort(key=lambda e: e.line)
         if errors and not skip_invalid:
             shown = "\n".join(f"  {e.message(path)}" for e in errors)
-            raise AdaptnerError(
+            raise AnswersRefused(
+                errors,
                 f"{path}: {len(errors)} invalid line(s); nothing was imported.\n{shown}\n"
                 f"Fix these lines, or pass --skip-invalid to import the {len(answers)} valid "
-                "one(s) and write the rest to a rejects file."
+                "one(s) and write the rest to a rejects file.",
             )
         if not answers:
             extra = (
