@@ -35,7 +35,7 @@ from typing import Any
 
 from .about import __version__
 from .errors import AdaptnerError
-from .util import PathLike, atomic_path, check_output_folder, load_spacy
+from .util import OUTPUT_MARKER, PathLike, atomic_path, check_output_folder, load_spacy
 
 #: Components that predict entities, in order of preference.
 NER_FACTORIES: tuple[str, ...] = ("bio_ner", "ner")
@@ -754,6 +754,7 @@ def package_pipeline(
     force: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = lambda msg: None,
+    int8: bool = False,
 ) -> PackageResult:
     """Package a trained pipeline as a wheel (and adaptner as a second wheel) in ``output_dir``.
 
@@ -777,10 +778,55 @@ def package_pipeline(
             without it).
         progress: Show progress bars.
         log: Receives one line per step.
+        int8: Ship a transformer pipeline with the ``int8_transformer`` component (dynamic
+            int8 linear layers at load; :mod:`adaptner.encoders.quantize`): the name gets
+            ``_int8`` and the recorded F1 is the int8 pipeline's.
 
     Raises:
         AdaptnerError: not a pipeline, never trained, unknown domains, bad inputs, build errors.
     """
+    with tempfile.TemporaryDirectory(prefix="adaptner-int8-") as tmp:
+        if int8:
+            from .encoders.quantize import quantize_pipeline
+
+            staged = Path(tmp) / Path(model_dir).name
+            log(f"adding int8 quantization to {model_dir}")
+            quantize_pipeline(model_dir, staged)
+            (staged / OUTPUT_MARKER).unlink(missing_ok=True)
+            train_meta = Path(model_dir).parent / "train_meta.json"
+            if train_meta.is_file():  # what the name and the domains are read from
+                shutil.copy2(train_meta, Path(tmp))
+        return _package(
+            Path(model_dir), staged if int8 else Path(model_dir), output_dir, version=version,
+            source=source, target=target, name=name, history=history, scores=scores,
+            eval_dir=eval_dir, eval_domains=eval_domains, eval_limit=eval_limit,
+            description=description, adaptner_wheel=adaptner_wheel, force=force,
+            progress=progress, log=log, suffix="_int8" if int8 else "",
+        )  # fmt: skip
+
+
+def _package(
+    built_from_dir: Path,
+    model_dir: Path,
+    output_dir: PathLike,
+    *,
+    version: str,
+    source: str | None,
+    target: str | None,
+    name: str | None,
+    history: PathLike | None,
+    scores: PathLike | None,
+    eval_dir: PathLike | None,
+    eval_domains: str,
+    eval_limit: int,
+    description: str | None,
+    adaptner_wheel: bool,
+    force: bool,
+    progress: bool,
+    log: Callable[[str], None],
+    suffix: str,
+) -> PackageResult:
+    """:func:`package_pipeline` of ``model_dir`` (a staged copy of ``built_from_dir``)."""
     from spacy.cli.package import package as spacy_package
 
     model_dir = Path(model_dir)
@@ -805,11 +851,11 @@ def package_pipeline(
         )
     nlp, _ = load_pipeline(model_dir)
     lang = nlp.lang
-    name = name or package_name(source, target, pipeline_part(model_dir, nlp))
+    name = name or package_name(source, target, pipeline_part(model_dir, nlp) + suffix)
     full_name = check_name(name, lang)
     meta_name = full_name[len(lang) + 1 :]
     wheel_path = output_dir / f"{full_name}-{version}-py3-none-any.whl"
-    built_from = str(model_dir.resolve())
+    built_from = str(built_from_dir.resolve()) + suffix
     if wheel_path.exists() and not force:
         other = wheel_built_from(wheel_path, full_name, version)
         if other != built_from:

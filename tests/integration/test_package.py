@@ -363,15 +363,13 @@ def test_transformer_wheel_carries_its_weights(dansk_corpus, fresh_trf_venv, tmp
     # the int8 variant: quantized at load, in the fresh venv, offline
     from adaptner.encoders.quantize import quantize_pipeline
 
-    int8 = tmp_path / "trf_int8"
-    layers = quantize_pipeline(model, int8)
+    layers = quantize_pipeline(model, tmp_path / "trf_int8")
     assert layers == 2 * 6 + 1  # two layers of q/k/v/attention-out/intermediate/out + pooler
-    shutil.copy(model.parent / "train_meta.json", tmp_path / "train_meta.json")
     result = package_pipeline(
-        int8, packages, name="adaptner_trf_news_int8", source="news",
-        eval_dir=dansk_corpus / "dev", eval_domains="news",
-    )  # fmt: skip
-    name = "da_adaptner_trf_news_int8"
+        model, packages, int8=True, eval_dir=dansk_corpus / "dev", eval_domains="news"
+    )
+    name = "da_adaptner_news_news_bio_trf_int8"
+    assert result.name == name
     _install_offline(fresh_trf_venv, packages, name)
     got = _load_in_venv(fresh_trf_venv, name, tmp_path / "run_int8")
     assert got["pipeline"] == ["transformer", "int8_transformer", "bio_ner"]
