@@ -302,8 +302,8 @@ def score_speed(
     import spacy
 
     from adaptner.readers import read_docbin
+    from adaptner.scoring import predict
     from adaptner.simulation.features import attach, detached
-    from adaptner.simulation.trainer import predict
     from adaptner.strategies import get_strategy
 
     nlp = spacy.load(source_model)

@@ -180,8 +180,9 @@ def teacher_fit(labelled: Path) -> dict[str, dict[str, float]]:
     from spacy.vocab import Vocab
 
     from adaptner.components.bio_ner import bio_to_spans, viterbi_bio
-    from adaptner.evaluation import prediction_copy, score_docs
+    from adaptner.evaluation import score_docs
     from adaptner.readers import read_docbin
+    from adaptner.scoring import fresh_doc
 
     out = {}
     vocab = Vocab()
@@ -191,7 +192,7 @@ def teacher_fit(labelled: Path) -> dict[str, dict[str, float]]:
             continue
         pred = []
         for doc in gold:
-            copy = prediction_copy(doc, vocab)
+            copy = fresh_doc(doc, vocab)
             spans = bio_to_spans(viterbi_bio(doc._.teacher_probs, list(doc._.teacher_tags)))
             copy.ents = [Span(copy, s, e, label=label) for s, e, label in spans]
             pred.append(copy)

@@ -10,9 +10,7 @@ from typing import Any
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 from spacy.language import Language
-from spacy.scorer import get_ner_prf
-from spacy.tokens import Doc, Span
-from spacy.training import Example
+from spacy.tokens import Doc
 from spacy.vocab import Vocab
 from tqdm import tqdm
 
@@ -20,6 +18,7 @@ from .errors import AdaptnerError
 from .extensions import install_extensions
 from .labels import DOMAINS
 from .readers import available_domains, read_docbin
+from .scoring import fresh_doc, ner_prf
 from .util import check_output_file, load_spacy, parse_domains, write_json, write_text
 
 PathLike = str | Path
@@ -167,15 +166,6 @@ def split_name(data: PathLike, docs: Iterable[Doc] = ()) -> str:
 # --- prediction ---------------------------------------------------------------------------
 
 
-def prediction_copy(doc: Doc, vocab: Vocab) -> Doc:
-    """An unannotated Doc with exactly the gold doc's tokens (words and trailing spaces)."""
-    return Doc(
-        vocab,
-        words=[token.text for token in doc],
-        spaces=[bool(token.whitespace_) for token in doc],
-    )
-
-
 def predict_docs(
     nlp: Language,
     gold_docs: Sequence[Doc],
@@ -194,7 +184,7 @@ def predict_docs(
     """
     if batch_size < 1:
         raise AdaptnerError(f"--batch-size must be positive, got {batch_size}.")
-    copies = [prediction_copy(doc, nlp.vocab) for doc in gold_docs]
+    copies = [fresh_doc(doc, nlp.vocab) for doc in gold_docs]
     start = time.perf_counter()
     stream = nlp.pipe(copies, batch_size=batch_size)
     if progress:
@@ -216,20 +206,6 @@ def doc_to_bio(doc: Doc) -> list[str]:
     return tags
 
 
-def _complete_reference(doc: Doc) -> Doc:
-    """``doc`` with unannotated tokens set to O, so spaCy scores it like seqeval does.
-
-    spaCy's scorer skips gold docs with no entity annotation and ignores predictions over
-    unannotated gold tokens; seqeval only sees "O". DANSK is fully annotated, so this only
-    matters for hand-built docs, where it keeps the two scorers comparable.
-    """
-    if len(doc) == 0 or doc.has_annotation("ENT_IOB", require_complete=True):
-        return doc
-    ref = prediction_copy(doc, doc.vocab)
-    ref.set_ents([Span(ref, e.start, e.end, label=e.label_) for e in doc.ents], default="outside")
-    return ref
-
-
 def _check_aligned(gold: Sequence[Doc], pred: Sequence[Doc]) -> None:
     if len(gold) != len(pred):
         raise AdaptnerError(f"{len(gold)} gold docs but {len(pred)} predicted docs.")
@@ -237,7 +213,7 @@ def _check_aligned(gold: Sequence[Doc], pred: Sequence[Doc]) -> None:
         if [t.text for t in g] != [t.text for t in p]:
             raise AdaptnerError(
                 f"Gold and predicted doc {i} have different tokens ({len(g)} vs {len(p)}); "
-                "predict on copies made with prediction_copy()."
+                "predict on copies made with adaptner.scoring.fresh_doc()."
             )
 
 
@@ -277,23 +253,18 @@ def seqeval_scores(gold: Sequence[Doc], pred: Sequence[Doc]) -> dict[str, Any]:
 
 
 def spacy_scores(gold: Sequence[Doc], pred: Sequence[Doc]) -> dict[str, Any]:
-    """Span P/R/F (micro) and per label from spaCy's ``get_ner_prf`` on Examples.
+    """The project's scorer (:func:`adaptner.scoring.ner_prf`) in this report's layout.
 
     Returns:
         {"p", "r", "f", "per_label": {label: {"p", "r", "f"}}}; 0.0 where spaCy says None.
     """
     _check_aligned(gold, pred)
-    examples = [Example(p, _complete_reference(g)) for g, p in zip(gold, pred, strict=True)]
-    prf = get_ner_prf(examples)
-    per_type = prf.get("ents_per_type") or {}
+    prf = ner_prf(gold, pred)
     return {
-        "p": float(prf["ents_p"] or 0.0),
-        "r": float(prf["ents_r"] or 0.0),
-        "f": float(prf["ents_f"] or 0.0),
-        "per_label": {
-            label: {k: float(v[k]) for k in ("p", "r", "f")}
-            for label, v in sorted(per_type.items())
-        },
+        "p": prf["ents_p"],
+        "r": prf["ents_r"],
+        "f": prf["ents_f"],
+        "per_label": prf["ents_per_type"],
     }
 
 

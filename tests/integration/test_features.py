@@ -17,6 +17,7 @@ from adaptner.encoders.lower_cache import attached_caches
 from adaptner.encoders.training import transformer_modules
 from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
+from adaptner.scoring import predict
 from adaptner.simulation import features
 from adaptner.simulation.config import ALSettings, SimulationConfig
 from adaptner.simulation.engine import Simulation
@@ -31,7 +32,6 @@ from adaptner.simulation.features import (
 )
 from adaptner.simulation.trainer import (
     get_round_trainer,
-    predict,
     restore_weights,
     snapshot_weights,
 )

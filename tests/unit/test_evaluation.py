@@ -18,7 +18,6 @@ from adaptner.evaluation import (
     load_eval_docs,
     load_pipeline,
     max_difference,
-    prediction_copy,
     report_to_markdown,
     score_docs,
     seqeval_scores,
@@ -28,6 +27,7 @@ from adaptner.evaluation import (
 )
 from adaptner.labels import ONTONOTES_LABELS
 from adaptner.matrix import matrix_to_markdown, plan_rows, plot_heatmap
+from adaptner.scoring import fresh_doc
 
 VOCAB = Vocab()
 
@@ -44,7 +44,7 @@ def make_doc(words, ents=(), *, annotated=True, spaces=None, domain=None, split=
 
 def with_ents(doc, ents):
     """A prediction-style copy of ``doc`` with the given entities."""
-    pred = prediction_copy(doc, VOCAB)
+    pred = fresh_doc(doc, VOCAB)
     pred.set_ents([Span(pred, s, e, label=lab) for s, e, lab in ents], default="outside")
     return pred
 
@@ -73,11 +73,11 @@ def test_doc_to_bio_iob2():
     assert doc_to_bio(make_doc([])) == []
 
 
-def test_prediction_copy_keeps_tokens_and_spaces():
+def test_fresh_doc_keeps_tokens_and_spaces():
     doc = make_doc(
         ["Hej", ",", "Anna", "!"], [(2, 3, "PERSON")], spaces=[False, True, False, False]
     )
-    copy = prediction_copy(doc, Vocab())
+    copy = fresh_doc(doc, Vocab())
     assert [t.text for t in copy] == [t.text for t in doc]
     assert copy.text == doc.text == "Hej, Anna!"
     assert copy.ents == ()

@@ -714,19 +714,12 @@ def flag_precision_recall(
 
 
 def ner_f1(model_dir: str | Path, gold_docs: Sequence[Doc]) -> dict[str, float]:
-    """Span P/R/F1 (micro, spaCy's scorer) of a pipeline on gold Docs, with gold tokenization."""
-    import spacy
-    from spacy.scorer import get_ner_prf
-    from spacy.training import Example
+    """Span P/R/F (micro) of a trained pipeline on gold Docs (:mod:`adaptner.scoring`)."""
+    from ..evaluation import load_pipeline
+    from ..scoring import score_ner
 
-    nlp = spacy.load(model_dir)
-    fresh = [
-        Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d])
-        for d in gold_docs
-    ]
-    preds = list(nlp.pipe(fresh, batch_size=256))
-    prf = get_ner_prf([Example(p, g) for p, g in zip(preds, gold_docs, strict=True)])
-    return {k: float(prf[f"ents_{k}"] or 0.0) for k in ("p", "r", "f")}
+    scores = score_ner(load_pipeline(model_dir), gold_docs)
+    return {k: scores[k] for k in ("ents_p", "ents_r", "ents_f")}
 
 
 def write_flags(
@@ -904,8 +897,8 @@ def noise_markdown(report: dict[str, Any], domain: str) -> str:
     for r in report["rates"]:
         f = r["f1"]
         lines.append(
-            f"| {r['rate']:.0%} | {report['clean']['f']:.3f} | {f['noisy']['f']:.3f} | "
-            f"{f['sieved']['f']:.3f} | {f['flipped']['f']:.3f} | "
+            f"| {r['rate']:.0%} | {report['clean']['ents_f']:.3f} | {f['noisy']['ents_f']:.3f} | "
+            f"{f['sieved']['ents_f']:.3f} | {f['flipped']['ents_f']:.3f} | "
             f"{r['flips_restored_by_flipping']} of {r['flipped']} |"
         )
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..errors import AdaptnerError
+from ..scoring import fresh_doc
 from ..util import write_text
 from . import formats
 from .loop import load_pipeline, open_store, token_uncertainty
@@ -103,9 +104,7 @@ def render_review(
     labels = sorted({s["label"] for t in tasks for s in t.get("spans", [])})
     for task, doc, doc_tags in zip(tasks, docs, tags, strict=True):
         meta = task.get("meta", {})
-        shown = Doc(
-            doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]
-        )
+        shown = fresh_doc(doc, doc.vocab)
         ents = []
         for span in task.get("spans", []):
             ent = shown.char_span(span["start"], span["end"], label=span["label"])

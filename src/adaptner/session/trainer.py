@@ -10,7 +10,8 @@ from spacy.tokens import Doc
 from tqdm import tqdm
 
 from ..errors import AdaptnerError
-from ..simulation.trainer import CachedHead, score_ner
+from ..scoring import score_ner
+from ..simulation.trainer import CachedHead
 from ..simulation.trainer import update_pipeline as run_update
 
 MODES: tuple[str, ...] = ("warm", "reset")
@@ -107,12 +108,8 @@ def evaluate(nlp: Language, gold: Sequence[Doc]) -> dict[str, Any]:
 
 
 def _metrics(scores: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "ents_p": scores["p"],
-        "ents_r": scores["r"],
-        "ents_f": scores["f1"],
-        "ents_per_type": scores["per_label"],
-    }
+    """The scores a round keeps (:mod:`adaptner.scoring` keys, without the doc count)."""
+    return {k: scores[k] for k in ("ents_p", "ents_r", "ents_f", "ents_per_type")}
 
 
 def update_pipeline(

@@ -1,10 +1,11 @@
 """Active-learning simulation: one run (engine), grids (grid), learning-curve reports (curves)."""
 
+from ..scoring import score_ner
 from .baselines import BASELINES, BaselineConfig, run_baseline
 from .config import MODES, TIMING_FIELDS, ALSettings, SimulationConfig, load_al_settings
 from .engine import Simulation, plan_sizes, read_records, run_simulation
 from .grid import GridSpec, plan_grid, run_grid
-from .trainer import score_ner, update_pipeline
+from .trainer import update_pipeline
 
 __all__ = [
     "BASELINES",

@@ -19,6 +19,7 @@ from spacy.tokens import Doc
 from ..errors import AdaptnerError
 from ..extensions import install_extensions
 from ..readers import available_domains, read_docbin
+from ..scoring import predict, score_ner
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
 from ..util import (
     append_jsonl,
@@ -32,10 +33,8 @@ from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed
 from .features import feature_dir
 from .trainer import (
     get_round_trainer,
-    predict,
     prepare_trainer,
     restore_weights,
-    score_ner,
     snapshot_weights,
 )
 
@@ -604,14 +603,19 @@ def evaluate_sets(nlp: Language, data: RunData) -> dict[str, Any]:
     main = evals[data.primary]
     source = score_ner(nlp, data.source_eval) if data.source_eval else None
     return {
-        "target_f1": main["f1"],
-        "target_p": main["p"],
-        "target_r": main["r"],
-        "target_per_label": main["per_label"],
+        "target_f1": main["ents_f"],
+        "target_p": main["ents_p"],
+        "target_r": main["ents_r"],
+        "target_per_label": _f_per_type(main),
         "evals": evals,
-        "source_f1": source["f1"] if source else None,
-        "source_per_label": source["per_label"] if source else {},
+        "source_f1": source["ents_f"] if source else None,
+        "source_per_label": _f_per_type(source) if source else {},
     }
+
+
+def _f_per_type(scores: dict[str, Any]) -> dict[str, float]:
+    """F per entity type of a :func:`adaptner.scoring.ner_prf` result."""
+    return {label: v["f"] for label, v in scores["ents_per_type"].items()}
 
 
 def run_simulation(
