@@ -15,11 +15,11 @@ from spacy.vocab import Vocab
 from tqdm import tqdm
 
 from .errors import AdaptnerError
-from .extensions import install_extensions
 from .labels import DOMAINS
 from .readers import available_domains, read_docbin
 from .scoring import fresh_doc, ner_prf
-from .util import check_output_file, load_spacy, parse_domains, write_json, write_text
+from .util import check_output_file, parse_domains, write_json, write_text
+from .util import load_pipeline as load_trained
 
 PathLike = str | Path
 
@@ -31,27 +31,13 @@ AGREEMENT_TOLERANCE = 1e-6
 
 
 def load_pipeline(model_dir: PathLike) -> Language:
-    """Load a trained pipeline that sets ``doc.ents``.
+    """Load a trained pipeline that sets ``doc.ents`` (:func:`adaptner.util.load_pipeline`).
 
     Raises:
         AdaptnerError: the directory is missing, is not a spaCy pipeline, cannot be
             loaded, or has no component that assigns ``doc.ents``.
     """
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise AdaptnerError(
-            f"Model directory {model_dir} does not exist. Pass a trained pipeline, "
-            "e.g. training/news/model-best."
-        )
-    if not (model_dir / "config.cfg").exists() or not (model_dir / "meta.json").exists():
-        hint = ""
-        if (model_dir / "model-best" / "config.cfg").exists():
-            hint = f" Did you mean {model_dir / 'model-best'}?"
-        raise AdaptnerError(
-            f"{model_dir} is not a spaCy pipeline directory (no config.cfg/meta.json).{hint}"
-        )
-    install_extensions()
-    nlp = load_spacy(model_dir, "Re-train it or point to another model directory.")
+    nlp = load_trained(model_dir, "Re-train it or point to another model directory.")
     if not entity_components(nlp):
         raise AdaptnerError(
             f"The pipeline in {model_dir} has no component that sets doc.ents "

@@ -35,7 +35,8 @@ from typing import Any
 
 from .about import __version__
 from .errors import AdaptnerError
-from .util import PathLike, atomic_path, check_output_folder, load_spacy
+from .util import PathLike, atomic_path, check_output_folder, read_jsonl
+from .util import load_pipeline as load_trained
 
 #: Components that predict entities, in order of preference.
 NER_FACTORIES: tuple[str, ...] = ("bio_ner", "ner")
@@ -126,7 +127,7 @@ def load_pipeline(path: PathLike):
         AdaptnerError: the pipeline fails to load, has no NER component, or no labels.
     """
     path = Path(path)
-    nlp = load_spacy(path, "Re-train it with adaptner train.")
+    nlp = load_trained(path, "Re-train it with adaptner train.")
     ner = [name for name in nlp.pipe_names if nlp.get_pipe_meta(name).factory in NER_FACTORIES]
     if not ner:
         raise AdaptnerError(
@@ -278,17 +279,7 @@ def read_history(path: PathLike) -> dict[str, Any]:
             }
         )
         return _finish_history(out, path)
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            raise AdaptnerError(f"{path}:{lineno}: invalid JSON ({e}).") from e
-        if not isinstance(record, dict):
-            raise AdaptnerError(f"{path}:{lineno}: expected a JSON object per line.")
-        records.append(record)
+    records = [record for _, record in read_jsonl(path, lines=text.splitlines())]
     if not records:
         raise AdaptnerError(
             f"History file {path} is empty: expected a JSON object or one JSON line per round."

@@ -15,6 +15,7 @@ from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
 from ..errors import AdaptnerError
+from ..util import read_jsonl
 
 #: Prodigy's default keys: the input hash covers these, the task hash these plus the input.
 INPUT_KEYS: tuple[str, ...] = ("text", "image", "html", "input")
@@ -292,13 +293,7 @@ def read_pool(
                     PoolItem(doc.text, doc_offsets(doc), doc._.domain or domain, doc._.source)
                 )
     elif path.suffix == ".jsonl":
-        for lineno, raw in enumerate(path.read_text(encoding="utf8").splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise AdaptnerError(f"{path}:{lineno}: invalid JSON ({e.msg}).") from None
+        for lineno, obj in read_jsonl(path, objects=False):
             text = obj.get("text") if isinstance(obj, dict) else None
             if not isinstance(text, str) or not text.strip():
                 raise AdaptnerError(

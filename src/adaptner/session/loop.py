@@ -19,20 +19,20 @@ from spacy.util import get_lang_class
 from spacy.vocab import Vocab, create_vocab
 from tqdm import tqdm
 
+from ..components.bio_ner import find_bio_ner
 from ..errors import AdaptnerError
-from ..extensions import install_extensions
 from ..readers import read_docbin
 from ..simulation.features import feature_dir, save_pipeline
 from ..strategies import get_strategy, select
 from ..strategies.base import QueryStrategy
 from ..util import (
     atomic_path,
-    check_pipeline_trf,
     claim_output_dir,
     write_json,
     write_jsonl,
     write_text,
 )
+from ..util import load_pipeline as load_trained
 from . import formats
 from .status import session_status  # noqa: F401 - re-exported (its home is status.py)
 from .store import Session, SessionStore
@@ -63,30 +63,18 @@ def open_store(db: str | Path, *, create: bool = False) -> SessionStore:
 
 
 def load_pipeline(path: str | Path) -> Language:
-    """Load a trained pipeline that has a ``bio_ner`` component.
+    """A trained pipeline with a ``bio_ner`` component (:func:`adaptner.util.load_pipeline`).
 
     Raises:
-        AdaptnerError: not a pipeline directory, or no bio_ner component.
+        AdaptnerError: not a pipeline directory, cannot be loaded, or no bio_ner component.
     """
-    from ..strategies.common import find_bio_ner
-
-    install_extensions()
-    path = Path(path)
-    if not (path / "config.cfg").exists():
-        raise AdaptnerError(
-            f"{path} is not a trained spaCy pipeline (no config.cfg). Pass a model directory "
-            "such as training/bio_cnn/news/model-best."
-        )
-    check_pipeline_trf(path)
-    nlp = spacy.load(path)
-    find_bio_ner(nlp)
+    nlp = load_trained(path)
+    find_bio_ner(nlp, why="A session needs its per-token probabilities.")
     return nlp
 
 
 def pipeline_labels(nlp: Language) -> list[str]:
     """The entity labels of the pipeline's bio_ner component."""
-    from ..strategies.common import find_bio_ner
-
     return list(find_bio_ner(nlp)[1].labels)
 
 

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy
-import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..errors import AdaptnerError
-from ..extensions import install_extensions
 from ..readers import available_domains, read_docbin
 from ..scoring import predict, score_ner
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
@@ -25,10 +23,10 @@ from ..util import (
     append_jsonl,
     file_lock,
     parse_domains,
-    raise_file_system_error,
     write_json,
     write_text,
 )
+from ..util import load_pipeline as load_trained
 from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed
 from .features import feature_dir
 from .trainer import (
@@ -152,17 +150,8 @@ def eval_split_for(corpus_dir: str | Path, target: str, split: str = "auto") -> 
 
 
 def load_pipeline(path: str | Path) -> Language:
-    """Load a trained pipeline, with a clear error when the directory is not one."""
-    install_extensions()
-    path = Path(path)
-    if not (path / "config.cfg").exists():
-        hint = " (did you mean its model-best/?)" if (path / "model-best").is_dir() else ""
-        raise AdaptnerError(f"{path} is not a spaCy pipeline directory{hint}.")
-    try:
-        return spacy.load(path)
-    except Exception as e:  # noqa: BLE001 - spaCy raises many kinds on a broken pipeline
-        raise_file_system_error(e)
-        raise AdaptnerError(f"Cannot load the pipeline {path} ({type(e).__name__}: {e}).") from e
+    """Load the source pipeline of a run (:func:`adaptner.util.load_pipeline`)."""
+    return load_trained(path, "Train the source pipeline first (adaptner train).")
 
 
 @dataclass
