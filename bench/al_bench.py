@@ -303,8 +303,8 @@ def score_speed(
 
     from adaptner.readers import read_docbin
     from adaptner.scoring import predict
-    from adaptner.simulation.features import attach, detached
     from adaptner.strategies import get_strategy
+    from adaptner.update.features import attach, detached
 
     nlp = spacy.load(source_model)
     docs = read_docbin(ROOT / "corpus" / "train" / f"{target}.spacy", nlp.vocab)[:n_docs]

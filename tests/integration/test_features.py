@@ -18,10 +18,12 @@ from adaptner.encoders.training import transformer_modules
 from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
 from adaptner.scoring import predict
-from adaptner.simulation import features
 from adaptner.simulation.config import ALSettings, SimulationConfig
 from adaptner.simulation.engine import Simulation
-from adaptner.simulation.features import (
+from adaptner.strategies import get_strategy
+from adaptner.strategies.vocab import count_units, tokenizer_wordpiece_ids, wordpiece_tokenizer
+from adaptner.update import features
+from adaptner.update.features import (
     FeatureCache,
     attach,
     attached_cache,
@@ -30,13 +32,11 @@ from adaptner.simulation.features import (
     detached,
     model_digest,
 )
-from adaptner.simulation.trainer import (
+from adaptner.update.trainers import (
     get_round_trainer,
     restore_weights,
     snapshot_weights,
 )
-from adaptner.strategies import get_strategy
-from adaptner.strategies.vocab import count_units, tokenizer_wordpiece_ids, wordpiece_tokenizer
 from tests.conftest import block_network
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from adaptner.simulation import (
     update_pipeline,
 )
 from adaptner.simulation.engine import Simulation, eval_split_for, make_strategy
-from adaptner.simulation.trainer import restore_weights, snapshot_weights
+from adaptner.update.trainers import restore_weights, snapshot_weights
 
 # --- a tiny corpus: "news" (people and places) and "legal" (laws and organisations) -----------
 
@@ -105,7 +105,7 @@ TINY_MODEL = {
 def make_source_pipeline(path: Path, corpus: Path, epochs: int = 15) -> Path:
     """A small bio_ner pipeline trained on the tiny corpus's news train docs, saved to ``path``."""
     from adaptner.readers import read_docbin
-    from adaptner.simulation.trainer import make_examples
+    from adaptner.update.trainers import make_examples
 
     nlp = spacy.blank("da")
     nlp.add_pipe("bio_ner", config={"model": TINY_MODEL})

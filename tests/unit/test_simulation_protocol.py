@@ -14,12 +14,12 @@ from adaptner.scoring import predict
 from adaptner.simulation import ALSettings, plan_sizes, read_records, run_simulation
 from adaptner.simulation.baselines import BaselineConfig, run_baseline
 from adaptner.simulation.engine import Simulation, split_heldout
-from adaptner.simulation.trainer import (
+from adaptner.strategies import get_strategy
+from adaptner.update.trainers import (
     get_round_trainer,
     make_fine_tune,
     trainers_registry,
 )
-from adaptner.strategies import get_strategy
 from tests.unit.test_simulation_engine import (
     PAPER,
     SETTINGS,

@@ -295,3 +295,37 @@ def test_missing_trf_stack_stops_training(tmp_path, monkeypatch):
             verbose=False,
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_sessions_do_not_import_the_simulation_harness():
+    """The annotation product (every session module, the Label Studio backend included) loads
+    neither the simulation package (grid, engine, baselines, curves) nor the Ray backend; the
+    round trainers and the feature cache it shares with the simulation live in adaptner.update."""
+    code = (
+        "import sys, json\n"
+        "import adaptner.session\n"
+        "for name in ('loop', 'worker', 'trainer', 'review', 'formats', 'store', 'status',\n"
+        "             'server', 'labelstudio'):\n"
+        "    __import__(f'adaptner.session.{name}')\n"
+        "print(json.dumps(sorted(m for m in sys.modules\n"
+        "      if m.startswith(('adaptner.simulation', 'ray')) or m == 'ray')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_simulation_package_imports_its_parts_on_first_use():
+    code = (
+        "import sys, json\n"
+        "import adaptner.simulation.config\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('adaptner.simulation.')"
+        " or m == 'ray')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["adaptner.simulation.config"]

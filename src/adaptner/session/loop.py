@@ -22,9 +22,9 @@ from tqdm import tqdm
 from ..components.bio_ner import find_bio_ner
 from ..errors import AdaptnerError
 from ..readers import read_docbin
-from ..simulation.features import feature_dir, save_pipeline
 from ..strategies import get_strategy, select
 from ..strategies.base import QueryStrategy
+from ..update.features import feature_dir, save_pipeline
 from ..util import (
     atomic_path,
     claim_output_dir,

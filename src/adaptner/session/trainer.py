@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from ..errors import AdaptnerError
 from ..scoring import score_ner
-from ..simulation.trainer import CachedHead
-from ..simulation.trainer import update_pipeline as run_update
+from ..update.trainers import CachedHead
+from ..update.trainers import update_pipeline as run_update
 
 MODES: tuple[str, ...] = ("warm", "reset")
 
@@ -88,7 +88,7 @@ def prepare_scoring(
 ) -> None:
     """Before a pool is scored: a ``cached_head`` session serves the head cached encoder
     outputs (encoding only docs not cached yet); ``fine_tune`` puts the full pipeline back."""
-    from ..simulation.features import attach, detach
+    from ..update.features import attach, detach
 
     if resolve_trainer(nlp, trainer) == "cached_head":
         attach(nlp, docs, cache_dir=cache_dir)
@@ -124,7 +124,7 @@ def update_pipeline(
 ) -> dict[str, Any]:
     """Update ``nlp`` in place on gold Docs, with early stopping on the held-out Docs.
 
-    The loop itself is the simulation's (:func:`adaptner.simulation.trainer.update_pipeline`):
+    The loop is the round trainers' (:func:`adaptner.update.trainers.update_pipeline`):
     every epoch shuffles the docs (seeded), updates in minibatches with a fresh optimizer
     from the pipeline's config, and scores the held-out set; the best epoch's weights are
     kept. The first epoch always runs, so a round always changes the model. With the

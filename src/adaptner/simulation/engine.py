@@ -19,6 +19,13 @@ from ..errors import AdaptnerError
 from ..readers import available_domains, read_docbin
 from ..scoring import predict, score_ner
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
+from ..update.features import feature_dir
+from ..update.trainers import (
+    get_round_trainer,
+    prepare_trainer,
+    restore_weights,
+    snapshot_weights,
+)
 from ..util import (
     append_jsonl,
     file_lock,
@@ -28,13 +35,6 @@ from ..util import (
 )
 from ..util import load_pipeline as load_trained
 from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed
-from .features import feature_dir
-from .trainer import (
-    get_round_trainer,
-    prepare_trainer,
-    restore_weights,
-    snapshot_weights,
-)
 
 # Purposes of derived seeds (with the run seed and the round).
 _POOL, _QUERY, _REPLAY, _TRAIN = 0, 1, 2, 3

@@ -1,10 +1,17 @@
-"""In-process fine-tuning and scoring of a loaded pipeline on gold Docs (fast AL rounds)."""
+"""Round trainers: in-process updates of a loaded pipeline on gold Docs (fast AL rounds).
+
+Shared by the simulation (:mod:`adaptner.simulation`) and annotation sessions
+(:mod:`adaptner.session`): ``fine_tune`` (every component learns), ``cached_head`` (the head
+learns on cached encoder outputs, :mod:`adaptner.update.features`) and ``top_layers`` (the
+encoder's top layers and the head learn on cached lower layers). Add a trainer with
+``@trainers_registry.register("name")`` or the ``spacy_al_trainers`` entry point.
+"""
 
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import catalogue
 import numpy
@@ -17,13 +24,21 @@ from ..errors import AdaptnerError
 from ..scoring import fresh_doc, score_ner
 from ..train_loop import apply_weights, collect_weights
 
-if TYPE_CHECKING:
-    from .config import ALSettings
-
 # One guarded registry of per-round trainers (re-import must not fail).
 if not hasattr(registry, "al_trainers"):
     registry.create("al_trainers", entry_points=True)
 trainers_registry: catalogue.Registry = registry.al_trainers  # type: ignore[attr-defined]
+
+
+class RoundSettings(Protocol):
+    """What a round trainer reads of its settings (:class:`adaptner.simulation.ALSettings`
+    has these fields)."""
+
+    epochs: int
+    patience: int
+    batch_size: int
+    dropout: float
+    learn_rate: float | None
 
 
 @dataclass
@@ -190,7 +205,7 @@ class RoundTrainer(Protocol):
         train_docs: Sequence[Doc],
         dev_docs: Sequence[Doc] | None,
         *,
-        settings: "ALSettings",
+        settings: RoundSettings,
         seed: int,
     ) -> UpdateStats: ...
 
@@ -199,7 +214,7 @@ def update_as_set(
     nlp: Language,
     train_docs: Sequence[Doc],
     dev_docs: Sequence[Doc] | None,
-    settings: "ALSettings",
+    settings: RoundSettings,
     seed: int,
     learn_rate: float | None,
 ) -> UpdateStats:
@@ -226,7 +241,7 @@ def make_fine_tune() -> RoundTrainer:
         train_docs: Sequence[Doc],
         dev_docs: Sequence[Doc] | None,
         *,
-        settings: "ALSettings",
+        settings: RoundSettings,
         seed: int,
     ) -> UpdateStats:
         return update_as_set(nlp, train_docs, dev_docs, settings, seed, settings.learn_rate)
@@ -262,7 +277,7 @@ class CachedHead:
         train_docs: Sequence[Doc],
         dev_docs: Sequence[Doc] | None,
         *,
-        settings: "ALSettings",
+        settings: RoundSettings,
         seed: int,
     ) -> UpdateStats:
         from .features import attach, is_attached
@@ -323,7 +338,7 @@ class TopLayers:
         train_docs: Sequence[Doc],
         dev_docs: Sequence[Doc] | None,
         *,
-        settings: "ALSettings",
+        settings: RoundSettings,
         seed: int,
     ) -> UpdateStats:
         from ..encoders.lower_cache import attached_caches
