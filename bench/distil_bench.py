@@ -147,11 +147,11 @@ def run_one(
         "dev_domains": dev_domains,
         "overrides": overrides,
         "model": str(best),
-        "dev_f": report["overall"]["f"],
-        "dev_p": report["overall"]["p"],
-        "dev_r": report["overall"]["r"],
-        "macro_f": report["macro"]["f"],
-        "per_domain_f": {d: s["f"] for d, s in report["per_domain"].items()},
+        "dev_f": report["overall"]["ents_f"],
+        "dev_p": report["overall"]["ents_p"],
+        "dev_r": report["overall"]["ents_r"],
+        "macro_f": report["macro"]["ents_f"],
+        "per_domain_f": {d: s["ents_f"] for d, s in report["per_domain"].items()},
         "words_per_second": speed["wps"],
         "words_per_cpu_second": speed["wps_cpu"],
         "speed_vs_baseline": speed["relative"],
@@ -198,7 +198,7 @@ def teacher_fit(labelled: Path) -> dict[str, dict[str, float]]:
             pred.append(copy)
         scores = score_docs(gold, pred)
         out[path.stem] = {"docs": len(gold), "words": scores["words"],
-                          "teacher_f_on_gold": round(scores["f"], 4)}
+                          "teacher_f_on_gold": round(scores["ents_f"], 4)}
     return out
 
 

@@ -343,9 +343,9 @@ def read_scores(path: PathLike) -> dict[str, Any]:
     """Per-domain scores from an evaluation JSON, as ``{"split", "source", "domains", "all"}``.
 
     Accepted: the report of ``adaptner evaluate -o FILE`` ("split", "per_domain" with
-    "p"/"r"/"f"/"docs" per domain, "overall"); or ``{"split": "dev", "domains": {"news":
-    {"ents_f": 0.8, ...}}}``; or a plain ``{"news": {"ents_f": ...}}``; a domain may also map
-    to a number (its F1). An "all" domain entry is taken as the overall score.
+    "ents_p"/"ents_r"/"ents_f"/"docs" per domain, "overall"); or ``{"split": "dev",
+    "domains": {"news": {"ents_f": 0.8, ...}}}``; or a plain ``{"news": {"ents_f": ...}}``;
+    a domain may also map to a number (its F1). An "all" domain entry is the overall score.
 
     Raises:
         AdaptnerError: a missing or unreadable file, or no per-domain F1 in it.
@@ -389,9 +389,9 @@ def _score_row(value: Any) -> dict[str, Any] | None:
         return None
     row: dict[str, Any] = {}
     for out_key, keys in (
-        ("ents_f", ("ents_f", "f", "f1")),
-        ("ents_p", ("ents_p", "p")),
-        ("ents_r", ("ents_r", "r")),
+        ("ents_f", ("ents_f",)),
+        ("ents_p", ("ents_p",)),
+        ("ents_r", ("ents_r",)),
         ("n_docs", ("n_docs", "docs")),
         ("n_ents", ("n_ents", "gold_ents")),
     ):
@@ -416,7 +416,7 @@ def score_domains(
     """Entity P/R/F1 of ``nlp`` on each domain of a corpus split, and over all docs pooled.
 
     Scoring is :mod:`adaptner.evaluation` (the same numbers as ``adaptner evaluate``:
-    strict span match, seqeval checked against spaCy's scorer); the split is named from
+    :mod:`adaptner.scoring`, strict span match); the split is named from
     the docs (or the directory, e.g. corpus/dev -> "dev").
 
     Args:

@@ -298,7 +298,7 @@ def test_fine_tune_trainer_moves_a_transformer_with_a_warmup_schedule(tiny_trf, 
 
 
 def test_a_given_learn_rate_replaces_the_schedule(tiny_trf, legal, offline, monkeypatch):
-    from adaptner.simulation import trainer as trainer_module
+    from adaptner.update import trainers as trainer_module
 
     seen = []
     real = trainer_module.make_optimizer
