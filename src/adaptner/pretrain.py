@@ -60,7 +60,7 @@ def collect_texts(
     Raises:
         AdaptnerError: a missing corpus directory or pool, an unknown domain, a corrupt file.
     """
-    from .session.formats import read_pool
+    from .session.pool import read_pool
 
     install_extensions()
     nlp = spacy.blank("da")
