@@ -217,7 +217,7 @@ LEVERS: list[Lever] = [
 ]
 LEVER_NAMES = {lever.name: lever for lever in LEVERS}
 
-#: Target domains of the News -> target transfer comparison (the issue's three).
+#: Target domains of the News -> target transfer comparison (the paper's three).
 TRANSFER_TARGETS = ("conversation", "legal", "social_media")
 
 

