@@ -477,6 +477,24 @@ def write_text(path: PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf8")
 
 
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that imports each public name on first use.
+
+    Args:
+        package: The package's ``__name__``.
+        exports: Public name -> the module that defines it, relative to ``package``
+            (``".engine"``, ``"..scoring"``).
+    """
+    from importlib import import_module
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            return getattr(import_module(exports[name], package), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
 def read_jsonl(
     path: PathLike, *, lines: Iterable[str] | None = None, objects: bool = True, hint: str = ""
 ) -> Iterator[tuple[int, Any]]:

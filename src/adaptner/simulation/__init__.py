@@ -4,8 +4,7 @@ The names below are imported on first use (PEP 562): importing one submodule (e.
 ``adaptner.simulation.config``) does not load the grid, the engine or the Ray backend.
 """
 
-from importlib import import_module
-from typing import Any
+from ..util import lazy_exports
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -30,8 +29,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
