@@ -255,7 +255,10 @@ def shortcut(
     typer.echo("|---|---|---|---|---|")
 
     def f1(r):
-        return f"{100 * r['evals']['heldout']['f1']:.1f} / {100 * r['evals']['dev']['f1']:.1f}"
+        from adaptner.simulation.curves import record_evals
+
+        scores = record_evals(r)
+        return f"{100 * scores['heldout']:.1f} / {100 * scores['dev']:.1f}"
 
     for a, b in zip(runs["cached_head"], runs["fine_tune"], strict=True):
         assert a["new_ids"] == b["new_ids"], "the runs labelled different docs"
