@@ -217,7 +217,7 @@ LEVERS: list[Lever] = [
 ]
 LEVER_NAMES = {lever.name: lever for lever in LEVERS}
 
-#: Target domains of the News -> target transfer comparison (the issue's three).
+#: Target domains of the News -> target transfer comparison (the paper's three).
 TRANSFER_TARGETS = ("conversation", "legal", "social_media")
 
 
@@ -524,11 +524,11 @@ class Bench:
             "model": str(best),
             "overrides": overrides,
             "transductive": lever.transductive,
-            "dev_f": report["overall"]["f"],
-            "dev_p": report["overall"]["p"],
-            "dev_r": report["overall"]["r"],
-            "macro_f": report["macro"]["f"],
-            "per_domain_f": {d: s["f"] for d, s in report["per_domain"].items()},
+            "dev_f": report["overall"]["ents_f"],
+            "dev_p": report["overall"]["ents_p"],
+            "dev_r": report["overall"]["ents_r"],
+            "macro_f": report["macro"]["ents_f"],
+            "per_domain_f": {d: s["ents_f"] for d, s in report["per_domain"].items()},
             "spacy_ents_f_at_selection": perf.get("ents_f"),
             "words_per_second": speed["wps"],
             "words_per_second_median": speed["wps_median"],
@@ -691,7 +691,7 @@ def run_transfer(bench: Bench, targets: Sequence[str], seeds: Sequence[int], log
                     "mode": bench.mode,
                     "fingerprint": fp,
                     "model": str(best),
-                    "target_f": {t: report["per_domain"][t]["f"] for t in scored},
+                    "target_f": {t: report["per_domain"][t]["ents_f"] for t in scored},
                     "train_seconds": meta.get("train_seconds"),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 },

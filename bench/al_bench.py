@@ -255,7 +255,10 @@ def shortcut(
     typer.echo("|---|---|---|---|---|")
 
     def f1(r):
-        return f"{100 * r['evals']['heldout']['f1']:.1f} / {100 * r['evals']['dev']['f1']:.1f}"
+        from adaptner.simulation.curves import record_evals
+
+        scores = record_evals(r)
+        return f"{100 * scores['heldout']:.1f} / {100 * scores['dev']:.1f}"
 
     for a, b in zip(runs["cached_head"], runs["fine_tune"], strict=True):
         assert a["new_ids"] == b["new_ids"], "the runs labelled different docs"
@@ -302,9 +305,9 @@ def score_speed(
     import spacy
 
     from adaptner.readers import read_docbin
-    from adaptner.simulation.features import attach, detached
-    from adaptner.simulation.trainer import predict
+    from adaptner.scoring import predict
     from adaptner.strategies import get_strategy
+    from adaptner.update.features import attach, detached
 
     nlp = spacy.load(source_model)
     docs = read_docbin(ROOT / "corpus" / "train" / f"{target}.spacy", nlp.vocab)[:n_docs]

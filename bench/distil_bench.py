@@ -1,4 +1,4 @@
-"""Issue 13: does the CPU pipeline inherit e5-small? Static vectors, distillation, both.
+"""Does the CPU pipeline inherit e5-small? Static vectors, distillation, both.
 
 Usage (from the repository root, after `spacy project run distil-label` and `e5-vectors`)::
 
@@ -40,10 +40,10 @@ from typing import Any
 
 import typer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+# Run as a script, Python puts bench/ first on sys.path: the ablation's helpers import as is.
+from ablation import limit_threads, load_results, measure_speed
 
-from ablation import limit_threads, load_results, measure_speed  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VECTORS = {"components.tok2vec.model.embed.include_static_vectors": True}
 TARGETS = ("conversation", "legal", "social_media")
@@ -147,11 +147,11 @@ def run_one(
         "dev_domains": dev_domains,
         "overrides": overrides,
         "model": str(best),
-        "dev_f": report["overall"]["f"],
-        "dev_p": report["overall"]["p"],
-        "dev_r": report["overall"]["r"],
-        "macro_f": report["macro"]["f"],
-        "per_domain_f": {d: s["f"] for d, s in report["per_domain"].items()},
+        "dev_f": report["overall"]["ents_f"],
+        "dev_p": report["overall"]["ents_p"],
+        "dev_r": report["overall"]["ents_r"],
+        "macro_f": report["macro"]["ents_f"],
+        "per_domain_f": {d: s["ents_f"] for d, s in report["per_domain"].items()},
         "words_per_second": speed["wps"],
         "words_per_cpu_second": speed["wps_cpu"],
         "speed_vs_baseline": speed["relative"],
@@ -180,8 +180,9 @@ def teacher_fit(labelled: Path) -> dict[str, dict[str, float]]:
     from spacy.vocab import Vocab
 
     from adaptner.components.bio_ner import bio_to_spans, viterbi_bio
-    from adaptner.evaluation import prediction_copy, score_docs
+    from adaptner.evaluation import score_docs
     from adaptner.readers import read_docbin
+    from adaptner.scoring import fresh_doc
 
     out = {}
     vocab = Vocab()
@@ -191,13 +192,13 @@ def teacher_fit(labelled: Path) -> dict[str, dict[str, float]]:
             continue
         pred = []
         for doc in gold:
-            copy = prediction_copy(doc, vocab)
+            copy = fresh_doc(doc, vocab)
             spans = bio_to_spans(viterbi_bio(doc._.teacher_probs, list(doc._.teacher_tags)))
             copy.ents = [Span(copy, s, e, label=label) for s, e, label in spans]
             pred.append(copy)
         scores = score_docs(gold, pred)
         out[path.stem] = {"docs": len(gold), "words": scores["words"],
-                          "teacher_f_on_gold": round(scores["f"], 4)}
+                          "teacher_f_on_gold": round(scores["ents_f"], 4)}
     return out
 
 
@@ -270,7 +271,8 @@ def main(
         "the docs they label (<output>/teacher_fit.json)."
     ),
 ) -> None:
-    """Train, score and time the issue-13 levers; append JSON lines, write a Markdown table."""
+    """Train, score and time the e5 levers of the CPU pipeline; append JSON lines, write a Markdown
+    table."""
     from spacy.vocab import Vocab
 
     from adaptner.evaluation import load_eval_docs
@@ -319,7 +321,10 @@ def main(
                 append_jsonl(out_jsonl, record)
     records = load_results(out_jsonl)
     md = (
-        f"# Issue 13: {'News-only transfer' if transfer else 'all train -> dev'}\n\n"
+        f"# e5 knowledge in the CPU pipeline: "
+        f"{'News-only transfer' if transfer else 'all train -> dev'}\n\n"
+        f"`python bench/distil_bench.py {' '.join(sys.argv[1:])}`, "
+        f"{time.strftime('%Y-%m-%d')}.\n\n"
         "dev F1 (%) with adaptner's scorer; words per CPU-second of `nlp.pipe` over the dev "
         "texts, one thread; × baseline = median ratio of alternate timings in one process. "
         "Training wall time depends on the machine's load; CPU s is this process's CPU time "

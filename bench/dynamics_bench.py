@@ -31,13 +31,14 @@ import numpy
 import spacy
 import typer
 
-from adaptner.dynamics.aum import TrainSpec, noise_experiment, noise_markdown
+from adaptner.dynamics.aum import TrainSpec
 from adaptner.dynamics.datamap import (
     doc_text,
     entities_text,
     record_training_dynamics,
     write_datamap,
 )
+from adaptner.dynamics.noise import noise_experiment, noise_markdown
 from adaptner.dynamics.stats import compute_datamap, load_dynamics, regions
 from adaptner.errors import AdaptnerError
 from adaptner.readers import load_domain_docs

@@ -43,8 +43,8 @@ from typing import Any
 import numpy
 import typer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from annotation_tools_roundtrip import (  # noqa: E402
+# Run as a script, Python puts bench/ first on sys.path: the round-trip helpers import as is.
+from annotation_tools_roundtrip import (
     LS_TOKEN,
     free_port,
     ls_result,
@@ -53,9 +53,9 @@ from annotation_tools_roundtrip import (  # noqa: E402
     wait_for,
 )
 
-from adaptner.session.labelstudio import LabelStudioClient, push_session  # noqa: E402
-from adaptner.session.loop import load_pipeline, open_store  # noqa: E402
-from adaptner.strategies import get_strategy  # noqa: E402
+from adaptner.session.labelstudio import LabelStudioClient, push_session
+from adaptner.session.loop import load_pipeline, open_store
+from adaptner.strategies import get_strategy
 
 
 def backend_call(url: str, path: str, body: Any = None) -> Any:

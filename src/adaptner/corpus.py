@@ -21,6 +21,7 @@ from .util import (
     atomic_path,
     check_output_dir,
     raise_file_system_error,
+    read_jsonl,
     write_json,
     write_jsonl,
     write_text,
@@ -85,22 +86,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         for i, row in enumerate(table.to_pylist()):
             yield i, row
         return
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf8") as f:  # type: ignore[operator]
-        index = 0
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise AdaptnerError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise AdaptnerError(f"{path}:{lineno}: expected a JSON object per line")
-            yield index, row
-            index += 1
+    for index, (_, row) in enumerate(read_jsonl(path)):
+        yield index, row
 
 
 def _meta(row: dict[str, Any], key: str) -> Any:

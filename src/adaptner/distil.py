@@ -14,9 +14,9 @@ from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 
 from .errors import AdaptnerError
-from .evaluation import prediction_copy
 from .extensions import install_extensions
 from .readers import available_domains, read_docbin
+from .scoring import fresh_doc
 from .util import atomic_path, parse_domains, write_json
 
 PathLike = str | Path
@@ -74,14 +74,14 @@ def label_docs(
     install_extensions()
     name = bio_component(nlp)
     tags = list(nlp.get_pipe(name).tags)
-    copies = (prediction_copy(doc, nlp.vocab) for doc in docs)
+    copies = (fresh_doc(doc, nlp.vocab) for doc in docs)
     stream = nlp.pipe(copies, batch_size=batch_size)
     if progress:
         words = sum(len(doc) for doc in docs)
         bar = tqdm(total=words, desc=desc, unit="word", leave=False, mininterval=2.0)
     for doc, pred in zip(docs, stream, strict=True):
         if drop_gold:
-            plain = prediction_copy(doc, doc.vocab)
+            plain = fresh_doc(doc, doc.vocab)
             plain.user_data.update(doc.user_data)
             doc = plain
         probs = pred._.ner_probs

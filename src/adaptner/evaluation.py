@@ -1,4 +1,4 @@
-"""Span-level NER evaluation per domain and label, with seqeval and spaCy's scorer side by side."""
+"""Span-level NER evaluation per domain and label: adaptner.scoring, checked against seqeval."""
 
 import math
 import time
@@ -10,17 +10,16 @@ from typing import Any
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 from spacy.language import Language
-from spacy.scorer import get_ner_prf
-from spacy.tokens import Doc, Span
-from spacy.training import Example
+from spacy.tokens import Doc
 from spacy.vocab import Vocab
 from tqdm import tqdm
 
 from .errors import AdaptnerError
-from .extensions import install_extensions
 from .labels import DOMAINS
 from .readers import available_domains, read_docbin
-from .util import check_output_file, load_spacy, parse_domains, write_json, write_text
+from .scoring import PRF_KEYS, fresh_doc, ner_prf
+from .util import check_output_file, parse_domains, write_json, write_text
+from .util import load_pipeline as load_trained
 
 PathLike = str | Path
 
@@ -32,27 +31,13 @@ AGREEMENT_TOLERANCE = 1e-6
 
 
 def load_pipeline(model_dir: PathLike) -> Language:
-    """Load a trained pipeline that sets ``doc.ents``.
+    """Load a trained pipeline that sets ``doc.ents`` (:func:`adaptner.util.load_pipeline`).
 
     Raises:
         AdaptnerError: the directory is missing, is not a spaCy pipeline, cannot be
             loaded, or has no component that assigns ``doc.ents``.
     """
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise AdaptnerError(
-            f"Model directory {model_dir} does not exist. Pass a trained pipeline, "
-            "e.g. training/news/model-best."
-        )
-    if not (model_dir / "config.cfg").exists() or not (model_dir / "meta.json").exists():
-        hint = ""
-        if (model_dir / "model-best" / "config.cfg").exists():
-            hint = f" Did you mean {model_dir / 'model-best'}?"
-        raise AdaptnerError(
-            f"{model_dir} is not a spaCy pipeline directory (no config.cfg/meta.json).{hint}"
-        )
-    install_extensions()
-    nlp = load_spacy(model_dir, "Re-train it or point to another model directory.")
+    nlp = load_trained(model_dir, "Re-train it or point to another model directory.")
     if not entity_components(nlp):
         raise AdaptnerError(
             f"The pipeline in {model_dir} has no component that sets doc.ents "
@@ -167,15 +152,6 @@ def split_name(data: PathLike, docs: Iterable[Doc] = ()) -> str:
 # --- prediction ---------------------------------------------------------------------------
 
 
-def prediction_copy(doc: Doc, vocab: Vocab) -> Doc:
-    """An unannotated Doc with exactly the gold doc's tokens (words and trailing spaces)."""
-    return Doc(
-        vocab,
-        words=[token.text for token in doc],
-        spaces=[bool(token.whitespace_) for token in doc],
-    )
-
-
 def predict_docs(
     nlp: Language,
     gold_docs: Sequence[Doc],
@@ -194,7 +170,7 @@ def predict_docs(
     """
     if batch_size < 1:
         raise AdaptnerError(f"--batch-size must be positive, got {batch_size}.")
-    copies = [prediction_copy(doc, nlp.vocab) for doc in gold_docs]
+    copies = [fresh_doc(doc, nlp.vocab) for doc in gold_docs]
     start = time.perf_counter()
     stream = nlp.pipe(copies, batch_size=batch_size)
     if progress:
@@ -216,20 +192,6 @@ def doc_to_bio(doc: Doc) -> list[str]:
     return tags
 
 
-def _complete_reference(doc: Doc) -> Doc:
-    """``doc`` with unannotated tokens set to O, so spaCy scores it like seqeval does.
-
-    spaCy's scorer skips gold docs with no entity annotation and ignores predictions over
-    unannotated gold tokens; seqeval only sees "O". DANSK is fully annotated, so this only
-    matters for hand-built docs, where it keeps the two scorers comparable.
-    """
-    if len(doc) == 0 or doc.has_annotation("ENT_IOB", require_complete=True):
-        return doc
-    ref = prediction_copy(doc, doc.vocab)
-    ref.set_ents([Span(ref, e.start, e.end, label=e.label_) for e in doc.ents], default="outside")
-    return ref
-
-
 def _check_aligned(gold: Sequence[Doc], pred: Sequence[Doc]) -> None:
     if len(gold) != len(pred):
         raise AdaptnerError(f"{len(gold)} gold docs but {len(pred)} predicted docs.")
@@ -237,27 +199,28 @@ def _check_aligned(gold: Sequence[Doc], pred: Sequence[Doc]) -> None:
         if [t.text for t in g] != [t.text for t in p]:
             raise AdaptnerError(
                 f"Gold and predicted doc {i} have different tokens ({len(g)} vs {len(p)}); "
-                "predict on copies made with prediction_copy()."
+                "predict on copies made with adaptner.scoring.fresh_doc()."
             )
 
 
 def seqeval_scores(gold: Sequence[Doc], pred: Sequence[Doc]) -> dict[str, Any]:
-    """Strict IOB2 span P/R/F (micro) and per label, from seqeval.
+    """Strict IOB2 span P/R/F (micro) and per label from seqeval: the side-by-side check.
 
     Returns:
-        {"p", "r", "f", "per_label": {label: {"p", "r", "f", "support"}}}; 0.0 where undefined.
+        {"ents_p", "ents_r", "ents_f", "ents_per_type": {label: {"p", "r", "f"}}} (the keys
+        of :mod:`adaptner.scoring`); 0.0 where undefined.
     """
     _check_aligned(gold, pred)
     y_true = [doc_to_bio(doc) for doc in gold if len(doc)]
     y_pred = [doc_to_bio(doc) for doc in pred if len(doc)]
     if not y_true:
-        return {"p": 0.0, "r": 0.0, "f": 0.0, "per_label": {}}
+        return {"ents_p": 0.0, "ents_r": 0.0, "ents_f": 0.0, "ents_per_type": {}}
     opts = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
     out: dict[str, Any] = {
-        "p": float(precision_score(y_true, y_pred, **opts)),
-        "r": float(recall_score(y_true, y_pred, **opts)),
-        "f": float(f1_score(y_true, y_pred, **opts)),
-        "per_label": {},
+        "ents_p": float(precision_score(y_true, y_pred, **opts)),
+        "ents_r": float(recall_score(y_true, y_pred, **opts)),
+        "ents_f": float(f1_score(y_true, y_pred, **opts)),
+        "ents_per_type": {},
     }
     has_ents = any(t != "O" for seq in (*y_true, *y_pred) for t in seq)
     if has_ents:
@@ -267,75 +230,59 @@ def seqeval_scores(gold: Sequence[Doc], pred: Sequence[Doc]) -> dict[str, Any]:
         for label, row in sorted(report.items()):
             if label.endswith(" avg"):
                 continue
-            out["per_label"][label] = {
+            out["ents_per_type"][label] = {
                 "p": float(row["precision"]),
                 "r": float(row["recall"]),
                 "f": float(row["f1-score"]),
-                "support": int(row["support"]),
             }
     return out
 
 
-def spacy_scores(gold: Sequence[Doc], pred: Sequence[Doc]) -> dict[str, Any]:
-    """Span P/R/F (micro) and per label from spaCy's ``get_ner_prf`` on Examples.
-
-    Returns:
-        {"p", "r", "f", "per_label": {label: {"p", "r", "f"}}}; 0.0 where spaCy says None.
-    """
-    _check_aligned(gold, pred)
-    examples = [Example(p, _complete_reference(g)) for g, p in zip(gold, pred, strict=True)]
-    prf = get_ner_prf(examples)
-    per_type = prf.get("ents_per_type") or {}
-    return {
-        "p": float(prf["ents_p"] or 0.0),
-        "r": float(prf["ents_r"] or 0.0),
-        "f": float(prf["ents_f"] or 0.0),
-        "per_label": {
-            label: {k: float(v[k]) for k in ("p", "r", "f")}
-            for label, v in sorted(per_type.items())
-        },
-    }
-
-
 def max_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """Largest |a - b| over micro P/R/F and every label's P/R/F (a missing label counts as 0)."""
-    diffs = [abs(a[k] - b[k]) for k in ("p", "r", "f")]
+    """Largest |a - b| over micro P/R/F and every type's P/R/F (a missing type counts as 0)."""
+    diffs = [abs(a[k] - b[k]) for k in PRF_KEYS]
     zero = {"p": 0.0, "r": 0.0, "f": 0.0}
-    for label in set(a["per_label"]) | set(b["per_label"]):
-        la, lb = a["per_label"].get(label, zero), b["per_label"].get(label, zero)
+    for label in set(a["ents_per_type"]) | set(b["ents_per_type"]):
+        la, lb = a["ents_per_type"].get(label, zero), b["ents_per_type"].get(label, zero)
         diffs.extend(abs(la[k] - lb[k]) for k in ("p", "r", "f"))
     return max(diffs)
 
 
+def _count_labels(docs: Iterable[Doc]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for doc in docs:
+        for ent in doc.ents:
+            counts[ent.label_] = counts.get(ent.label_, 0) + 1
+    return counts
+
+
 def score_docs(gold: Sequence[Doc], pred: Sequence[Doc]) -> dict[str, Any]:
-    """Counts plus seqeval (primary) and spaCy scores for one set of aligned gold/pred docs.
+    """Counts, the project's scores and seqeval's check for one set of aligned gold/pred docs.
 
     Returns:
-        {"docs", "words", "gold_ents", "pred_ents", "p", "r", "f", "per_label",
-        "spacy": {"p", "r", "f", "per_label"}, "max_abs_diff"} where p/r/f/per_label come
-        from seqeval (strict IOB2) and "max_abs_diff" is the largest disagreement with spaCy.
+        {"docs", "words", "gold_ents", "pred_ents", "ents_p", "ents_r", "ents_f",
+        "ents_per_type": {label: {"p", "r", "f", "support", "predicted"}},
+        "seqeval": {"ents_p", "ents_r", "ents_f", "ents_per_type"}, "max_abs_diff"}: the
+        scores are :func:`adaptner.scoring.ner_prf`'s, "max_abs_diff" the largest
+        disagreement with seqeval (strict IOB2).
     """
+    _check_aligned(gold, pred)
+    prf = ner_prf(gold, pred)
     seq = seqeval_scores(gold, pred)
-    spa = spacy_scores(gold, pred)
-    pred_counts: dict[str, int] = {}
-    for doc in pred:
-        for ent in doc.ents:
-            pred_counts[ent.label_] = pred_counts.get(ent.label_, 0) + 1
-    per_label = {
-        label: {**scores, "predicted": pred_counts.get(label, 0)}
-        for label, scores in seq["per_label"].items()
+    support, predicted = _count_labels(gold), _count_labels(pred)
+    per_type = {
+        label: {**scores, "support": support.get(label, 0), "predicted": predicted.get(label, 0)}
+        for label, scores in prf["ents_per_type"].items()
     }
     return {
         "docs": len(gold),
         "words": sum(len(doc) for doc in gold),
-        "gold_ents": sum(len(doc.ents) for doc in gold),
-        "pred_ents": sum(len(doc.ents) for doc in pred),
-        "p": seq["p"],
-        "r": seq["r"],
-        "f": seq["f"],
-        "per_label": per_label,
-        "spacy": spa,
-        "max_abs_diff": max_difference(seq, spa),
+        "gold_ents": sum(support.values()),
+        "pred_ents": sum(predicted.values()),
+        **{key: prf[key] for key in PRF_KEYS},
+        "ents_per_type": per_type,
+        "seqeval": seq,
+        "max_abs_diff": max_difference(prf, seq),
     }
 
 
@@ -372,7 +319,7 @@ def evaluate_docs(
         "domains": covered,
         "excluded": [d for d in domains if d not in covered],
     }
-    for key in ("p", "r", "f"):
+    for key in PRF_KEYS:
         macro[key] = sum(per_domain[d][key] for d in covered) / len(covered) if covered else None
     n_words = overall["words"]
     diffs = [overall["max_abs_diff"], *(s["max_abs_diff"] for s in per_domain.values())]
@@ -445,15 +392,15 @@ def _pct(value: float | None) -> str:
 def summary_table(report: dict[str, Any]) -> list[str]:
     """Markdown rows: one per domain, the pooled micro average and the macro average."""
     lines = [
-        "| domain | docs | words | gold ents | pred ents | P | R | F (seqeval) | F (spaCy) |",
+        "| domain | docs | words | gold ents | pred ents | P | R | F | F (seqeval) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def row(name: str, s: dict[str, Any]) -> str:
-        f = _pct(s["f"]) if s["gold_ents"] else "–"
+        f = _pct(s["ents_f"]) if s["gold_ents"] else "–"
         return (
             f"| {name} | {s['docs']} | {s['words']} | {s['gold_ents']} | {s['pred_ents']} | "
-            f"{_pct(s['p'])} | {_pct(s['r'])} | {f} | {_pct(s['spacy']['f'])} |"
+            f"{_pct(s['ents_p'])} | {_pct(s['ents_r'])} | {f} | {_pct(s['seqeval']['ents_f'])} |"
         )
 
     for domain in report["domains"]:
@@ -461,8 +408,8 @@ def summary_table(report: dict[str, Any]) -> list[str]:
     lines.append(row("**all (micro)**", report["overall"]))
     macro = report["macro"]
     lines.append(
-        f"| **macro ({len(macro['domains'])} domains)** | | | | | {_pct(macro['p'])} | "
-        f"{_pct(macro['r'])} | {_pct(macro['f'])} | |"
+        f"| **macro ({len(macro['domains'])} domains)** | | | | | {_pct(macro['ents_p'])} | "
+        f"{_pct(macro['ents_r'])} | {_pct(macro['ents_f'])} | |"
     )
     return lines
 
@@ -475,7 +422,7 @@ def report_to_markdown(report: dict[str, Any]) -> str:
         f"# NER evaluation: {report.get('model', '')}",
         "",
         f"Scored on **{report.get('split', '?')}** ({report.get('data', '')}); span-level, "
-        "exact match (seqeval strict IOB2 and spaCy's scorer side by side; max difference "
+        "exact match (spaCy's scorer, checked against seqeval strict IOB2; max difference "
         f"{report['agreement']['max_abs_diff']:.2e}). Scores in %.",
         "",
         *summary_table(report),
@@ -489,12 +436,12 @@ def report_to_markdown(report: dict[str, Any]) -> str:
         "| label | support | predicted | P | R | F |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for label, s in sorted(report["overall"]["per_label"].items()):
+    for label, s in sorted(report["overall"]["ents_per_type"].items()):
         lines.append(
             f"| {label} | {s['support']} | {s['predicted']} | {_pct(s['p'])} | {_pct(s['r'])} | "
             f"{_pct(s['f'])} |"
         )
-    labels = sorted(report["overall"]["per_label"])
+    labels = sorted(report["overall"]["ents_per_type"])
     if labels and len(report["domains"]) > 1:
         lines += [
             "",
@@ -504,7 +451,7 @@ def report_to_markdown(report: dict[str, Any]) -> str:
             "|---|" + "---:|" * len(labels),
         ]
         for domain in report["domains"]:
-            per = report["per_domain"][domain]["per_label"]
+            per = report["per_domain"][domain]["ents_per_type"]
             cells = [
                 _pct(per[lab]["f"]) if lab in per and per[lab]["support"] else "–" for lab in labels
             ]

@@ -182,13 +182,13 @@ def run_matrix(
         cells[row.name] = {
             col: {
                 k: report["per_domain"][col][k]
-                for k in ("p", "r", "f", "docs", "gold_ents", "pred_ents")
+                for k in ("ents_p", "ents_r", "ents_f", "docs", "gold_ents", "pred_ents")
             }
             for col in cols
         }
         for col in cols:
             if not cells[row.name][col]["gold_ents"]:
-                cells[row.name][col]["f"] = None
+                cells[row.name][col]["ents_f"] = None
         row_meta[row.name] = {
             "train_domains": list(row.train_domains),
             "joint": row.joint,
@@ -204,10 +204,10 @@ def run_matrix(
         "split": split,
         "seed": seed,
         "overrides": overrides,
-        "metric": "span F1 (micro within each evaluated domain; seqeval strict IOB2)",
+        "metric": "ents_f: span F1, micro within each evaluated domain (adaptner.scoring)",
         "rows": [r.name for r in rows],
         "cols": cols,
-        "f": [[cells[r.name][c]["f"] for c in cols] for r in rows],
+        "ents_f": [[cells[r.name][c]["ents_f"] for c in cols] for r in rows],
         "cells": cells,
         "row_meta": row_meta,
         "summary": _row_summary(rows, cols, cells),
@@ -226,8 +226,8 @@ def _row_summary(
     """Per row: F on its own domain(s) and the mean F on the domains it did not train on."""
     out: dict[str, dict[str, float | None]] = {}
     for row in rows:
-        own = [cells[row.name][c]["f"] for c in cols if c in row.train_domains]
-        other = [cells[row.name][c]["f"] for c in cols if c not in row.train_domains]
+        own = [cells[row.name][c]["ents_f"] for c in cols if c in row.train_domains]
+        other = [cells[row.name][c]["ents_f"] for c in cols if c not in row.train_domains]
         own = [f for f in own if f is not None]
         other = [f for f in other if f is not None]
         out[row.name] = {
@@ -255,7 +255,7 @@ def matrix_to_markdown(matrix: dict[str, Any]) -> str:
         "| trained on \\ evaluated on | " + " | ".join(cols) + " | out-of-domain mean |",
         "|---|" + "---:|" * (len(cols) + 1),
     ]
-    for name, values in zip(matrix["rows"], matrix["f"], strict=True):
+    for name, values in zip(matrix["rows"], matrix["ents_f"], strict=True):
         trained = set(matrix["row_meta"][name]["train_domains"])
         cells = [
             f"**{_fmt(v)}**" if c in trained else _fmt(v) for c, v in zip(cols, values, strict=True)
@@ -281,7 +281,8 @@ def plot_heatmap(matrix: dict[str, Any], path: PathLike) -> Path:
 
     rows, cols = matrix["rows"], matrix["cols"]
     values = numpy.array(
-        [[numpy.nan if v is None else 100 * v for v in row] for row in matrix["f"]], dtype=float
+        [[numpy.nan if v is None else 100 * v for v in row] for row in matrix["ents_f"]],
+        dtype=float,
     )
     fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 3, 0.6 * len(rows) + 2.2))
     image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")

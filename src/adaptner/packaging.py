@@ -35,7 +35,8 @@ from typing import Any
 
 from .about import __version__
 from .errors import AdaptnerError
-from .util import OUTPUT_MARKER, PathLike, atomic_path, check_output_folder, load_spacy
+from .util import OUTPUT_MARKER, PathLike, atomic_path, check_output_folder, read_jsonl
+from .util import load_pipeline as load_trained
 
 #: Components that predict entities, in order of preference.
 NER_FACTORIES: tuple[str, ...] = ("bio_ner", "ner")
@@ -126,7 +127,7 @@ def load_pipeline(path: PathLike):
         AdaptnerError: the pipeline fails to load, has no NER component, or no labels.
     """
     path = Path(path)
-    nlp = load_spacy(path, "Re-train it with adaptner train.")
+    nlp = load_trained(path, "Re-train it with adaptner train.")
     ner = [name for name in nlp.pipe_names if nlp.get_pipe_meta(name).factory in NER_FACTORIES]
     if not ner:
         raise AdaptnerError(
@@ -278,17 +279,7 @@ def read_history(path: PathLike) -> dict[str, Any]:
             }
         )
         return _finish_history(out, path)
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            raise AdaptnerError(f"{path}:{lineno}: invalid JSON ({e}).") from e
-        if not isinstance(record, dict):
-            raise AdaptnerError(f"{path}:{lineno}: expected a JSON object per line.")
-        records.append(record)
+    records = [record for _, record in read_jsonl(path, lines=text.splitlines())]
     if not records:
         raise AdaptnerError(
             f"History file {path} is empty: expected a JSON object or one JSON line per round."
@@ -352,9 +343,9 @@ def read_scores(path: PathLike) -> dict[str, Any]:
     """Per-domain scores from an evaluation JSON, as ``{"split", "source", "domains", "all"}``.
 
     Accepted: the report of ``adaptner evaluate -o FILE`` ("split", "per_domain" with
-    "p"/"r"/"f"/"docs" per domain, "overall"); or ``{"split": "dev", "domains": {"news":
-    {"ents_f": 0.8, ...}}}``; or a plain ``{"news": {"ents_f": ...}}``; a domain may also map
-    to a number (its F1). An "all" domain entry is taken as the overall score.
+    "ents_p"/"ents_r"/"ents_f"/"docs" per domain, "overall"); or ``{"split": "dev",
+    "domains": {"news": {"ents_f": 0.8, ...}}}``; or a plain ``{"news": {"ents_f": ...}}``;
+    a domain may also map to a number (its F1). An "all" domain entry is the overall score.
 
     Raises:
         AdaptnerError: a missing or unreadable file, or no per-domain F1 in it.
@@ -398,9 +389,9 @@ def _score_row(value: Any) -> dict[str, Any] | None:
         return None
     row: dict[str, Any] = {}
     for out_key, keys in (
-        ("ents_f", ("ents_f", "f", "f1")),
-        ("ents_p", ("ents_p", "p")),
-        ("ents_r", ("ents_r", "r")),
+        ("ents_f", ("ents_f",)),
+        ("ents_p", ("ents_p",)),
+        ("ents_r", ("ents_r",)),
         ("n_docs", ("n_docs", "docs")),
         ("n_ents", ("n_ents", "gold_ents")),
     ):
@@ -425,7 +416,7 @@ def score_domains(
     """Entity P/R/F1 of ``nlp`` on each domain of a corpus split, and over all docs pooled.
 
     Scoring is :mod:`adaptner.evaluation` (the same numbers as ``adaptner evaluate``:
-    strict span match, seqeval checked against spaCy's scorer); the split is named from
+    :mod:`adaptner.scoring`, strict span match); the split is named from
     the docs (or the directory, e.g. corpus/dev -> "dev").
 
     Args:

@@ -19,7 +19,7 @@ from .errors import AdaptnerError
 from .extensions import install_extensions
 from .readers import load_domain_docs
 from .training import load_training_config
-from .util import atomic_output, check_output_dir, write_json, write_jsonl
+from .util import atomic_output, check_output_dir, read_jsonl, write_json, write_jsonl
 
 PathLike = str | Path
 
@@ -60,7 +60,7 @@ def collect_texts(
     Raises:
         AdaptnerError: a missing corpus directory or pool, an unknown domain, a corrupt file.
     """
-    from .session.formats import read_pool
+    from .session.pool import read_pool
 
     install_extensions()
     nlp = spacy.blank("da")
@@ -144,13 +144,7 @@ def create_pretrain_text(
         if not p.exists():
             raise AdaptnerError(f"Pretraining texts {p} do not exist.")
         docs = []
-        for lineno, raw in enumerate(p.read_text(encoding="utf8").splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise AdaptnerError(f"{p}:{lineno}: invalid JSON ({e.msg}).") from None
+        for lineno, obj in read_jsonl(p, objects=False):
             text = obj.get("text") if isinstance(obj, dict) else None
             if not isinstance(text, str):
                 raise AdaptnerError(f'{p}:{lineno}: expected an object with a "text" string.')

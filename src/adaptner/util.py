@@ -477,6 +477,61 @@ def write_text(path: PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf8")
 
 
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that imports each public name on first use.
+
+    Args:
+        package: The package's ``__name__``.
+        exports: Public name -> the module that defines it, relative to ``package``
+            (``".engine"``, ``"..scoring"``).
+    """
+    from importlib import import_module
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            return getattr(import_module(exports[name], package), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+def read_jsonl(
+    path: PathLike, *, lines: Iterable[str] | None = None, objects: bool = True, hint: str = ""
+) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of every non-blank line of a JSON Lines file: the one reader.
+
+    Args:
+        path: The file (read as UTF-8, gunzipped when it ends in ``.gz``); named in errors.
+        lines: The file's lines when the caller has read it already.
+        objects: Every line must hold a JSON object.
+        hint: A sentence appended to the error for a line that is not JSON.
+
+    Raises:
+        AdaptnerError: ``path:line: invalid JSON (...)`` or ``path:line: expected a JSON
+            object per line``.
+    """
+    path = Path(path)
+    if lines is None:
+        import gzip
+
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf8") as f:  # type: ignore[operator]
+            yield from read_jsonl(path, lines=list(f), objects=objects, hint=hint)
+        return
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise AdaptnerError(
+                f"{path}:{lineno}: invalid JSON ({e.msg}).{' ' + hint if hint else ''}"
+            ) from None
+        if objects and not isinstance(value, dict):
+            raise AdaptnerError(f"{path}:{lineno}: expected a JSON object per line.")
+        yield lineno, value
+
+
 def append_jsonl(path: PathLike, record: Any) -> None:
     """Append one JSON line and fsync, so a killed process leaves whole lines only."""
     path = Path(path)
@@ -607,6 +662,35 @@ def load_spacy(path: PathLike, remedy: str):
         raise AdaptnerError(
             f"Cannot load the pipeline in {path} ({type(e).__name__}: {e}). {remedy}"
         ) from e
+
+
+def load_pipeline(path: PathLike, remedy: str = "Re-train it with `adaptner train`."):
+    """Load a trained pipeline directory: the one loader of adaptner.
+
+    Checks that ``path`` is a pipeline directory (``config.cfg`` and ``meta.json``; points at
+    ``model-best`` when that is what was meant), installs the ``doc._`` extensions, checks the
+    transformer extra when the pipeline needs it, and loads it through :func:`load_spacy`.
+    Callers check the components they need on the returned pipeline.
+
+    Raises:
+        AdaptnerError: the directory is missing, is not a pipeline, or cannot be loaded.
+    """
+    from .extensions import install_extensions
+
+    path = Path(path)
+    example = "Pass a trained pipeline, e.g. training/news/model-best."
+    if not path.is_dir():
+        what = "it is a file" if path.is_file() else "it does not exist"
+        raise AdaptnerError(f"{path} is not a spaCy pipeline directory ({what}). {example}")
+    if not (path / "config.cfg").is_file() or not (path / "meta.json").is_file():
+        hint = f" {example}"
+        if (path / "model-best" / "config.cfg").is_file():
+            hint = f" Did you mean {path / 'model-best'}?"
+        raise AdaptnerError(
+            f"{path} is not a spaCy pipeline directory (no config.cfg/meta.json).{hint}"
+        )
+    install_extensions()
+    return load_spacy(path, remedy)
 
 
 def check_pipeline_trf(path: PathLike) -> None:

@@ -1,4 +1,4 @@
-"""Issue 13 on real DANSK docs: e5 static vectors and teacher labelling (tiny teacher)."""
+"""Distillation on real DANSK docs: e5 static vectors and teacher labelling (tiny teacher)."""
 
 import json
 

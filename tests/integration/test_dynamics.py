@@ -142,7 +142,7 @@ def test_noise_experiment_end_to_end(corpus_dir, tmp_path):
     flagged = [by_pct[p]["flagged"] for p in by_pct]
     assert flagged == sorted(flagged)  # a higher threshold flags a superset
     for name in ("noisy", "sieved", "flipped"):
-        assert 0.0 <= row["f1"][name]["f"] <= 1.0
+        assert 0.0 <= row["f1"][name]["ents_f"] <= 1.0
     assert (out / "runs" / "noise_20" / "sieved" / "model" / "model-last").is_dir()
 
 

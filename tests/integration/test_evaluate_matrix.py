@@ -39,17 +39,17 @@ def test_evaluate_seqeval_equals_spacy_on_real_predictions(news_model, corpus_di
     assert report["overall"]["docs"] == sum(s["docs"] for s in report["per_domain"].values())
     assert report["overall"]["pred_ents"] > 0, "the model predicts nothing: comparison is vacuous"
     for scope in [report["overall"], *report["per_domain"].values()]:
-        spacy_scores = scope["spacy"]
-        for key in ("p", "r", "f"):
-            assert abs(scope[key] - spacy_scores[key]) <= AGREEMENT_TOLERANCE
-        for label, s in scope["per_label"].items():
-            other = spacy_scores["per_label"].get(label, {"p": 0.0, "r": 0.0, "f": 0.0})
+        seqeval = scope["seqeval"]
+        for key in ("ents_p", "ents_r", "ents_f"):
+            assert abs(scope[key] - seqeval[key]) <= AGREEMENT_TOLERANCE
+        for label, s in scope["ents_per_type"].items():
+            other = seqeval["ents_per_type"].get(label, {"p": 0.0, "r": 0.0, "f": 0.0})
             assert abs(s["f"] - other["f"]) <= AGREEMENT_TOLERANCE, label
     assert report["agreement"]["ok"]
     covered = report["macro"]["domains"]
     assert covered and all(report["per_domain"][d]["gold_ents"] > 0 for d in covered)
-    expected_macro = sum(report["per_domain"][d]["f"] for d in covered) / len(covered)
-    assert report["macro"]["f"] == pytest.approx(expected_macro)
+    expected_macro = sum(report["per_domain"][d]["ents_f"] for d in covered) / len(covered)
+    assert report["macro"]["ents_f"] == pytest.approx(expected_macro)
     assert report["speed"]["words_per_second"] > 0
     json_path, md_path = write_report(report, tmp_path / "eval.json")
     assert json.loads(json_path.read_text())["split"] == "dev"
@@ -103,7 +103,7 @@ def test_matrix_two_domains_then_resume(corpus_dir, tmp_path):
     assert matrix["cols"] == ["news", "social_media"]
     assert matrix["split"] == "dev"
     assert matrix["overrides"] == {"training.max_steps": 20, "training.eval_frequency": 10}
-    assert all(0.0 <= f <= 1.0 for row in matrix["f"] for f in row)
+    assert all(0.0 <= f <= 1.0 for row in matrix["ents_f"] for f in row)
     assert all(meta["trained_now"] for meta in matrix["row_meta"].values())
     md = output.with_suffix(".md").read_text()
     assert "| news+social_media |" in md and "scored on **dev**" in md
@@ -120,7 +120,7 @@ def test_matrix_two_domains_then_resume(corpus_dir, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in bests} == mtimes
     again = json.loads(output.read_text())
     assert not any(meta["trained_now"] for meta in again["row_meta"].values())
-    assert again["f"] == matrix["f"]
+    assert again["ents_f"] == matrix["ents_f"]
 
 
 def test_evaluate_spacy_ner_pipeline(corpus_dir, tmp_path):

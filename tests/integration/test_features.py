@@ -17,10 +17,13 @@ from adaptner.encoders.lower_cache import attached_caches
 from adaptner.encoders.training import transformer_modules
 from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
-from adaptner.simulation import features
+from adaptner.scoring import predict
 from adaptner.simulation.config import ALSettings, SimulationConfig
 from adaptner.simulation.engine import Simulation
-from adaptner.simulation.features import (
+from adaptner.strategies import get_strategy
+from adaptner.strategies.vocab import count_units, tokenizer_wordpiece_ids, wordpiece_tokenizer
+from adaptner.update import features
+from adaptner.update.features import (
     FeatureCache,
     attach,
     attached_cache,
@@ -29,14 +32,11 @@ from adaptner.simulation.features import (
     detached,
     model_digest,
 )
-from adaptner.simulation.trainer import (
+from adaptner.update.trainers import (
     get_round_trainer,
-    predict,
     restore_weights,
     snapshot_weights,
 )
-from adaptner.strategies import get_strategy
-from adaptner.strategies.vocab import count_units, tokenizer_wordpiece_ids, wordpiece_tokenizer
 from tests.conftest import block_network
 
 pytestmark = pytest.mark.integration
@@ -298,7 +298,7 @@ def test_fine_tune_trainer_moves_a_transformer_with_a_warmup_schedule(tiny_trf, 
 
 
 def test_a_given_learn_rate_replaces_the_schedule(tiny_trf, legal, offline, monkeypatch):
-    from adaptner.simulation import trainer as trainer_module
+    from adaptner.update import trainers as trainer_module
 
     seen = []
     real = trainer_module.make_optimizer

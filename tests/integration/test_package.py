@@ -501,7 +501,7 @@ def test_scores_from_adaptner_evaluate(cnn_model, dansk_corpus, tmp_path):
     assert scores["split"] == "dev"
     for domain in ("news", "legal"):
         assert scores["domains"][domain]["ents_f"] == pytest.approx(
-            report["per_domain"][domain]["f"], abs=1e-4
+            report["per_domain"][domain]["ents_f"], abs=1e-4
         )
     result = package_pipeline(
         cnn_model, tmp_path / "packages", scores=json_path, adaptner_wheel=False

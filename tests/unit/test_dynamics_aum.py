@@ -11,7 +11,6 @@ from spacy.tokens import Doc, DocBin, Span
 from adaptner.dynamics.aum import (
     FAKE_LABEL,
     AUMResult,
-    Flip,
     SpanFlag,
     TrainSpec,
     add_fake_class,
@@ -20,15 +19,12 @@ from adaptner.dynamics.aum import (
     doc_bio,
     fake_eligible,
     find_flags,
-    flag_precision_recall,
-    flip,
-    inject_noise,
     measure_aum,
     prodigy_tasks,
-    sieve,
     summary_markdown,
     with_bio,
 )
+from adaptner.dynamics.noise import Flip, flag_precision_recall, flip, inject_noise, sieve
 from adaptner.errors import AdaptnerError
 
 ROOT = Path(__file__).resolve().parents[2]

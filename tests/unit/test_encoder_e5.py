@@ -6,13 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptner.encoders.e5 import (
-    E5FormatError,
-    convert_e5,
-    dequantize_q4_0,
-    prune_ids,
-    read_e5_bin,
-)
+from adaptner.encoders.e5 import convert_e5
+from adaptner.encoders.e5_reader import E5FormatError, dequantize_q4_0, read_e5_bin
+from adaptner.encoders.prune import prune_ids
 from adaptner.errors import AdaptnerError
 
 PIECES = ["<s>", "<pad>", "</s>", "<unk>", "▁", "▁hej", "▁med", "▁dig", "e", "j", "h", "▁d", "ig",

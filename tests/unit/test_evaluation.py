@@ -18,16 +18,15 @@ from adaptner.evaluation import (
     load_eval_docs,
     load_pipeline,
     max_difference,
-    prediction_copy,
     report_to_markdown,
     score_docs,
     seqeval_scores,
-    spacy_scores,
     split_name,
     write_report,
 )
 from adaptner.labels import ONTONOTES_LABELS
 from adaptner.matrix import matrix_to_markdown, plan_rows, plot_heatmap
+from adaptner.scoring import fresh_doc, ner_prf
 
 VOCAB = Vocab()
 
@@ -44,7 +43,7 @@ def make_doc(words, ents=(), *, annotated=True, spaces=None, domain=None, split=
 
 def with_ents(doc, ents):
     """A prediction-style copy of ``doc`` with the given entities."""
-    pred = prediction_copy(doc, VOCAB)
+    pred = fresh_doc(doc, VOCAB)
     pred.set_ents([Span(pred, s, e, label=lab) for s, e, lab in ents], default="outside")
     return pred
 
@@ -73,11 +72,11 @@ def test_doc_to_bio_iob2():
     assert doc_to_bio(make_doc([])) == []
 
 
-def test_prediction_copy_keeps_tokens_and_spaces():
+def test_fresh_doc_keeps_tokens_and_spaces():
     doc = make_doc(
         ["Hej", ",", "Anna", "!"], [(2, 3, "PERSON")], spaces=[False, True, False, False]
     )
-    copy = prediction_copy(doc, Vocab())
+    copy = fresh_doc(doc, Vocab())
     assert [t.text for t in copy] == [t.text for t in doc]
     assert copy.text == doc.text == "Hej, Anna!"
     assert copy.ents == ()
@@ -88,16 +87,16 @@ def test_known_scores(gold_pred):
     s = score_docs(gold, pred)
     assert s["docs"] == 2 and s["words"] == 13
     assert s["gold_ents"] == 3 and s["pred_ents"] == 3
-    for scores in (s, s["spacy"]):
-        assert scores["p"] == pytest.approx(1 / 3)
-        assert scores["r"] == pytest.approx(1 / 3)
-        assert scores["f"] == pytest.approx(1 / 3)
-    per = s["per_label"]
+    for scores in (s, s["seqeval"]):
+        assert scores["ents_p"] == pytest.approx(1 / 3)
+        assert scores["ents_r"] == pytest.approx(1 / 3)
+        assert scores["ents_f"] == pytest.approx(1 / 3)
+    per = s["ents_per_type"]
     assert per["PERSON"] == {"p": 1.0, "r": 1.0, "f": 1.0, "support": 1, "predicted": 1}
     assert per["GPE"]["r"] == 0.0 and per["GPE"]["support"] == 1 and per["GPE"]["predicted"] == 0
     assert per["LOCATION"]["p"] == 0.0 and per["LOCATION"]["support"] == 0
     assert per["DATE"]["f"] == 0.0 and per["DATE"]["support"] == 1
-    assert set(s["spacy"]["per_label"]) == set(per)
+    assert set(s["seqeval"]["ents_per_type"]) == set(per)
     assert s["max_abs_diff"] < 1e-9
 
 
@@ -105,11 +104,11 @@ def test_partial_credit_per_label():
     gold = [make_doc(SENT1, [(0, 2, "PERSON"), (4, 5, "GPE")]), make_doc(SENT2, [(3, 4, "DATE")])]
     pred = [with_ents(gold[0], [(0, 2, "PERSON"), (4, 5, "GPE")]), with_ents(gold[1], [])]
     s = score_docs(gold, pred)
-    assert s["p"] == pytest.approx(1.0)
-    assert s["r"] == pytest.approx(2 / 3)
-    assert s["f"] == pytest.approx(0.8)
-    assert s["spacy"]["f"] == pytest.approx(0.8)
-    assert s["per_label"]["DATE"]["r"] == 0.0
+    assert s["ents_p"] == pytest.approx(1.0)
+    assert s["ents_r"] == pytest.approx(2 / 3)
+    assert s["ents_f"] == pytest.approx(0.8)
+    assert s["seqeval"]["ents_f"] == pytest.approx(0.8)
+    assert s["ents_per_type"]["DATE"]["r"] == 0.0
 
 
 def test_seqeval_equals_spacy_on_random_docs():
@@ -137,7 +136,7 @@ def test_seqeval_equals_spacy_on_random_docs():
             g = make_doc(words, random_ents(n))
             gold.append(g)
             pred.append(with_ents(g, random_ents(n)))
-        a, b = seqeval_scores(gold, pred), spacy_scores(gold, pred)
+        a, b = seqeval_scores(gold, pred), ner_prf(gold, pred)
         assert max_difference(a, b) < 1e-6
 
 
@@ -145,25 +144,25 @@ def test_empty_docs_and_empty_batch():
     gold = [make_doc([]), make_doc(SENT1, [(0, 2, "PERSON")]), make_doc([])]
     pred = [with_ents(gold[0], []), with_ents(gold[1], [(0, 2, "PERSON")]), with_ents(gold[2], [])]
     s = score_docs(gold, pred)
-    assert s["f"] == pytest.approx(1.0) and s["spacy"]["f"] == pytest.approx(1.0)
+    assert s["ents_f"] == pytest.approx(1.0) and s["seqeval"]["ents_f"] == pytest.approx(1.0)
     only_empty = score_docs([make_doc([])], [with_ents(make_doc([]), [])])
-    assert only_empty["f"] == 0.0 and only_empty["gold_ents"] == 0
+    assert only_empty["ents_f"] == 0.0 and only_empty["gold_ents"] == 0
     assert score_docs([], [])["docs"] == 0
 
 
 def test_no_entities_anywhere_is_zero_not_error():
     gold = [make_doc(SENT2, [])]
     s = score_docs(gold, [with_ents(gold[0], [])])
-    assert (s["p"], s["r"], s["f"]) == (0.0, 0.0, 0.0)
-    assert s["spacy"]["f"] == 0.0 and s["per_label"] == {}
+    assert (s["ents_p"], s["ents_r"], s["ents_f"]) == (0.0, 0.0, 0.0)
+    assert s["seqeval"]["ents_f"] == 0.0 and s["ents_per_type"] == {}
 
 
 def test_unannotated_gold_counts_as_outside_in_both_scorers():
     gold = [make_doc(SENT1, annotated=False)]
     pred = [with_ents(gold[0], [(0, 1, "PERSON")])]
     s = score_docs(gold, pred)
-    assert s["p"] == 0.0 and s["spacy"]["p"] == 0.0  # a false positive for both
-    assert s["per_label"]["PERSON"]["predicted"] == 1
+    assert s["ents_p"] == 0.0 and s["seqeval"]["ents_p"] == 0.0  # a false positive for both
+    assert s["ents_per_type"]["PERSON"]["predicted"] == 1
     assert s["max_abs_diff"] == 0.0
 
 
@@ -227,14 +226,14 @@ def test_evaluate_docs_micro_macro_and_domain_without_entities(split_dir):
     report = evaluate_docs(ruler_nlp(), docs, batch_size=2)
     news, legal = report["per_domain"]["news"], report["per_domain"]["legal"]
     # news: gold PERSON(0,2), GPE, DATE; ruler: PERSON(0,1) wrong boundary, GPE ok, DATE ok
-    assert news["p"] == pytest.approx(2 / 3) and news["r"] == pytest.approx(2 / 3)
-    assert legal["f"] == pytest.approx(1.0)
+    assert news["ents_p"] == pytest.approx(2 / 3) and news["ents_r"] == pytest.approx(2 / 3)
+    assert legal["ents_f"] == pytest.approx(1.0)
     assert report["per_domain"]["social_media"]["gold_ents"] == 0
     assert report["macro"]["domains"] == ["news", "legal"]
     assert report["macro"]["excluded"] == ["social_media"]
-    assert report["macro"]["f"] == pytest.approx((2 / 3 + 1.0) / 2)
-    assert report["overall"]["p"] == pytest.approx(3 / 4)
-    assert report["overall"]["r"] == pytest.approx(3 / 4)
+    assert report["macro"]["ents_f"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert report["overall"]["ents_p"] == pytest.approx(3 / 4)
+    assert report["overall"]["ents_r"] == pytest.approx(3 / 4)
     assert report["agreement"]["ok"]
     assert report["speed"]["words"] == 13 + 4 + 2 and report["speed"]["docs"] == 4
     assert report["speed"]["words_per_second"] > 0
@@ -247,8 +246,8 @@ def test_evaluate_model_writes_json_and_markdown(ruler_dir, split_dir, tmp_path)
     assert report["entity_components"] == ["entity_ruler"]
     json_path, md_path = write_report(report, tmp_path / "metrics" / "eval.json")
     assert md_path.name == "eval.md"
-    assert json.loads(json_path.read_text())["overall"]["f"] == pytest.approx(
-        report["overall"]["f"]
+    assert json.loads(json_path.read_text())["overall"]["ents_f"] == pytest.approx(
+        report["overall"]["ents_f"]
     )
     md = md_path.read_text()
     assert "Scored on **dev**" in md and "| news |" in md and "macro (2 domains)" in md
@@ -340,7 +339,7 @@ def test_matrix_markdown_and_heatmap(tmp_path):
         "overrides": {},
         "rows": ["news", "legal", "news+legal"],
         "cols": ["news", "legal"],
-        "f": [[0.5, 0.25], [0.125, None], [0.5, 0.75]],
+        "ents_f": [[0.5, 0.25], [0.125, None], [0.5, 0.75]],
         "row_meta": {
             "news": {"train_domains": ["news"], "joint": False},
             "legal": {"train_domains": ["legal"], "joint": False},
@@ -367,5 +366,5 @@ def test_all_labels_survive_seqeval_parsing():
     ents = [(i, i + 1, lab) for i, lab in enumerate(ONTONOTES_LABELS)]
     gold = [make_doc(words, ents)]
     s = score_docs(gold, [with_ents(gold[0], ents)])
-    assert sorted(s["per_label"]) == sorted(ONTONOTES_LABELS)
-    assert s["f"] == 1.0 and s["spacy"]["f"] == 1.0
+    assert sorted(s["ents_per_type"]) == sorted(ONTONOTES_LABELS)
+    assert s["ents_f"] == 1.0 and s["seqeval"]["ents_f"] == 1.0

@@ -233,7 +233,7 @@ def test_init_pool_and_reinit(tmp_path, assets, session):
     [
         ({"strategy": "nope"}, "Unknown strategy 'nope'"),
         ({"labels": ["PERSON", "CITY"]}, r"Labels \['CITY'\] are not predicted by"),
-        ({"source": "missing-model"}, "is not a trained spaCy pipeline"),
+        ({"source": "missing-model"}, "is not a spaCy pipeline directory"),
         ({"pool": "missing.txt"}, "Pool file .*missing.txt does not exist"),
     ],
 )

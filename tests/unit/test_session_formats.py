@@ -8,7 +8,9 @@ import srsly
 from murmurhash import mrmr
 
 from adaptner.errors import AdaptnerError
+from adaptner.session import answers as answer_files
 from adaptner.session import formats
+from adaptner.session import pool as pool_files
 
 LABELS = ["GPE", "ORGANIZATION", "PERSON"]
 TEXT = "Mette Frederiksen besøgte Aarhus."
@@ -130,12 +132,12 @@ def test_spans_may_end_on_whitespace_tokens(tmp_path, nlp):
 def test_read_pool_text_and_jsonl(tmp_path, nlp):
     txt = tmp_path / "pool.txt"
     txt.write_text("Første sætning.\n\n  Anden sætning her.  \n", encoding="utf8")
-    items = formats.read_pool(txt, nlp.make_doc, nlp.vocab, domain="legal")
+    items = pool_files.read_pool(txt, nlp.make_doc, nlp.vocab, domain="legal")
     assert [i.text for i in items] == ["Første sætning.", "Anden sætning her."]
     assert items[0].domain == "legal" and items[0].offsets == [(0, 6), (7, 14), (14, 15)]
     jl = tmp_path / "pool.jsonl"
     jl.write_text('{"text": "En tekst.", "meta": {"domain": "web"}}\n', encoding="utf8")
-    (item,) = formats.read_pool(jl, nlp.make_doc, nlp.vocab)
+    (item,) = pool_files.read_pool(jl, nlp.make_doc, nlp.vocab)
     assert item.domain == "web"
 
 
@@ -143,16 +145,16 @@ def test_read_pool_errors(tmp_path, nlp):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"txt": "no"}\n', encoding="utf8")
     with pytest.raises(AdaptnerError, match=r"bad.jsonl:2: expected an object with a non-empty"):
-        formats.read_pool(bad, nlp.make_doc, nlp.vocab)
+        pool_files.read_pool(bad, nlp.make_doc, nlp.vocab)
     bad.write_text('{"text": "ok"\n', encoding="utf8")
     with pytest.raises(AdaptnerError, match=r"bad.jsonl:1: invalid JSON"):
-        formats.read_pool(bad, nlp.make_doc, nlp.vocab)
+        pool_files.read_pool(bad, nlp.make_doc, nlp.vocab)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf8")
     with pytest.raises(AdaptnerError, match="holds no sentences"):
-        formats.read_pool(empty, nlp.make_doc, nlp.vocab)
+        pool_files.read_pool(empty, nlp.make_doc, nlp.vocab)
     with pytest.raises(AdaptnerError, match="does not exist"):
-        formats.read_pool(tmp_path / "nope.txt", nlp.make_doc, nlp.vocab)
+        pool_files.read_pool(tmp_path / "nope.txt", nlp.make_doc, nlp.vocab)
 
 
 def test_read_pool_folder_of_documents(tmp_path, nlp):
@@ -164,7 +166,7 @@ def test_read_pool_folder_of_documents(tmp_path, nlp):
     (docs / "a.txt").write_text(a, encoding="utf8")
     (docs / "sub" / "b.txt").write_text(b, encoding="utf8")
     (docs / "notes.md").write_text("Not a document.", encoding="utf8")
-    items = formats.read_pool(docs, nlp.make_doc, nlp.vocab, domain="legal")
+    items = pool_files.read_pool(docs, nlp.make_doc, nlp.vocab, domain="legal")
     assert [(i.source, i.text) for i in items] == [
         ("a.txt:0", "Dom i sag 12"),  # a heading: the blank line ends it
         ("a.txt:14", "Mette Frederiksen besøgte Aarhus."),
@@ -186,10 +188,10 @@ def test_read_pool_folder_errors(tmp_path, nlp):
     folder = tmp_path / "docs"
     folder.mkdir()
     with pytest.raises(AdaptnerError, match=r"docs has no \*\.txt documents"):
-        formats.read_pool(folder, nlp.make_doc, nlp.vocab)
+        pool_files.read_pool(folder, nlp.make_doc, nlp.vocab)
     (folder / "latin1.txt").write_bytes("Bøger.".encode("latin-1"))
     with pytest.raises(AdaptnerError, match=r"latin1.txt: not UTF-8 .* at byte 1"):
-        formats.read_pool(folder, nlp.make_doc, nlp.vocab)
+        pool_files.read_pool(folder, nlp.make_doc, nlp.vocab)
 
 
 # --- answer validation ----------------------------------------------------------------------
@@ -206,7 +208,7 @@ def validate(tmp_path, nlp, lines):
         "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines),
         encoding="utf8",
     )
-    read = formats.validate_answers(path, LABELS, lambda text, h: offsets_of(nlp, text))
+    read = answer_files.validate_answers(path, LABELS, lambda text, h: offsets_of(nlp, text))
     return read.answers, read.errors
 
 
@@ -306,8 +308,8 @@ def test_bad_answer_lines(tmp_path, nlp, line, message):
 def test_not_utf8_and_missing_file(tmp_path, nlp):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(json.dumps({"text": "x", "answer": "ignore"}).encode() + b"\n\xe6\xf8\n")
-    read = formats.validate_answers(path, LABELS, lambda t, h: offsets_of(nlp, t))
+    read = answer_files.validate_answers(path, LABELS, lambda t, h: offsets_of(nlp, t))
     answers, errors = read.answers, read.errors
     assert len(answers) == 1 and errors[0].line == 2 and "not UTF-8" in errors[0].reason
     with pytest.raises(AdaptnerError, match="does not exist"):
-        formats.validate_answers(tmp_path / "nope.jsonl", LABELS, lambda t, h: [])
+        answer_files.validate_answers(tmp_path / "nope.jsonl", LABELS, lambda t, h: [])

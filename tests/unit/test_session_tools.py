@@ -6,6 +6,7 @@ import pytest
 import spacy
 
 from adaptner.errors import AdaptnerError
+from adaptner.session import answers as answer_files
 from adaptner.session import formats
 
 LABELS = ["GPE", "ORGANIZATION", "PERSON", "WORK OF ART"]
@@ -19,7 +20,7 @@ def nlp():
 
 
 def read(path, nlp, **kwargs):
-    return formats.validate_answers(
+    return answer_files.validate_answers(
         path, LABELS, lambda text, h: formats.doc_offsets(nlp.make_doc(text)), **kwargs
     )
 
@@ -201,7 +202,7 @@ def test_unknown_formats_say_what_was_expected(tmp_path, nlp):
         assert message in str(err.value), str(err.value)
     with pytest.raises(AdaptnerError) as err:
         read(cases[0][0], nlp)
-    for name in formats.ANSWER_FORMATS:
+    for name in answer_files.ANSWER_FORMATS:
         assert f"{name}: " in str(err.value)
     conll = tmp_path / "export.conll"
     conll.write_text("-DOCSTART- -X- O\n\nMette -X- _ B-PERSON\n", encoding="utf8")
@@ -240,7 +241,7 @@ def test_forced_format(tmp_path, nlp):
 )
 def test_snap_span(nlp, start, end, expected):
     offsets = formats.doc_offsets(nlp.make_doc(TEXT))
-    assert formats.snap_span(TEXT, offsets, start, end) == expected
+    assert answer_files.snap_span(TEXT, offsets, start, end) == expected
 
 
 def test_snap_reports_each_snap(tmp_path, nlp):

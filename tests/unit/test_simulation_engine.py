@@ -24,7 +24,7 @@ from adaptner.simulation import (
     update_pipeline,
 )
 from adaptner.simulation.engine import Simulation, eval_split_for, make_strategy
-from adaptner.simulation.trainer import restore_weights, snapshot_weights
+from adaptner.update.trainers import restore_weights, snapshot_weights
 
 # --- a tiny corpus: "news" (people and places) and "legal" (laws and organisations) -----------
 
@@ -105,7 +105,7 @@ TINY_MODEL = {
 def make_source_pipeline(path: Path, corpus: Path, epochs: int = 15) -> Path:
     """A small bio_ner pipeline trained on the tiny corpus's news train docs, saved to ``path``."""
     from adaptner.readers import read_docbin
-    from adaptner.simulation.trainer import make_examples
+    from adaptner.update.trainers import make_examples
 
     nlp = spacy.blank("da")
     nlp.add_pipe("bio_ner", config={"model": TINY_MODEL})
@@ -171,13 +171,13 @@ def test_update_pipeline_overfits_two_sentences(tiny):
     corpus, source = tiny
     nlp = spacy.load(source)
     docs = [legal_doc(nlp.vocab, 0), legal_doc(nlp.vocab, 1)]
-    before = score_ner(nlp, docs)["f1"]
+    before = score_ner(nlp, docs)["ents_f"]
     stats = update_pipeline(nlp, docs, epochs=40, seed=1, batch_size=2)
     after = score_ner(nlp, docs)
     assert stats.epochs == 40 and stats.steps == 40 and len(stats.losses) == 40
     assert stats.losses[-1] < stats.losses[0]
-    assert after["f1"] == 1.0 and after["f1"] > before
-    assert set(after["per_label"]) == {"LAW", "ORGANIZATION"}
+    assert after["ents_f"] == 1.0 and after["ents_f"] > before
+    assert set(after["ents_per_type"]) == {"LAW", "ORGANIZATION"}
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -209,7 +209,7 @@ def test_update_pipeline_early_stopping_keeps_best(tiny):
     stats = update_pipeline(nlp, train, dev, epochs=30, patience=2, seed=0, batch_size=4)
     assert len(stats.dev_f1) == stats.epochs
     assert stats.epochs == 30 or stats.epochs - stats.best_epoch == 2
-    assert score_ner(nlp, dev)["f1"] == pytest.approx(max(stats.dev_f1))
+    assert score_ner(nlp, dev)["ents_f"] == pytest.approx(max(stats.dev_f1))
 
 
 def test_update_pipeline_bad_input(tiny):
@@ -231,9 +231,11 @@ def test_score_ner_counts_exact_spans():
     nlp.add_pipe("copy_gold_h6")
     scores = score_ner(nlp, gold)
     # 1 of 2 gold entities predicted, no false positives
-    assert scores["p"] == 1.0 and scores["r"] == 0.5
-    assert scores["f1"] == pytest.approx(2 / 3)
-    assert score_ner(nlp, [])["f1"] == 0.0
+    assert scores["ents_p"] == 1.0 and scores["ents_r"] == 0.5
+    assert scores["ents_f"] == pytest.approx(2 / 3)
+    first = gold[0].ents[0].label_
+    assert scores["ents_per_type"][first] == {"p": 1.0, "r": 1.0, "f": 1.0}
+    assert score_ner(nlp, [])["ents_f"] == 0.0
 
 
 # --- sizes and splits ---------------------------------------------------------------------------

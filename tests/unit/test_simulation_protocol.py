@@ -10,16 +10,16 @@ from spacy.util import fix_random_seed
 
 from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
+from adaptner.scoring import predict
 from adaptner.simulation import ALSettings, plan_sizes, read_records, run_simulation
 from adaptner.simulation.baselines import BaselineConfig, run_baseline
 from adaptner.simulation.engine import Simulation, split_heldout
-from adaptner.simulation.trainer import (
+from adaptner.strategies import get_strategy
+from adaptner.update.trainers import (
     get_round_trainer,
     make_fine_tune,
-    predict,
     trainers_registry,
 )
-from adaptner.strategies import get_strategy
 from tests.unit.test_simulation_engine import (
     PAPER,
     SETTINGS,
@@ -138,7 +138,7 @@ def test_heldout_set_is_never_queried_nor_trained_and_the_same_everywhere(tiny, 
             assert not set(r["new_ids"]) & set(sim.data.heldout_ids)
             assert not set(r["pool_ids"]) & set(sim.data.heldout_ids)
             assert r["eval_set"] == "heldout" and list(r["evals"]) == ["heldout", "dev"]
-            assert r["target_f1"] == r["evals"]["heldout"]["f1"]
+            assert r["target_f1"] == r["evals"]["heldout"]["ents_f"]
             assert r["evals"]["heldout"]["n_docs"] == 8 and r["evals"]["dev"]["n_docs"] == 12
             assert r["heldout_size"] == 8 and r["target_size"] == 32
             digests.add(r["heldout_digest"])

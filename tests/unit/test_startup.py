@@ -295,3 +295,31 @@ def test_missing_trf_stack_stops_training(tmp_path, monkeypatch):
             verbose=False,
         )
     assert not (tmp_path / "out").exists()
+
+
+def modules_after(code: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules starting with one of ``prefixes`` that a fresh interpreter has after ``code``."""
+    probe = (
+        f"{code}\nimport json, sys\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({prefixes!r}))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_sessions_do_not_import_the_simulation_harness():
+    """The annotation product (every session module, the Label Studio backend included) loads
+    neither the simulation package (grid, engine, baselines, curves) nor the Ray backend; the
+    round trainers and the feature cache it shares with the simulation live in adaptner.update."""
+    names = ("loop", "worker", "trainer", "review", "formats", "pool", "answers", "store",
+             "status", "server", "labelstudio")
+    code = "import adaptner.session\n" + "".join(f"import adaptner.session.{n}\n" for n in names)
+    assert modules_after(code, ("adaptner.simulation", "ray")) == []
+
+
+def test_simulation_package_imports_its_parts_on_first_use():
+    loaded = modules_after("import adaptner.simulation.config", ("adaptner.simulation.", "ray"))
+    assert loaded == ["adaptner.simulation.config"]

@@ -171,13 +171,8 @@ def aum_cmd(
     import spacy
     from tqdm import tqdm
 
-    from ..dynamics.aum import (
-        TrainSpec,
-        measure_aum,
-        noise_experiment,
-        noise_markdown,
-        write_flags,
-    )
+    from ..dynamics.aum import TrainSpec, measure_aum, write_flags
+    from ..dynamics.noise import noise_experiment, noise_markdown
     from ..errors import AdaptnerError
     from ..readers import load_domain_docs
     from ..util import claim_output_dir, write_json, write_text

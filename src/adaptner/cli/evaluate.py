@@ -37,7 +37,8 @@ def evaluate_cmd(
         256, "--batch-size", "-b", min=1, help="nlp.pipe batch size (also for the speed figure)."
     ),
 ) -> None:
-    """Span P/R/F per domain and label (seqeval and spaCy's scorer), micro, macro, and speed."""
+    """Span P/R/F per domain and label (spaCy's scorer, checked against seqeval), micro, macro,
+    and speed."""
     from ..evaluation import check_report_output, evaluate_model, format_summary, write_report
 
     if output is not None:

@@ -212,7 +212,7 @@ def import_cmd(
     ignore (JSON_MIN leaves skipped tasks out); an empty annotation is an accept with no
     entities. doccano: every line is an accept (export only the approved examples).
     """
-    from ..session.formats import ANSWER_FORMATS
+    from ..session.answers import ANSWER_FORMATS
     from ..session.loop import import_answers
 
     if fmt is not None and fmt not in ANSWER_FORMATS:

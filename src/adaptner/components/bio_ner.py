@@ -6,7 +6,6 @@ from itertools import islice
 import numpy
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import registry
@@ -16,6 +15,7 @@ from thinc.types import Floats2d
 
 from ..errors import AdaptnerError
 from ..extensions import install_extensions
+from ..scoring import score_examples
 
 DEFAULT_MODEL_CONFIG = """
 [model]
@@ -40,7 +40,7 @@ DECODERS = ("argmax", "viterbi")
 
 def bio_ner_score(examples: Iterable[Example], **kwargs) -> dict[str, object]:
     """Score entities with spaCy's span scorer (ents_p, ents_r, ents_f, ents_per_type)."""
-    return get_ner_prf(examples, **kwargs)
+    return score_examples(examples, **kwargs)
 
 
 @registry.scorers("adaptner.bio_ner_scorer.v1")
@@ -96,6 +96,31 @@ def make_bio_ner(
         distill_weight=distill_weight,
         temperature=temperature,
         scorer=scorer,
+    )
+
+
+def find_bio_ner(
+    nlp: Language,
+    name: str | None = None,
+    *,
+    why: str = (
+        "Query strategies need the per-token probabilities and the model of bio_ner; "
+        "spaCy's `ner` component provides neither."
+    ),
+) -> tuple[str, "BioNER"]:
+    """The (name, component) of the pipeline's first bio_ner (or of the one called ``name``).
+
+    Raises:
+        AdaptnerError: no such component; the message says what needed it (``why``).
+    """
+    for pipe_name, proc in nlp.pipeline:
+        if (name is None or pipe_name == name) and isinstance(proc, BioNER):
+            return pipe_name, proc
+    called = f" called {name!r}" if name else ""
+    raise AdaptnerError(
+        f"The pipeline has no bio_ner component{called} "
+        f"(components: {', '.join(nlp.pipe_names) or 'none'}). {why} "
+        "Train with configs/bio_cnn.cfg."
     )
 
 

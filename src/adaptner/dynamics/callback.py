@@ -10,12 +10,13 @@ from typing import Any
 import numpy
 import srsly
 from spacy.language import Language
-from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import registry, resolve_dot_names
 
 from ..components.bio_ner import BioNER, softmax
+from ..components.bio_ner import find_bio_ner as _find_bio_ner
 from ..errors import AdaptnerError
+from ..scoring import fresh_doc
 from ..util import atomic_path, write_json
 
 #: The manifest of a dynamics directory (tags, snapshots, corpus size).
@@ -32,19 +33,8 @@ _RECORDERS: "weakref.WeakKeyDictionary[Language, DynamicsRecorder]" = weakref.We
 
 
 def find_bio_ner(nlp: Language, name: str | None = None) -> tuple[str, BioNER]:
-    """The (name, component) of the pipeline's bio_ner (the first one, or the one called ``name``).
-
-    Raises:
-        AdaptnerError: no such component, or it is not a bio_ner.
-    """
-    for pipe_name, proc in nlp.pipeline:
-        if (name is None or pipe_name == name) and isinstance(proc, BioNER):
-            return pipe_name, proc
-    wanted = f"a bio_ner component called {name!r}" if name else "a bio_ner component"
-    raise AdaptnerError(
-        f"Recording training dynamics needs {wanted}; the pipeline has "
-        f"{', '.join(nlp.pipe_names) or 'no components'}. Train with configs/bio_cnn.cfg."
-    )
+    """The pipeline's bio_ner (the first one, or the one called ``name``) for recording."""
+    return _find_bio_ner(nlp, name, why="Recording training dynamics needs one.")
 
 
 def margins(logits: numpy.ndarray, gold: numpy.ndarray) -> numpy.ndarray:
@@ -220,14 +210,7 @@ class DynamicsRecorder:
         n_tags = len(self.tags)
         for start in range(0, len(self.examples), self.batch_size):
             batch = self.examples[start : start + self.batch_size]
-            docs = [
-                Doc(
-                    nlp.vocab,
-                    words=[t.text for t in eg.predicted],
-                    spaces=[bool(t.whitespace_) for t in eg.predicted],
-                )
-                for eg in batch
-            ]
+            docs = [fresh_doc(eg.predicted, nlp.vocab) for eg in batch]
             nonempty = [d for d in docs if len(d)]
             results = iter(bio.model.predict(run_upstream(nonempty, nlp, name)) if nonempty else [])
             for doc in docs:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AdaptnerError
-from .e5 import META
+from .e5_reader import META
 
 _SHIM = """#include "e5.c"
 int adaptner_tok_ids(e5_model *m, const char *text, int *out, int cap) {

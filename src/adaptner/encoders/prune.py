@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import tempfile
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,62 @@ import numpy as np
 
 from ..errors import AdaptnerError
 from ..util import atomic_output, load_spacy
-from .e5 import MASK, SPECIALS, pieces_used, prune_ids, sentencepiece_model, xlmr_tokenizer
+from .e5_reader import MASK, META, SPECIALS
+from .e5_tokenizer import sentencepiece_model, xlmr_tokenizer
+
+
+def pieces_used(tokenizer, texts: Iterable[str], batch_size: int = 1000) -> set[int]:
+    """Ids of every piece the tokenizer uses on the texts (specials included)."""
+    used: set[int] = set(SPECIALS.values())
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= batch_size:
+            for enc in tokenizer.encode_batch(batch):
+                used.update(enc.ids)
+            batch = []
+    if batch:
+        for enc in tokenizer.encode_batch(batch):
+            used.update(enc.ids)
+    return used
+
+
+def _in_scripts(piece: str, scripts: tuple[str, ...]) -> bool:
+    """Whether every character of a piece is ASCII or of one of the Unicode scripts (by name)."""
+    for ch in piece.replace(META, ""):
+        if ch.isascii():
+            continue
+        name = unicodedata.name(ch, "")
+        if not any(name.startswith(script + " ") for script in scripts):
+            return False
+    return True
+
+
+def prune_ids(
+    pieces: list[str],
+    used: set[int] | None = None,
+    keep_chars: bool = True,
+    scripts: tuple[str, ...] = (),
+) -> np.ndarray:
+    """Sorted ids to keep when pruning the vocabulary.
+
+    Kept: the specials and ``<mask>``; every piece in ``used`` (e.g. the pieces a corpus uses);
+    every piece written only in ASCII and the given Unicode ``scripts`` (e.g. ``("LATIN",)``:
+    any Latin-script text then tokenizes exactly as with the full vocabulary); and with
+    ``keep_chars`` every single-character piece, so other text still splits into characters
+    rather than ``<unk>``. The unigram optimum of a text whose pieces are all kept is unchanged.
+    """
+    keep = set(used or ()) | set(SPECIALS.values()) | {len(pieces) - 1}
+    for i, p in enumerate(pieces):
+        if i in keep or p in SPECIALS or p == MASK:
+            continue
+        if keep_chars and len(p.replace(META, "")) <= 1:
+            keep.add(i)
+        elif scripts and _in_scripts(p, scripts):
+            keep.add(i)
+    return np.array(sorted(keep), dtype=np.int64)
+
+
 
 
 @dataclass

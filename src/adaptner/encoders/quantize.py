@@ -130,9 +130,9 @@ def quantize_pipeline(
     Raises:
         AdaptnerError: not a transformer pipeline, a bad pattern, an output the policy refuses.
     """
-    from ..util import atomic_output, load_spacy
+    from ..util import atomic_output, load_pipeline
 
-    nlp = load_spacy(model_dir, "Pass a trained transformer pipeline (its model-best).")
+    nlp = load_pipeline(model_dir, "Pass a trained transformer pipeline (its model-best).")
     if FACTORY in nlp.pipe_names:
         raise AdaptnerError(f"{model_dir} already has an {FACTORY} component.")
     if "transformer" not in nlp.pipe_names:

@@ -19,21 +19,23 @@ from spacy.util import get_lang_class
 from spacy.vocab import Vocab, create_vocab
 from tqdm import tqdm
 
+from ..components.bio_ner import find_bio_ner
 from ..errors import AdaptnerError
-from ..extensions import install_extensions
 from ..readers import read_docbin
-from ..simulation.features import feature_dir, save_pipeline
 from ..strategies import get_strategy, select
 from ..strategies.base import QueryStrategy
+from ..update.features import feature_dir, save_pipeline
 from ..util import (
     atomic_path,
-    check_pipeline_trf,
     claim_output_dir,
     write_json,
     write_jsonl,
     write_text,
 )
+from ..util import load_pipeline as load_trained
+from . import answers as answer_files
 from . import formats
+from . import pool as pool_files
 from .status import session_status  # noqa: F401 - re-exported (its home is status.py)
 from .store import Session, SessionStore
 from .trainer import (
@@ -63,30 +65,18 @@ def open_store(db: str | Path, *, create: bool = False) -> SessionStore:
 
 
 def load_pipeline(path: str | Path) -> Language:
-    """Load a trained pipeline that has a ``bio_ner`` component.
+    """A trained pipeline with a ``bio_ner`` component (:func:`adaptner.util.load_pipeline`).
 
     Raises:
-        AdaptnerError: not a pipeline directory, or no bio_ner component.
+        AdaptnerError: not a pipeline directory, cannot be loaded, or no bio_ner component.
     """
-    from ..strategies.common import find_bio_ner
-
-    install_extensions()
-    path = Path(path)
-    if not (path / "config.cfg").exists():
-        raise AdaptnerError(
-            f"{path} is not a trained spaCy pipeline (no config.cfg). Pass a model directory "
-            "such as training/bio_cnn/news/model-best."
-        )
-    check_pipeline_trf(path)
-    nlp = spacy.load(path)
-    find_bio_ner(nlp)
+    nlp = load_trained(path)
+    find_bio_ner(nlp, why="A session needs its per-token probabilities.")
     return nlp
 
 
 def pipeline_labels(nlp: Language) -> list[str]:
     """The entity labels of the pipeline's bio_ner component."""
-    from ..strategies.common import find_bio_ner
-
     return list(find_bio_ner(nlp)[1].labels)
 
 
@@ -223,7 +213,7 @@ def init_session(
                 f"Labels {unknown or labels} are not predicted by {source} (it knows: "
                 f"{', '.join(known)}). Choose --labels from those."
             )
-        items = formats.read_pool(pool, nlp.make_doc, nlp.vocab, domain=domain)
+        items = pool_files.read_pool(pool, nlp.make_doc, nlp.vocab, domain=domain)
         heldout_docs = read_docbin(heldout_path, nlp.vocab) if heldout_path else []
         heldout_hashes = {formats.text_key(d.text) for d in heldout_docs}
         rows = []
@@ -496,10 +486,10 @@ class AnswersRefused(AdaptnerError):
     """``import`` refused lines of an answers file, so nothing was imported.
 
     Attributes:
-        errors: Why, one :class:`formats.LineError` per refused line.
+        errors: Why, one :class:`answer_files.LineError` per refused line.
     """
 
-    def __init__(self, errors: list[formats.LineError], message: str) -> None:
+    def __init__(self, errors: list[answer_files.LineError], message: str) -> None:
         super().__init__(message)
         self.errors = errors
 
@@ -523,7 +513,7 @@ class ImportResult:
     foreign: int = 0
     snaps: list[str] = field(default_factory=list)
     rejects_path: Path | None = None
-    errors: list[formats.LineError] = field(default_factory=list)
+    errors: list[answer_files.LineError] = field(default_factory=list)
 
 
 def heldout_keys(store: SessionStore, session: Session) -> set[int]:
@@ -563,7 +553,8 @@ def import_answers(
     """Validate an answers file and store its answers in one transaction.
 
     The file may be Prodigy JSONL, a Label Studio JSON or JSON_MIN export, or a doccano
-    JSONL export (see :data:`formats.ANSWER_FORMATS`; detected unless ``fmt`` is given).
+    JSONL export (see :data:`adaptner.session.answers.ANSWER_FORMATS`; detected unless
+    ``fmt`` is given).
     Answers for texts of the session's held-out set are always refused; answers for texts
     the session did not hand out are refused unless ``allow_foreign``. Any invalid or
     refused line makes the whole import fail (nothing is stored) with ``file:line: reason``
@@ -596,7 +587,7 @@ def import_answers(
                 tokenizer.append(_tokenizer(session.lang))
             return formats.doc_offsets(tokenizer[0](text))
 
-        read = formats.validate_answers(
+        read = answer_files.validate_answers(
             path,
             session.labels,
             get_offsets,
@@ -609,7 +600,7 @@ def import_answers(
         for a in read.answers:
             if formats.text_key(a.text) in heldout:
                 errors.append(
-                    formats.LineError(
+                    answer_files.LineError(
                         a.line,
                         "this text is in the session's held-out set, which every round is "
                         "evaluated on; answers for held-out texts are never imported",
@@ -619,7 +610,7 @@ def import_answers(
                 )
             elif a.input_hash not in handed_out and not allow_foreign:
                 errors.append(
-                    formats.LineError(
+                    answer_files.LineError(
                         a.line,
                         f"this text was not handed out by session {name!r} (it is in none of "
                         "its batches); pass --allow-foreign to import answers for other texts",

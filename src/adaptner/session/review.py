@@ -1,7 +1,6 @@
 """Batch review: displaCy entities plus a per-token uncertainty highlight, as one HTML page."""
 
 import html
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +11,8 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..errors import AdaptnerError
-from ..util import write_text
+from ..scoring import fresh_doc
+from ..util import read_jsonl, write_text
 from . import formats
 from .loop import load_pipeline, open_store, token_uncertainty
 
@@ -62,16 +62,11 @@ def read_tasks(path: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise AdaptnerError(f"Batch file {path} does not exist.")
     tasks = []
-    for lineno, raw in enumerate(path.read_text(encoding="utf8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            task = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise AdaptnerError(
-                f"{path}:{lineno}: invalid JSON ({e.msg}); review reads Prodigy-format batches "
-                "(the copy under <session dir>/batches/ works for any --format)."
-            ) from None
+    hint = (
+        "Review reads Prodigy-format batches (the copy under <session dir>/batches/ works "
+        "for any --format)."
+    )
+    for lineno, task in read_jsonl(path, objects=False, hint=hint):
         if not isinstance(task, dict) or not isinstance(task.get("text"), str):
             raise AdaptnerError(f'{path}:{lineno}: not a task (an object with "text").')
         tasks.append(task)
@@ -103,9 +98,7 @@ def render_review(
     labels = sorted({s["label"] for t in tasks for s in t.get("spans", [])})
     for task, doc, doc_tags in zip(tasks, docs, tags, strict=True):
         meta = task.get("meta", {})
-        shown = Doc(
-            doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]
-        )
+        shown = fresh_doc(doc, doc.vocab)
         ents = []
         for span in task.get("spans", []):
             ent = shown.char_span(span["start"], span["end"], label=span["label"])

@@ -10,8 +10,9 @@ from spacy.tokens import Doc
 from tqdm import tqdm
 
 from ..errors import AdaptnerError
-from ..simulation.trainer import CachedHead, score_ner
-from ..simulation.trainer import update_pipeline as run_update
+from ..scoring import score_ner
+from ..update.trainers import CachedHead
+from ..update.trainers import update_pipeline as run_update
 
 MODES: tuple[str, ...] = ("warm", "reset")
 
@@ -87,7 +88,7 @@ def prepare_scoring(
 ) -> None:
     """Before a pool is scored: a ``cached_head`` session serves the head cached encoder
     outputs (encoding only docs not cached yet); ``fine_tune`` puts the full pipeline back."""
-    from ..simulation.features import attach, detach
+    from ..update.features import attach, detach
 
     if resolve_trainer(nlp, trainer) == "cached_head":
         attach(nlp, docs, cache_dir=cache_dir)
@@ -107,12 +108,8 @@ def evaluate(nlp: Language, gold: Sequence[Doc]) -> dict[str, Any]:
 
 
 def _metrics(scores: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "ents_p": scores["p"],
-        "ents_r": scores["r"],
-        "ents_f": scores["f1"],
-        "ents_per_type": scores["per_label"],
-    }
+    """The scores a round keeps (:mod:`adaptner.scoring` keys, without the doc count)."""
+    return {k: scores[k] for k in ("ents_p", "ents_r", "ents_f", "ents_per_type")}
 
 
 def update_pipeline(
@@ -127,7 +124,7 @@ def update_pipeline(
 ) -> dict[str, Any]:
     """Update ``nlp`` in place on gold Docs, with early stopping on the held-out Docs.
 
-    The loop itself is the simulation's (:func:`adaptner.simulation.trainer.update_pipeline`):
+    The loop is the round trainers' (:func:`adaptner.update.trainers.update_pipeline`):
     every epoch shuffles the docs (seeded), updates in minibatches with a fresh optimizer
     from the pipeline's config, and scores the held-out set; the best epoch's weights are
     kept. The first epoch always runs, so a round always changes the model. With the

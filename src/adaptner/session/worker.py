@@ -19,7 +19,7 @@ import numpy
 from spacy.language import Language
 
 from ..errors import AdaptnerError
-from ..simulation.features import feature_dir
+from ..update.features import feature_dir
 from .loop import (
     PIPE_BATCH,
     _make_task,

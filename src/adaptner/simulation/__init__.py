@@ -1,27 +1,32 @@
-"""Active-learning simulation: one run (engine), grids (grid), learning-curve reports (curves)."""
+"""Active-learning simulation: one run (engine), grids (grid), learning-curve reports (curves).
 
-from .baselines import BASELINES, BaselineConfig, run_baseline
-from .config import MODES, TIMING_FIELDS, ALSettings, SimulationConfig, load_al_settings
-from .engine import Simulation, plan_sizes, read_records, run_simulation
-from .grid import GridSpec, plan_grid, run_grid
-from .trainer import score_ner, update_pipeline
+The names below are imported on first use (PEP 562): importing one submodule (e.g.
+``adaptner.simulation.config``) does not load the grid, the engine or the Ray backend.
+"""
 
-__all__ = [
-    "BASELINES",
-    "MODES",
-    "TIMING_FIELDS",
-    "ALSettings",
-    "BaselineConfig",
-    "GridSpec",
-    "Simulation",
-    "SimulationConfig",
-    "load_al_settings",
-    "plan_grid",
-    "plan_sizes",
-    "read_records",
-    "run_baseline",
-    "run_grid",
-    "run_simulation",
-    "score_ner",
-    "update_pipeline",
-]
+from ..util import lazy_exports
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "BASELINES": ".baselines",
+    "BaselineConfig": ".baselines",
+    "run_baseline": ".baselines",
+    "MODES": ".config",
+    "TIMING_FIELDS": ".config",
+    "ALSettings": ".config",
+    "SimulationConfig": ".config",
+    "load_al_settings": ".config",
+    "Simulation": ".engine",
+    "plan_sizes": ".engine",
+    "read_records": ".engine",
+    "run_simulation": ".engine",
+    "GridSpec": ".grid",
+    "plan_grid": ".grid",
+    "run_grid": ".grid",
+    "score_ner": "..scoring",
+    "update_pipeline": "..update.trainers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdaptnerError
+from ..update.features import feature_dir
+from ..update.trainers import get_round_trainer, prepare_trainer
 from ..util import write_json
 from .config import ALSettings, SimulationConfig, derive_seed, source_slug
 from .engine import evaluate_sets, load_pipeline, load_run_data, source_domains_for
-from .features import feature_dir
 from .pipelines import TrainTask, ensure_trained
-from .trainer import get_round_trainer, prepare_trainer
 
 #: Baseline kinds:
 #: - source_only: the source pipeline as it is (also round 0 of every run);

@@ -139,10 +139,12 @@ def fraction_to_reach(
 
 def record_evals(rec: dict[str, Any]) -> dict[str, float]:
     """F1 per evaluation set of a record or baseline result: ``evals`` when present (records
-    since the held-out evaluation set), else ``{eval_split: target_f1}`` (older files)."""
+    since the held-out evaluation set), else ``{eval_split: target_f1}`` (older files).
+    An ``evals`` entry holds ``ents_f`` (:mod:`adaptner.scoring`); files written before the
+    scorer was shared hold ``f1`` instead."""
     evals = rec.get("evals")
     if evals:
-        return {name: float(v["f1"]) for name, v in evals.items()}
+        return {name: float(v["ents_f"] if "ents_f" in v else v["f1"]) for name, v in evals.items()}
     return {str(rec.get("eval_split", "dev")): float(rec["target_f1"])}
 
 

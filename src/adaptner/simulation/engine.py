@@ -12,32 +12,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy
-import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..errors import AdaptnerError
-from ..extensions import install_extensions
 from ..readers import available_domains, read_docbin
+from ..scoring import predict, score_ner
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
+from ..update.features import feature_dir
+from ..update.trainers import (
+    get_round_trainer,
+    prepare_trainer,
+    restore_weights,
+    snapshot_weights,
+)
 from ..util import (
     append_jsonl,
     file_lock,
     parse_domains,
-    raise_file_system_error,
     write_json,
     write_text,
 )
+from ..util import load_pipeline as load_trained
 from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed
-from .features import feature_dir
-from .trainer import (
-    get_round_trainer,
-    predict,
-    prepare_trainer,
-    restore_weights,
-    score_ner,
-    snapshot_weights,
-)
 
 # Purposes of derived seeds (with the run seed and the round).
 _POOL, _QUERY, _REPLAY, _TRAIN = 0, 1, 2, 3
@@ -153,17 +150,8 @@ def eval_split_for(corpus_dir: str | Path, target: str, split: str = "auto") -> 
 
 
 def load_pipeline(path: str | Path) -> Language:
-    """Load a trained pipeline, with a clear error when the directory is not one."""
-    install_extensions()
-    path = Path(path)
-    if not (path / "config.cfg").exists():
-        hint = " (did you mean its model-best/?)" if (path / "model-best").is_dir() else ""
-        raise AdaptnerError(f"{path} is not a spaCy pipeline directory{hint}.")
-    try:
-        return spacy.load(path)
-    except Exception as e:  # noqa: BLE001 - spaCy raises many kinds on a broken pipeline
-        raise_file_system_error(e)
-        raise AdaptnerError(f"Cannot load the pipeline {path} ({type(e).__name__}: {e}).") from e
+    """Load the source pipeline of a run (:func:`adaptner.util.load_pipeline`)."""
+    return load_trained(path, "Train the source pipeline first (adaptner train).")
 
 
 @dataclass
@@ -604,14 +592,19 @@ def evaluate_sets(nlp: Language, data: RunData) -> dict[str, Any]:
     main = evals[data.primary]
     source = score_ner(nlp, data.source_eval) if data.source_eval else None
     return {
-        "target_f1": main["f1"],
-        "target_p": main["p"],
-        "target_r": main["r"],
-        "target_per_label": main["per_label"],
+        "target_f1": main["ents_f"],
+        "target_p": main["ents_p"],
+        "target_r": main["ents_r"],
+        "target_per_label": _f_per_type(main),
         "evals": evals,
-        "source_f1": source["f1"] if source else None,
-        "source_per_label": source["per_label"] if source else {},
+        "source_f1": source["ents_f"] if source else None,
+        "source_per_label": _f_per_type(source) if source else {},
     }
+
+
+def _f_per_type(scores: dict[str, Any]) -> dict[str, float]:
+    """F per entity type of a :func:`adaptner.scoring.ner_prf` result."""
+    return {label: v["f"] for label, v in scores["ents_per_type"].items()}
 
 
 def run_simulation(

@@ -8,8 +8,9 @@ from spacy.tokens import Doc
 from spacy.vocab import Vocab
 from thinc.api import Model
 
-from ..components.bio_ner import BioNER
+from ..components.bio_ner import find_bio_ner
 from ..errors import AdaptnerError
+from ..scoring import fresh_doc
 
 #: Token -> sentence aggregations understood by every token-level strategy.
 AGGREGATIONS: tuple[str, ...] = ("mean", "max", "sum")
@@ -47,37 +48,6 @@ def aggregate(token_scores: numpy.ndarray, aggregation: str) -> float:
     if aggregation == "sum":
         return float(numpy.sum(token_scores))
     raise AdaptnerError(f"Unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}.")
-
-
-def find_bio_ner(nlp: Language) -> tuple[str, BioNER]:
-    """The (name, component) of the pipeline's first ``bio_ner`` component.
-
-    Raises:
-        AdaptnerError: the pipeline has no bio_ner component.
-    """
-    for name, proc in nlp.pipeline:
-        if isinstance(proc, BioNER):
-            return name, proc
-    raise AdaptnerError(
-        "The pipeline has no bio_ner component "
-        f"(components: {', '.join(nlp.pipe_names) or 'none'}). "
-        "Query strategies need the per-token probabilities and the model of bio_ner; "
-        "spaCy's `ner` component provides neither. Train with configs/bio_cnn.cfg."
-    )
-
-
-def fresh_doc(doc: Doc, vocab: Vocab) -> Doc:
-    """An unannotated Doc with the same tokens and norms, in ``vocab``.
-
-    The pool doc (which may carry gold entities) is never modified. Token norms are kept
-    because the tokenizer may set them per token (e.g. a no-break space), and they are a
-    model feature.
-    """
-    fresh = Doc(vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
-    for new, old in zip(fresh, doc, strict=True):
-        if new.norm != old.norm:
-            new.norm_ = old.norm_
-    return fresh
 
 
 def _batches(items: list, size: int = BATCH_SIZE):

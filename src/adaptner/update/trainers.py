@@ -1,29 +1,44 @@
-"""In-process fine-tuning and scoring of a loaded pipeline on gold Docs (fast AL rounds)."""
+"""Round trainers: in-process updates of a loaded pipeline on gold Docs (fast AL rounds).
+
+Shared by the simulation (:mod:`adaptner.simulation`) and annotation sessions
+(:mod:`adaptner.session`): ``fine_tune`` (every component learns), ``cached_head`` (the head
+learns on cached encoder outputs, :mod:`adaptner.update.features`) and ``top_layers`` (the
+encoder's top layers and the head learn on cached lower layers). Add a trainer with
+``@trainers_registry.register("name")`` or the ``spacy_al_trainers`` entry point.
+"""
 
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import catalogue
 import numpy
 from spacy.language import Language
-from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import fix_random_seed, minibatch, registry
 
 from ..errors import AdaptnerError
+from ..scoring import fresh_doc, score_ner
 from ..train_loop import apply_weights, collect_weights
-
-if TYPE_CHECKING:
-    from .config import ALSettings
 
 # One guarded registry of per-round trainers (re-import must not fail).
 if not hasattr(registry, "al_trainers"):
     registry.create("al_trainers", entry_points=True)
 trainers_registry: catalogue.Registry = registry.al_trainers  # type: ignore[attr-defined]
+
+
+class RoundSettings(Protocol):
+    """What a round trainer reads of its settings (:class:`adaptner.simulation.ALSettings`
+    has these fields)."""
+
+    epochs: int
+    patience: int
+    batch_size: int
+    dropout: float
+    learn_rate: float | None
 
 
 @dataclass
@@ -39,50 +54,9 @@ class UpdateStats:
     seconds: float = 0.0
 
 
-def fresh_doc(nlp: Language, gold: Doc) -> Doc:
-    """An unannotated Doc with the gold Doc's tokenization (words and spaces), in nlp's vocab."""
-    return Doc(nlp.vocab, words=[t.text for t in gold], spaces=[bool(t.whitespace_) for t in gold])
-
-
 def make_examples(nlp: Language, gold_docs: Iterable[Doc]) -> list[Example]:
     """Training examples: predicted = the gold tokens without annotation, reference = gold."""
-    return [Example(fresh_doc(nlp, gold), gold) for gold in gold_docs]
-
-
-def predict(nlp: Language, gold_docs: Sequence[Doc], *, batch_size: int = 256) -> list[Doc]:
-    """Run the pipeline over fresh copies of ``gold_docs`` (gold tokenization, no gold labels).
-
-    The returned Docs carry the predictions (``doc.ents``, ``doc._.ner_probs`` for bio_ner)
-    and the gold Doc's ``doc._.domain`` / ``doc._.source``.
-    """
-    fresh = []
-    for gold in gold_docs:
-        doc = fresh_doc(nlp, gold)
-        doc._.domain = gold._.domain
-        doc._.source = gold._.source
-        fresh.append(doc)
-    return list(nlp.pipe(fresh, batch_size=batch_size))
-
-
-def score_ner(
-    nlp: Language, gold_docs: Sequence[Doc], *, batch_size: int = 256
-) -> dict[str, object]:
-    """Span precision/recall/F1 (micro) and F1 per label of ``nlp`` on ``gold_docs``.
-
-    Returns:
-        ``{"p", "r", "f1", "per_label": {label: f1}, "n_docs"}``; scores are 0.0 (not None)
-        when there is nothing to score, so records stay numeric.
-    """
-    preds = predict(nlp, gold_docs, batch_size=batch_size)
-    prf = get_ner_prf([Example(p, g) for p, g in zip(preds, gold_docs, strict=True)])
-    per_type = prf.get("ents_per_type") or {}
-    return {
-        "p": float(prf["ents_p"] or 0.0),
-        "r": float(prf["ents_r"] or 0.0),
-        "f1": float(prf["ents_f"] or 0.0),
-        "per_label": {k: float(v["f"]) for k, v in sorted(per_type.items())},
-        "n_docs": len(gold_docs),
-    }
+    return [Example(fresh_doc(gold, nlp.vocab), gold) for gold in gold_docs]
 
 
 def _trainable(nlp: Language) -> list[tuple[str, object]]:
@@ -198,7 +172,7 @@ def update_pipeline(
         dev_f1 = None
         if use_dev:
             dev_scores = score_ner(nlp, dev_docs)  # type: ignore[arg-type]
-            dev_f1 = float(dev_scores["f1"])  # type: ignore[arg-type]
+            dev_f1 = float(dev_scores["ents_f"])
             stats.dev_f1.append(dev_f1)
             if dev_f1 > best_f1:
                 best_f1, best_weights, since_best = dev_f1, snapshot_weights(nlp), 0
@@ -231,7 +205,7 @@ class RoundTrainer(Protocol):
         train_docs: Sequence[Doc],
         dev_docs: Sequence[Doc] | None,
         *,
-        settings: "ALSettings",
+        settings: RoundSettings,
         seed: int,
     ) -> UpdateStats: ...
 
@@ -240,7 +214,7 @@ def update_as_set(
     nlp: Language,
     train_docs: Sequence[Doc],
     dev_docs: Sequence[Doc] | None,
-    settings: "ALSettings",
+    settings: RoundSettings,
     seed: int,
     learn_rate: float | None,
 ) -> UpdateStats:
@@ -267,7 +241,7 @@ def make_fine_tune() -> RoundTrainer:
         train_docs: Sequence[Doc],
         dev_docs: Sequence[Doc] | None,
         *,
-        settings: "ALSettings",
+        settings: RoundSettings,
         seed: int,
     ) -> UpdateStats:
         return update_as_set(nlp, train_docs, dev_docs, settings, seed, settings.learn_rate)
@@ -303,7 +277,7 @@ class CachedHead:
         train_docs: Sequence[Doc],
         dev_docs: Sequence[Doc] | None,
         *,
-        settings: "ALSettings",
+        settings: RoundSettings,
         seed: int,
     ) -> UpdateStats:
         from .features import attach, is_attached
@@ -364,7 +338,7 @@ class TopLayers:
         train_docs: Sequence[Doc],
         dev_docs: Sequence[Doc] | None,
         *,
-        settings: "ALSettings",
+        settings: RoundSettings,
         seed: int,
     ) -> UpdateStats:
         from ..encoders.lower_cache import attached_caches
