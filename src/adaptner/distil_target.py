@@ -140,7 +140,7 @@ def verify_teacher_dir(directory: PathLike, tags: Sequence[str] | None = None) -
             where = f"{path}: doc {i} ({doc.text[:30]!r})"
             if probs is None:
                 raise AdaptnerError(f"{where} has no teacher probabilities.")
-            if doc._.teacher_tags != recorded:
+            if list(doc._.teacher_tags or []) != recorded:
                 raise AdaptnerError(f"{where}: its teacher tags differ from {meta_path}'s.")
             probs = numpy.asarray(probs)
             if probs.shape != (len(doc), len(recorded)):
