@@ -34,20 +34,24 @@ from thinc.types import Floats2d, Ragged
 from .encoders.subwords import Segmenter, mean_vectors
 from .errors import AdaptnerError
 
-#: Each model's segmenter by ``model.id`` (thinc models take no weak references), rebuilt
-#: when the model's piece list changes (after from_bytes).
-_SEGMENTERS: dict[int, tuple[list[str], Segmenter]] = {}
+#: Segmenters of the piece tables in use, most recent last: models with equal tables (one
+#: pipeline loaded twice, the rounds of a simulation) share one, and a few are kept at most.
+_SEGMENTERS: list[tuple[tuple, Segmenter]] = []
+_MAX_SEGMENTERS = 4
 
 
 def segmenter_of(model: Model) -> Segmenter:
-    """The model's segmenter over its stored piece table."""
-    pieces = model.attrs["pieces"]
-    found = _SEGMENTERS.get(model.id)
-    if found is None or found[0] is not pieces:
-        segmenter = Segmenter(pieces, model.attrs["scores"], model.attrs["normalization"])
-        found = (pieces, segmenter)
-        _SEGMENTERS[model.id] = found
-    return found[1]
+    """The segmenter over the model's stored piece table."""
+    key = (model.attrs["pieces"], model.attrs["scores"], model.attrs["normalization"])
+    for i, (known, segmenter) in enumerate(_SEGMENTERS):
+        if all(a is b for a, b in zip(known, key, strict=True)):
+            _SEGMENTERS.append(_SEGMENTERS.pop(i))
+            return segmenter
+    same = [segmenter for known, segmenter in _SEGMENTERS if known == key]
+    segmenter = same[-1] if same else Segmenter(*key)
+    _SEGMENTERS.append((key, segmenter))
+    del _SEGMENTERS[:-_MAX_SEGMENTERS]
+    return segmenter
 
 
 @registry.architectures("adaptner.SubwordVectors.v1")

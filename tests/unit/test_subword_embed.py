@@ -10,6 +10,7 @@ from spacy.util import load_config
 
 import adaptner.subword_embed as subword_embed
 from adaptner.encoders.subwords import UNK_PENALTY, Segmenter, in_charset, mean_vectors
+from tests.unit.test_configs import _flat
 
 ROOT = Path(__file__).resolve().parents[2]
 PIECES = ["▁", "▁kage", "▁ka", "ge", "g", "e", "k", "a", "▁k", "bager", "▁bag", "er", "b", "r",
@@ -100,22 +101,14 @@ def test_layer_output_gradient_and_bytes_round_trip():
     copy = subword_embed.build_subword_vectors(nO=4, encoder="/nowhere", width=3)
     copy.from_bytes(model.to_bytes())
     numpy.testing.assert_array_equal(copy(docs, is_train=False)[0].dataXd, out.dataXd)
+    # an equal table (a pipeline loaded twice) shares the segmenter and its cache
+    assert subword_embed.segmenter_of(copy) is subword_embed.segmenter_of(model)
 
 
 def test_initialize_without_encoder_is_refused():
     model = subword_embed.build_subword_vectors(nO=4, encoder="/no/such/e5", width=3)
     with pytest.raises(Exception, match=r"need the e5 encoder directory.*/no/such/e5"):
         model.initialize()
-
-
-def _flat(config: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def test_e5sub_config_differs_from_the_default_only_in_the_embedding():
