@@ -11,6 +11,7 @@ Three CPU pipelines trained on all DANSK train, selected and scored on dev:
 - ``table_train``: the same with a table of the train word types only (dev words that train
   never had get no vector, as a user's new words);
 - ``subwords``: configs/bio_cnn_e5sub.cfg (every word gets a vector from its pieces).
+- ``baseline`` (with ``--variants``): configs/bio_cnn.cfg, no vectors, at the same steps.
 
 Scores: dev F1 (micro) on all docs, and on the dev docs with at least one word type that train
 does not have ("unseen"). One JSON line per variant to ``<output>/subwords.jsonl``.
@@ -36,6 +37,7 @@ def main(
     """Train, score and record each variant (a trained model in --work is reused)."""
     import spacy
 
+    import adaptner.subword_embed  # noqa: F401 - registers it where entry points are missing
     from adaptner.encoders.vectors import build_vectors, word_types
     from adaptner.evaluation import evaluate_docs, load_eval_docs, load_pipeline
     from adaptner.readers import load_domain_docs
@@ -59,6 +61,8 @@ def main(
                 words = word_types(doc for s in splits for doc in load_domain_docs(s, "all", vocab))
                 build_vectors(encoder, words, table)
             config, overrides = "configs/bio_cnn_e5vec.cfg", {"paths.vectors": str(table)}
+        elif name == "baseline":
+            config, overrides = "configs/bio_cnn.cfg", {}
         else:
             config, overrides = "configs/bio_cnn_e5sub.cfg", {"paths.encoder": str(encoder)}
         overrides["training.max_steps"] = max_steps
