@@ -9,6 +9,7 @@ import pytest
 import spacy
 
 import adaptner  # noqa: F401 - installs extensions and registers functions
+import adaptner.subword_embed  # noqa: F401 - its architectures, also without entry points
 
 ROOT = Path(__file__).resolve().parents[1]
 DANSK_DIR = (ROOT / ".." / "shared" / "data" / "dansk").resolve()

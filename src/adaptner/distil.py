@@ -139,30 +139,49 @@ def label_corpus(
                            output=str(output))
     for path, out_name in files:
         docs = read_docbin(path, nlp.vocab)
-        start = time.perf_counter()
-        docbin = DocBin(store_user_data=True)
-        for doc in label_docs(nlp, docs, batch_size=batch_size, progress=progress,
-                              desc=out_name, drop_gold=drop_gold):
-            docbin.add(doc)
-        seconds = time.perf_counter() - start
-        words = sum(len(doc) for doc in docs)
-        report.seconds += seconds
-        report.docs += len(docs)
-        report.words += words
-        with atomic_path(output / out_name) as tmp:
-            docbin.to_disk(tmp)
-        report.files[out_name] = len(docs)
-        _record_file(output, report.tags, out_name, {
-            "docs": len(docs),
-            "words": words,
-            "seconds": round(seconds, 2),
-            "teacher": str(teacher),
-            "input": str(path),
-            "gold_kept": not drop_gold,
-        })
-        if log is not None:
-            log(f"✔ {len(docs):,} docs of {path} -> {output / out_name}")
+        write_labelled(nlp, docs, output, out_name, report, source=str(path),
+                       batch_size=batch_size, drop_gold=drop_gold, progress=progress, log=log)
     return report
+
+
+def write_labelled(
+    nlp: Language,
+    docs: Sequence[Doc],
+    output: Path,
+    out_name: str,
+    report: TeacherReport,
+    *,
+    source: str,
+    batch_size: int = 32,
+    drop_gold: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Label ``docs`` with the teacher ``nlp``, write ``output/out_name`` atomically, add it to
+    ``output/teacher.json`` and to ``report``."""
+    start = time.perf_counter()
+    docbin = DocBin(store_user_data=True)
+    for doc in label_docs(nlp, docs, batch_size=batch_size, progress=progress,
+                          desc=out_name, drop_gold=drop_gold):
+        docbin.add(doc)
+    seconds = time.perf_counter() - start
+    words = sum(len(doc) for doc in docs)
+    report.seconds += seconds
+    report.docs += len(docs)
+    report.words += words
+    with atomic_path(output / out_name) as tmp:
+        docbin.to_disk(tmp)
+    report.files[out_name] = len(docs)
+    _record_file(output, report.tags, out_name, {
+        "docs": len(docs),
+        "words": words,
+        "seconds": round(seconds, 2),
+        "teacher": report.teacher,
+        "input": source,
+        "gold_kept": not drop_gold,
+    })
+    if log is not None:
+        log(f"✔ {len(docs):,} docs of {source} -> {output / out_name}")
 
 
 def _record_file(output: Path, tags: list[str], name: str, entry: dict) -> None:

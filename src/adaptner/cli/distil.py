@@ -40,6 +40,15 @@ def distil_cmd(
         help="Write the docs without their gold entities: an unlabelled pool (e.g. a target "
         "domain's texts) that the student learns from through the teacher alone.",
     ),
+    target: list[Path] = typer.Option(
+        [],
+        "--target",
+        "-t",
+        help="Unlabelled target text to label too (repeatable): an AL pool .spacy, a corpus "
+        "split folder, a plain-text file (one sentence per line), a JSONL file of "
+        '{"text": ...} lines, or a folder of *.txt documents. Written as '
+        "target-<name>.spacy (soft targets only).",
+    ),
     force: bool = FORCE_OPTION,
 ) -> None:
     """Run a teacher over a corpus on its own tokens and store its BIO probabilities per doc.
@@ -54,6 +63,15 @@ def distil_cmd(
     claim_output_dir(output, "distil", force=force, owned_files=("teacher.json",))
     report = label_corpus(teacher, data, output, domains=domains, batch_size=batch_size,
                           drop_gold=drop_gold, progress=True, log=typer.echo)
+    if target:
+        from ..distil_target import label_target
+
+        extra = label_target(teacher, target, output, batch_size=batch_size, log=typer.echo)
+        report.docs, report.words = report.docs + extra.docs, report.words + extra.words
+        report.seconds += extra.seconds
+    from ..distil_target import verify_teacher_dir
+
+    verify_teacher_dir(output)
     typer.echo(
         f"✔ {report.docs:,} docs, {report.words:,} words labelled by {teacher} in "
         f"{report.seconds:.0f} s ({report.words_per_second:.0f} words/s) -> {output}"

@@ -109,9 +109,9 @@ def piece_mean_vectors(
     n_pieces = 0
     encodings = tok.encode_batch(list(words), add_special_tokens=False)
     for i, enc in enumerate(encodings):
-        ids = [j for j in enc.ids if j != unk and j < len(embeddings)]
-        if len(ids) > 1 and bare is not None:
-            ids = [j for j in ids if j != bare] or ids
+        ids = content_pieces(
+            [j if j != unk and j < len(embeddings) else None for j in enc.ids], bare
+        )
         if not ids:
             continue
         out[i] = embeddings[ids].mean(axis=0)
@@ -127,9 +127,24 @@ def pca(vectors: np.ndarray, width: int) -> np.ndarray:
     """
     if width >= vectors.shape[1]:
         return vectors
-    centered = vectors - vectors.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(centered.astype("float64"), full_matrices=False)
-    return (centered @ vt[:width].T).astype("float32")
+    center, components = pca_projection(vectors, width)
+    return ((vectors - center) @ components.T).astype("float32")
+
+
+def pca_projection(vectors: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean row, top ``width`` principal directions as rows), float32, by a full SVD."""
+    center = vectors.mean(axis=0, keepdims=True, dtype="float64")
+    _, _, vt = np.linalg.svd(vectors.astype("float64") - center, full_matrices=False)
+    return center.astype("float32"), np.ascontiguousarray(vt[:width], dtype="float32")
+
+
+def content_pieces(ids: Sequence[int | None], bare: int | None) -> list[int]:
+    """``ids`` without unknown pieces (``None``), and without the bare ``▁`` when other
+    pieces remain: the pieces a word's vector averages."""
+    kept = [i for i in ids if i is not None]
+    if len(kept) > 1 and bare is not None:
+        kept = [i for i in kept if i != bare] or kept
+    return kept
 
 
 def build_vectors(
