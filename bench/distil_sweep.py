@@ -14,17 +14,16 @@ there is reused: a killed sweep resumes), and is scored on all dev domains and t
 Markdown table (mean ± sd over seeds) to ``<output>/sweep.md``.
 """
 
-import sys
 import time
 from pathlib import Path
 
 import typer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+# Run as a script, Python puts bench/ first on sys.path: the ablation's helpers import as is.
+from ablation import load_results
+from distil_bench import Lever, run_one, table
 
-from ablation import load_results  # noqa: E402
-from distil_bench import Lever, run_one, table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DOMAINS = ["news", "conversation", "legal", "social_media", "web", "wiki_books"]
 
