@@ -15,11 +15,13 @@ from adaptner.simulation.curves import (
     f1_at,
     fraction_to_reach,
     goal_summary,
+    holm,
     load_anchors,
     markdown_report,
     mean_ci,
     summarize_curve,
     t_critical,
+    to_paper_units,
     write_report,
 )
 
@@ -375,3 +377,32 @@ def test_goal_summary_names_clear_winners_per_evaluation_set():
     dev = next(x for x in lines if x.startswith("- [dev]") and "AULC" in x)
     assert held.endswith("(legal): margin; with non-overlapping 95 % CIs: margin")
     assert dev.endswith("(legal): margin; with non-overlapping 95 % CIs: no strategy")
+
+
+def test_aulc_from_round_zero_counts_a_first_batch_that_hurts():
+    # the source scores 0.5; the first 5 % of labels drop it to 0.3, then it recovers
+    fractions, f1 = [0.0, 0.05, 0.10, 0.15], [0.5, 0.3, 0.5, 0.6]
+    labeled_only = aulc(fractions[1:], f1[1:])
+    from_start = aulc(fractions, f1)
+    # trapezoids by hand: (0.4 + 0.4 + 0.55) * 0.05 / 0.15
+    assert from_start == pytest.approx((0.4 + 0.4 + 0.55) * 0.05 / 0.15)
+    assert labeled_only == pytest.approx((0.4 + 0.55) * 0.05 / 0.10)
+    assert from_start < labeled_only  # the drop below the source shows only from round 0
+
+
+def test_holm_matches_a_hand_computed_example():
+    # m = 4: sorted p 0.01, 0.02, 0.03, 0.20 -> 0.04, 0.06, 0.06 (running max of 0.06), 0.20
+    adjusted = holm([0.03, 0.01, 0.20, 0.02])
+    assert adjusted.tolist() == pytest.approx([0.06, 0.04, 0.20, 0.06])
+    assert holm([0.5, 0.9]).tolist() == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([]).size == 0
+    with pytest.raises(AdaptnerError, match="p-values must lie in"):
+        holm([0.1, 1.5])
+
+
+def test_paper_units_are_shares_of_the_whole_target_train_set():
+    # 20 % held out: 5 % of the AL train set is 4 % of all target train docs
+    assert to_paper_units([0.05, 0.5, 1.0], 0.2).tolist() == pytest.approx([0.04, 0.4, 0.8])
+    assert to_paper_units([0.3], 0.0).tolist() == [0.3]
+    with pytest.raises(AdaptnerError, match="eval_holdout"):
+        to_paper_units([0.1], 1.0)

@@ -115,6 +115,36 @@ def aulc(fractions: Sequence[float], f1: Sequence[float]) -> float:
     return area / float(x[-1] - x[0])
 
 
+def to_paper_units(fractions: Sequence[float], eval_holdout: float) -> numpy.ndarray:
+    """Label fractions of the AL train set as shares of the whole target train set.
+
+    The simulation holds ``eval_holdout`` of each target's train docs out for evaluation and
+    counts labels as a share of the rest; the paper's x-axis is a share of all of them.
+    """
+    if not 0 <= eval_holdout < 1:
+        raise AdaptnerError(f"eval_holdout must be in [0, 1), got {eval_holdout}.")
+    return numpy.asarray(fractions, dtype="float64") * (1.0 - eval_holdout)
+
+
+def holm(p_values: Sequence[float]) -> numpy.ndarray:
+    """Holm's step-down adjustment of p-values for comparing several strategies at once.
+
+    The i-th smallest of m p-values is multiplied by (m - i + 1) (i from 1), the running
+    maximum keeps the order, and the result is capped at 1: reject where adjusted <= alpha.
+    """
+    p = numpy.asarray(p_values, dtype="float64")
+    if p.size == 0:
+        return p
+    if numpy.any((p < 0) | (p > 1) | numpy.isnan(p)):
+        raise AdaptnerError(f"p-values must lie in [0, 1], got {p.tolist()}.")
+    order = numpy.argsort(p, kind="stable")
+    m = p.size
+    scaled = numpy.maximum.accumulate(p[order] * (m - numpy.arange(m)))
+    adjusted = numpy.empty_like(p)
+    adjusted[order] = numpy.minimum(scaled, 1.0)
+    return adjusted
+
+
 def f1_at(fractions: Sequence[float], f1: Sequence[float], at: float, tol: float = 0.005) -> float:
     """The curve's F1 at a label fraction (linear interpolation).
 
@@ -189,6 +219,11 @@ class Curve:
         """Fractions and F1 (seeds x rounds) of the rounds with labels (round 0 dropped)."""
         keep = self.fractions > 0
         return self.fractions[keep], self.f1[:, keep]
+
+    def from_start(self) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """Fractions and F1 (seeds x rounds) from round 0, the source model before any label:
+        an AULC over them counts a first batch that makes the model worse."""
+        return self.fractions, self.f1
 
 
 def load_records(input_dir: str | Path) -> list[dict[str, Any]]:
