@@ -182,6 +182,10 @@ def table() -> None:
                  f"{r['wall_seconds'] / 60:.0f}", curve,
                  json.dumps(r["overrides"]) if r["overrides"] else ""]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    notes = [f"- {r['row']} seed {r['seed']}: {r['load_note']}" for r in records
+             if r.get("load_note")]  # fmt: skip
+    if notes:
+        lines += ["", "Notes on wall times:", *notes]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sweep.md").write_text("\n".join(lines) + "\n", encoding="utf8")
     typer.echo("\n".join(lines))
