@@ -174,13 +174,14 @@ def model(
             print(f"{r['model']}: {extra}")
 
 
-#: int8 variants: name -> (keep_fp32 regexes, per_channel).
+#: int8 variants (all linear layers int8 but those matching a keep_fp32 regex): name ->
+#: (keep_fp32 regexes, weight scales per output channel).
 INT8_VARIANTS = {
-    "int8 per-tensor, all linear": ([], False),
-    "int8 per-channel, all linear": ([], True),
-    "int8 per-channel, FFN output fp32": ([r"output\.dense"], True),
-    "int8 per-channel, last 2 layers fp32": ([r"layer\.1[01]\."], True),
-    "int8 per-channel, attention fp32": ([r"attention\."], True),
+    "per-tensor": ([], False),
+    "per-channel": ([], True),
+    "ffn-out-fp32": ([r"output\.dense"], True),
+    "last2-fp32": ([r"layer\.1[01]\."], True),
+    "attention-fp32": ([r"attention\."], True),
 }
 
 
