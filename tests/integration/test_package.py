@@ -363,8 +363,10 @@ def test_transformer_wheel_carries_its_weights(dansk_corpus, fresh_trf_venv, tmp
     # the int8 variant: quantized at load, in the fresh venv, offline
     from adaptner.encoders.quantize import quantize_pipeline
 
-    layers = quantize_pipeline(model, tmp_path / "trf_int8")
-    assert layers == 2 * 6 + 1  # two layers of q/k/v/attention-out/intermediate/out + pooler
+    every = quantize_pipeline(model, tmp_path / "every", keep_fp32=[])
+    assert every == 2 * 6 + 1  # two layers of q/k/v/attention-out/intermediate/out + pooler
+    layers = quantize_pipeline(model, tmp_path / "trf_int8")  # output projections kept fp32
+    assert layers == 2 * 4 + 1
     result = package_pipeline(
         model, packages, int8=True, eval_dir=dansk_corpus / "dev", eval_domains="news"
     )

@@ -217,8 +217,11 @@ def quantize_cmd(
     keep_fp32: list[str] = typer.Option(
         [],
         "--keep-fp32",
-        help="Keep linear layers whose module name matches this regex in fp32 (repeatable), "
-        "e.g. 'output\\.dense' or 'layer\\.11\\.'.",
+        help="Keep linear layers whose module name matches this regex in fp32 (repeatable); "
+        "default: the output projections ('output\\.dense'), which cost most F1 in int8.",
+    ),
+    all_linear: bool = typer.Option(
+        False, "--all-linear", help="Quantize every linear layer (fastest, least accurate)."
     ),
     per_channel: bool = typer.Option(
         True, "--per-channel/--per-tensor", help="int8 weight scales per output channel."
@@ -231,10 +234,10 @@ def quantize_cmd(
     so `spacy.load(OUT, exclude=["int8_transformer"])` gives the fp32 pipeline back. Package it
     with `adaptner package OUT`. Inference only (a quantized layer has no gradient).
     """
-    from ..encoders.quantize import quantize_pipeline
+    from ..encoders.quantize import DEFAULT_KEEP_FP32, quantize_pipeline
 
-    count = quantize_pipeline(
-        model_dir, output, keep_fp32=keep_fp32, per_channel=per_channel, force=force
-    )
-    kept = f", layers matching {keep_fp32} kept in fp32" if keep_fp32 else ""
+    keep = [] if all_linear else (keep_fp32 or list(DEFAULT_KEEP_FP32))
+    count = quantize_pipeline(model_dir, output, keep_fp32=keep, per_channel=per_channel,
+                              force=force)  # fmt: skip
+    kept = f", layers matching {keep} kept in fp32" if keep else ""
     typer.echo(f"✔ {count} linear layers quantized to int8 at load{kept} -> {output}")
