@@ -139,18 +139,20 @@ def _torch_module(shim: Any) -> Any:
     return module if hasattr(module, "named_parameters") else None
 
 
-def _key_name(key: Any, models: dict, shims: dict) -> str | None:
-    """The stable name of an optimizer key ``(id, param name)``."""
-    if not (isinstance(key, tuple) and len(key) == 2):
-        return None
-    ident, param = key
-    if ident in shims:
-        module = _torch_module(shims[ident][1])
-        if module is not None and param in dict(module.named_parameters()):
-            return f"s:{shims[ident][0]}:{param}"
-    if ident in models and models[ident][1].has_param(param):
-        return f"m:{models[ident][0]}:{param}"
-    return None
+def _optimizer_keys(nlp: Language) -> dict[str, tuple[int, str]]:
+    """Stable name -> the optimizer's key ``(model or shim id, parameter name)`` of every
+    parameter of the pipeline (``m:<place>:<name>`` for thinc, ``s:<place>:<name>`` for torch)."""
+    models, shims = _named_nodes(nlp)
+    keys: dict[str, tuple[int, str]] = {}
+    for name, node in models.values():
+        for param in node.param_names:
+            keys[f"m:{name}:{param}"] = (node.id, param)
+    for name, shim in shims.values():
+        module = _torch_module(shim)
+        if module is not None:
+            for param, _ in module.named_parameters():
+                keys[f"s:{name}:{param}"] = (shim.id, param)
+    return keys
 
 
 def _rng_state() -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
@@ -238,19 +240,17 @@ def apply_weights(nlp: Language, arrays: dict[str, Any], where: str = "the snaps
 
 def save_checkpoint(path: Path, nlp: Language, optimizer: Any, state: LoopState) -> None:
     """Write the run's state to ``path`` (a folder, replaced atomically)."""
-    models, shims = _named_nodes(nlp)
     arrays = collect_weights(nlp)
+    stable = {key: name for name, key in _optimizer_keys(nlp).items()}
     counts: dict[str, list[int]] = {}
     for table, values in (("mom1", optimizer.mom1), ("mom2", optimizer.mom2),
                           ("avg", optimizer.averages or {})):  # fmt: skip
         for key, value in values.items():
-            stable = _key_name(key, models, shims)
-            if stable is not None:
-                arrays[f"{table}:{stable}"] = numpy.asarray(value)
+            if key in stable:
+                arrays[f"{table}:{stable[key]}"] = numpy.asarray(value)
     for key, n in optimizer.nr_update.items():
-        stable = _key_name(key, models, shims)
-        if stable is not None:
-            counts[stable] = [int(n), int(optimizer.last_seen.get(key, 0))]
+        if key in stable:
+            counts[stable[key]] = [int(n), int(optimizer.last_seen.get(key, 0))]
     rng_meta, rng_arrays = _rng_state()
     arrays.update(rng_arrays)
     with atomic_path(path, is_dir=True) as tmp:
@@ -297,16 +297,7 @@ def load_checkpoint(path: Path, nlp: Language, optimizer: Any) -> LoopState:
             "train again (or pass --force)."
         ) from None
     apply_weights(nlp, arrays, f"The checkpoint {path}")
-    models, shims = _named_nodes(nlp)
-    stable_to_key: dict[str, Any] = {}
-    for name, node in models.values():
-        for param in node.param_names:
-            stable_to_key[f"m:{name}:{param}"] = (node.id, param)
-    for name, shim in shims.values():
-        module = _torch_module(shim)
-        if module is not None:
-            for param, _ in module.named_parameters():
-                stable_to_key[f"s:{name}:{param}"] = (shim.id, param)
+    stable_to_key = _optimizer_keys(nlp)
     for table, target in (("mom1", optimizer.mom1), ("mom2", optimizer.mom2),
                           ("avg", optimizer.averages)):  # fmt: skip
         prefix = f"{table}:"
@@ -456,18 +447,10 @@ def check_resumable(ckpt: Path, config_text: str) -> LoopState:
     state = read_checkpoint_state(ckpt)
     if state.config != config_text:
         from confection import Config
+        from spacy.util import dict_to_dot
 
-        def flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for k, v in cfg.items():
-                if isinstance(v, dict):
-                    out.update(flat(v, f"{prefix}{k}."))
-                else:
-                    out[f"{prefix}{k}"] = v
-            return out
-
-        old = flat(Config().from_str(state.config, interpolate=False))
-        new = flat(Config().from_str(config_text, interpolate=False))
+        old = dict_to_dot(Config().from_str(state.config, interpolate=False))
+        new = dict_to_dot(Config().from_str(config_text, interpolate=False))
         keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:5])
         raise AdaptnerError(

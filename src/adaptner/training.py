@@ -14,6 +14,7 @@ from confection import Config
 from spacy import util as spacy_util
 from spacy.training.initialize import init_nlp
 
+from .encoders.lower_cache import flush_pipeline_caches
 from .errors import AdaptnerError
 from .extensions import install_extensions
 from .train_loop import CHECKPOINT, check_resumable, read_checkpoint_state, train_loop
@@ -178,18 +179,6 @@ def load_training_config(
         for name in config["nlp"]["pipeline"]:
             config["components"][name] = {"source": str(init_from.resolve())}
     return config
-
-
-def flush_lower_caches(nlp: Any) -> None:
-    """Write the rows that cached lower layers computed since the last flush to disk."""
-    from .encoders.training import transformer_modules
-
-    modules = transformer_modules(nlp)
-    if modules:
-        from .encoders.lower_cache import attached_caches
-
-        for cache in attached_caches(modules):
-            cache.flush()
 
 
 #: The corpus options of the training commands, their config keys and defaults.
@@ -381,9 +370,9 @@ def train_pipeline(
             final = train_loop(
                 nlp, tmp, checkpoint_every=checkpoint_every, resume=bool(resumed_at),
                 stdout=out, stderr=out if not verbose else sys.stderr,
-                on_checkpoint=flush_lower_caches,
+                on_checkpoint=flush_pipeline_caches,
             )  # fmt: skip
-            flush_lower_caches(nlp)
+            flush_pipeline_caches(nlp)
         except Exception as e:
             if type(e).__name__ == "ConfigValidationError":
                 raise AdaptnerError(f"Config {config_path} is invalid:\n{e}") from e

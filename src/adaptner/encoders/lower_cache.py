@@ -299,9 +299,23 @@ def detach(module: Any) -> None:
     delattr(module, _STATE)
 
 
+def attached_cache(module: Any) -> LowerLayerCache | None:
+    """The cache attached to a module, or None."""
+    state = getattr(module, _STATE, None)
+    return None if state is None else state.cache
+
+
 def attached_caches(modules: list[Any]) -> Iterator[LowerLayerCache]:
     """The caches of the given modules that have one attached."""
     for module in modules:
-        state = getattr(module, _STATE, None)
-        if state is not None:
-            yield state.cache
+        cache = attached_cache(module)
+        if cache is not None:
+            yield cache
+
+
+def flush_pipeline_caches(nlp: Any) -> None:
+    """Write the rows the pipeline's cached lower layers computed since the last flush."""
+    from .training import transformer_modules
+
+    for cache in attached_caches(transformer_modules(nlp)):
+        cache.flush()

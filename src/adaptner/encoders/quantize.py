@@ -36,18 +36,25 @@ FACTORY = "int8_transformer"
 DEFAULT_KEEP_FP32 = (r"output\.dense",)
 
 
+def _linear_layers(module: Any, keep_fp32: Iterable[str]) -> list[str]:
+    """Names of the module's ``nn.Linear`` layers that no ``keep_fp32`` regex matches."""
+    import torch
+
+    patterns = [re.compile(p) for p in keep_fp32]
+    return [
+        name
+        for name, sub in module.named_modules()
+        if isinstance(sub, torch.nn.Linear) and not any(p.search(name) for p in patterns)
+    ]
+
+
 def quantize_module(module: Any, keep_fp32: Iterable[str] = (), per_channel: bool = True) -> int:
     """Quantize a PyTorch module's linear layers in place; returns how many were quantized."""
     import torch
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 
-    patterns = [re.compile(p) for p in keep_fp32]
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
-    spec = {
-        name: qconfig
-        for name, sub in module.named_modules()
-        if isinstance(sub, torch.nn.Linear) and not any(p.search(name) for p in patterns)
-    }
+    spec = {name: qconfig for name in _linear_layers(module, keep_fp32)}
     if spec:
         torch.ao.quantization.quantize_dynamic(module, qconfig_spec=spec, dtype=torch.qint8,
                                                inplace=True)  # fmt: skip
@@ -153,4 +160,4 @@ def quantize_pipeline(
     pipe = nlp.add_pipe(FACTORY, after="transformer", config=config)
     with atomic_output(output, "encoder quantize", force=force) as tmp:
         nlp.to_disk(tmp)
-    return pipe.quantize()
+    return sum(len(_linear_layers(m, pipe.keep_fp32)) for m in transformer_modules(nlp))

@@ -94,19 +94,16 @@ def make_adam(
     L2_is_weight_decay: bool = True,
 ) -> Optimizer:
     """Adam whose transformer parameters learn at ``learn_rate × encoder_lr_scale``."""
-    if encoder_lr_scale <= 0:
-        raise AdaptnerError(f"encoder_lr_scale must be > 0, got {encoder_lr_scale}.")
-    return ScaledOptimizer(
+    return make_adam_v2(
         learn_rate,
+        encoder_lr_scale=encoder_lr_scale,
         L2=L2,
         beta1=beta1,
         beta2=beta2,
         eps=eps,
         grad_clip=grad_clip,
-        L2_is_weight_decay=L2_is_weight_decay,
         use_averages=use_averages,
-        use_radam=False,
-        encoder_lr_scale=encoder_lr_scale,
+        L2_is_weight_decay=L2_is_weight_decay,
     )
 
 
@@ -134,20 +131,22 @@ def make_adam_v2(
         raise AdaptnerError(f"layer_decay must be in (0, 1], got {layer_decay}.")
     if encoder_layers < 1:
         raise AdaptnerError(f"encoder_layers must be >= 1, got {encoder_layers}.")
-    optimizer = make_adam(
+    if encoder_lr_scale <= 0:
+        raise AdaptnerError(f"encoder_lr_scale must be > 0, got {encoder_lr_scale}.")
+    return ScaledOptimizer(
         learn_rate,
-        encoder_lr_scale=encoder_lr_scale,
         L2=L2,
         beta1=beta1,
         beta2=beta2,
         eps=eps,
         grad_clip=grad_clip,
-        use_averages=use_averages,
         L2_is_weight_decay=L2_is_weight_decay,
+        use_averages=use_averages,
+        use_radam=False,
+        encoder_lr_scale=encoder_lr_scale,
+        layer_decay=layer_decay,
+        encoder_layers=encoder_layers,
     )
-    optimizer.layer_decay = float(layer_decay)
-    optimizer.encoder_layers = int(encoder_layers)
-    return optimizer
 
 
 def transformer_modules(nlp: Language) -> list:

@@ -249,7 +249,38 @@ def make_fine_tune() -> RoundTrainer:
     return fine_tune
 
 
-class CachedHead:
+class _CachedTrainer:
+    """A round trainer that serves part of the pipeline from a cache: it makes sure the cache
+    is attached, updates at its own constant rate (unless the settings give one), then lets
+    the cache keep what the round computed."""
+
+    #: The learning rate when the settings leave ``learn_rate`` unset (a pipeline's own
+    #: schedule may start at 0 during warm-up, which a round never leaves).
+    default_learn_rate: float
+
+    def ensure_attached(self, nlp: Language) -> None:
+        raise NotImplementedError
+
+    def after_update(self, nlp: Language) -> None:
+        """Called after every round's update (nothing by default)."""
+
+    def __call__(
+        self,
+        nlp: Language,
+        train_docs: Sequence[Doc],
+        dev_docs: Sequence[Doc] | None,
+        *,
+        settings: RoundSettings,
+        seed: int,
+    ) -> UpdateStats:
+        self.ensure_attached(nlp)
+        learn_rate = settings.learn_rate or self.default_learn_rate
+        stats = update_as_set(nlp, train_docs, dev_docs, settings, seed, learn_rate)
+        self.after_update(nlp)
+        return stats
+
+
+class CachedHead(_CachedTrainer):
     """Round trainer ``cached_head``: the encoder stays as the source left it; every round
     retrains only the bio_ner head, on cached token vectors (:mod:`.features`).
 
@@ -271,21 +302,11 @@ class CachedHead:
 
         attach(nlp, docs, cache_dir=cache_dir, progress=progress)
 
-    def __call__(
-        self,
-        nlp: Language,
-        train_docs: Sequence[Doc],
-        dev_docs: Sequence[Doc] | None,
-        *,
-        settings: RoundSettings,
-        seed: int,
-    ) -> UpdateStats:
+    def ensure_attached(self, nlp: Language) -> None:
         from .features import attach, is_attached
 
         if not is_attached(nlp):
             attach(nlp)
-        learn_rate = settings.learn_rate or self.default_learn_rate
-        return update_as_set(nlp, train_docs, dev_docs, settings, seed, learn_rate)
 
 
 @trainers_registry.register("cached_head")
@@ -294,7 +315,7 @@ def make_cached_head() -> RoundTrainer:
     return CachedHead()
 
 
-class TopLayers:
+class TopLayers(_CachedTrainer):
     """Round trainer ``top_layers``: the embeddings and all but the top ``train_layers`` layers
     of the encoder are frozen and cached (:mod:`adaptner.encoders.lower_cache`; at least one
     layer is cached); every round fine-tunes the top layers and the head (the real model, at a
@@ -317,7 +338,7 @@ class TopLayers:
     def prepare(
         self, nlp: Language, docs: Sequence[Doc], *, cache_dir: Any = None, progress: bool = False
     ) -> None:
-        from ..encoders.lower_cache import attach, attached_caches
+        from ..encoders.lower_cache import attach, attached_cache
         from ..encoders.training import transformer_modules
 
         modules = transformer_modules(nlp)
@@ -327,29 +348,18 @@ class TopLayers:
                 "none. Use fine_tune."
             )
         for module in modules:
-            if not list(attached_caches([module])):
+            if attached_cache(module) is None:
                 directory = None if cache_dir is None else Path(cache_dir) / "lower"
                 n_layers = len(module.encoder.layer)
                 attach(module, max(1, n_layers - self.train_layers), directory)
 
-    def __call__(
-        self,
-        nlp: Language,
-        train_docs: Sequence[Doc],
-        dev_docs: Sequence[Doc] | None,
-        *,
-        settings: RoundSettings,
-        seed: int,
-    ) -> UpdateStats:
-        from ..encoders.lower_cache import attached_caches
-        from ..encoders.training import transformer_modules
-
+    def ensure_attached(self, nlp: Language) -> None:
         self.prepare(nlp, ())
-        learn_rate = settings.learn_rate or self.default_learn_rate
-        stats = update_as_set(nlp, train_docs, dev_docs, settings, seed, learn_rate)
-        for cache in attached_caches(transformer_modules(nlp)):
-            cache.flush()  # the rows this round computed, for the next run
-        return stats
+
+    def after_update(self, nlp: Language) -> None:
+        from ..encoders.lower_cache import flush_pipeline_caches
+
+        flush_pipeline_caches(nlp)  # the rows this round computed, for the next run
 
 
 @trainers_registry.register("top_layers")
