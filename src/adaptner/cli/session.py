@@ -34,6 +34,18 @@ TRAINER_OPTION = typer.Option(
     "trains on cached encoder outputs: seconds per round on a CPU), else fine_tune "
     "(every component learns).",
 )
+SOURCE_REPLAY_OPTION = typer.Option(
+    None,
+    "--source-replay",
+    min=0.0,
+    help="Source docs (from `session init --source-docs`) added per answer in the round's "
+    "training set, warm and reset, a fresh seeded sample every round, so the model keeps "
+    "what it knew on the source; 0 = off. Default 1.0 (a session without source docs "
+    "replays none).",
+)
+SOURCE_REPLAY_MAX_OPTION = typer.Option(
+    None, "--source-replay-max", min=0, help="At most this many source docs per round (0 = no cap)."
+)
 DB_OPTION = typer.Option(
     Path("adaptner.db"),
     "--db",
@@ -93,6 +105,13 @@ def init_cmd(
     session_dir: Path | None = typer.Option(
         None, "--dir", help="Where rounds and batch copies go (default training/sessions/<name>)."
     ),
+    source_docs: Path | None = typer.Option(
+        None,
+        "--source-docs",
+        help="Gold DocBin of the source domain (e.g. corpus/train/news.spacy, what the source "
+        "pipeline was trained on): every round replays a sample of it (--source-replay) so "
+        "the model does not forget the source. Its labels must be the session's.",
+    ),
     db: Path = DB_OPTION,
 ) -> None:
     """Create a session: source pipeline + target pool + strategy + label set."""
@@ -111,6 +130,7 @@ def init_cmd(
         session_dir=session_dir,
         domain=domain,
         limit=limit,
+        source_docs=source_docs,
     )
     s = result.session
     if not result.created:
@@ -126,6 +146,9 @@ def init_cmd(
         extra.append(f"{result.heldout_overlap} held-out sentences left out")
     if result.heldout_f is not None:
         extra.append(f"source held-out F1 {result.heldout_f:.3f}")
+    if result.source_docs:
+        held = f", {result.source_heldout} held-out ones never" if result.source_heldout else ""
+        extra.append(f"{result.source_docs} source docs to replay{held}")
     note = f" ({'; '.join(extra)})" if extra else ""
     typer.echo(
         f"✔ session {name!r} in {db}: {result.pool_size} pool sentences, strategy "
@@ -269,10 +292,13 @@ def train_cmd(
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Docs per update."),
     trainer: str = TRAINER_OPTION,
+    source_replay: float | None = SOURCE_REPLAY_OPTION,
+    source_replay_max: int | None = SOURCE_REPLAY_MAX_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
-    """Train the next round on the accepted answers; it becomes the current model."""
-    from ..session.loop import train_round
+    """Train the next round on the accepted answers (plus replayed source docs); it becomes
+    the current model."""
+    from ..session.loop import require_source_docs, train_round
 
     settings = round_settings(
         mode,
@@ -281,13 +307,17 @@ def train_cmd(
         replay=replay,
         batch_size=batch_size,
         trainer=trainer,
+        source_replay=source_replay,
+        source_replay_max=source_replay_max,
     )
+    require_source_docs(db, name, source_replay)
     r = train_round(db, name, mode=mode, settings=settings, progress=True)
     f = r.metrics.get("ents_f")
     score = f", held-out F1 {f:.3f}" if f is not None else " (no held-out set)"
     typer.echo(
         f"✔ round {r.round} ({mode}): {r.metrics['n_train']} docs "
-        f"({r.metrics['n_new']} new), {r.metrics['epochs']} epochs, "
+        f"({r.metrics['n_new']} new, {r.metrics['n_source_replay']} from the source), "
+        f"{r.metrics['epochs']} epochs, "
         f"{r.metrics['seconds']:.1f} s{score} -> {r.model_dir}"
     )
 
@@ -323,13 +353,17 @@ def status_cmd(
         f"ignored {c['ignored']}; {c['replaced']} replaced by newer answers) · "
         f"remaining {c['remaining']}"
     )
-    typer.echo(f"{'round':>5}  {'mode':<6}  {'docs':>5}  {'new':>4}  {'F1':>6}  {'sec':>6}")
+    typer.echo(
+        f"{'round':>5}  {'mode':<6}  {'docs':>5}  {'new':>4}  {'source':>6}  {'F1':>6}  {'sec':>6}"
+    )
     for r in st["rounds"]:
         f1 = f"{100 * r['ents_f']:.1f}" if r["ents_f"] is not None else "-"
         sec = f"{r['seconds']:.1f}" if r["seconds"] is not None else "-"
         new = r["n_new"] if r["n_new"] is not None else "-"
+        src = r["n_source_replay"] if r["n_source_replay"] is not None else "-"
         typer.echo(
-            f"{r['round']:>5}  {r['mode']:<6}  {r['n_train']:>5}  {new:>4}  {f1:>6}  {sec:>6}"
+            f"{r['round']:>5}  {r['mode']:<6}  {r['n_train']:>5}  {new:>4}  {src:>6}  {f1:>6}  "
+            f"{sec:>6}"
         )
 
 
@@ -390,12 +424,20 @@ def loop_cmd(
         0.0, "--timeout", min=0.0, help="Give up waiting after this many seconds (0 = never)."
     ),
     trainer: str = TRAINER_OPTION,
+    source_replay: float | None = SOURCE_REPLAY_OPTION,
+    source_replay_max: int | None = SOURCE_REPLAY_MAX_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
     """Chain next -> wait for the answers -> import -> train -> next, automatically."""
-    from ..session.loop import run_loop
+    from ..session.loop import require_source_docs, run_loop
 
-    settings = round_settings(mode, trainer=trainer)
+    settings = round_settings(
+        mode,
+        trainer=trainer,
+        source_replay=source_replay,
+        source_replay_max=source_replay_max,
+    )
+    require_source_docs(db, name, source_replay)
     run_loop(
         db,
         name,
@@ -451,13 +493,17 @@ def serve_cmd(
         help="Widen an annotated span that starts or ends inside a word to whole tokens "
         "instead of refusing the annotation.",
     ),
+    source_replay: float | None = SOURCE_REPLAY_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
     """Run a Label Studio ML backend for the session: pre-annotations from the newest model,
     scores that sort tasks by the query strategy, and a model that learns from every
     submitted annotation (connect it in the project's Settings > Model; needs the serve
     extra of adaptner)."""
-    settings = round_settings(mode, trainer=trainer)
+    settings = round_settings(mode, trainer=trainer, source_replay=source_replay)
+    from ..session.loop import require_source_docs
+
+    require_source_docs(db, name, source_replay)
     try:
         from ..session.server import serve
     except ImportError as e:

@@ -165,6 +165,20 @@ def simulate_cmd(
     replay_fraction: float | None = typer.Option(
         None, "--replay-fraction", help="warm: share of earlier labels replayed per round."
     ),
+    source_replay: float | None = typer.Option(
+        None,
+        "--source-replay",
+        min=0.0,
+        help="Source docs (the source domains' train docs) added to every round's training "
+        "set per target doc in it, a fresh seeded sample each round, reset and warm "
+        "(0 = off; the AL config's default 1.0 keeps the source's knowledge).",
+    ),
+    source_replay_max: int | None = typer.Option(
+        None,
+        "--source-replay-max",
+        min=0,
+        help="At most this many source docs per round (0 = no cap).",
+    ),
     train_limit: int | None = typer.Option(
         None, "--train-limit", help="Use only the first N target train docs (quick runs)."
     ),
@@ -194,6 +208,8 @@ def simulate_cmd(
         batch_size=batch_size,
         learn_rate=learn_rate,
         replay_fraction=replay_fraction,
+        source_replay=source_replay,
+        source_replay_max=source_replay_max,
         train_limit=train_limit,
         eval_limit=eval_limit,
     )
@@ -222,7 +238,12 @@ def simulate_cmd(
     typer.echo(
         f"Protocol {settings.protocol}: pool {pool_desc} ({fresh}); {settings.query_fraction:.0%} "
         f"per round; budget {settings.budget:.0%}; {settings.epochs} epochs per round; "
-        f"evaluation set: {settings.eval_holdout:.0%} of the target train set held out"
+        f"evaluation set: {settings.eval_holdout:.0%} of the target train set held out; "
+        + (
+            f"{settings.source_replay:g} source docs replayed per target doc"
+            if settings.source_replay
+            else "no source replay"
+        )
     )
     plan = run_grid(
         spec,

@@ -25,6 +25,7 @@ from ..readers import read_docbin
 from ..strategies import get_strategy, select
 from ..strategies.base import QueryStrategy
 from ..update.features import feature_dir, save_pipeline
+from ..update.replay import sample_replay
 from ..util import (
     atomic_path,
     claim_output_dir,
@@ -52,6 +53,8 @@ DEFAULT_DB = "adaptner.db"
 N_UNCERTAIN_TOKENS = 3
 #: Docs per batch when the pipeline processes the pool.
 PIPE_BATCH = 256
+#: Stream of a round's random generator that draws the source replay sample.
+_SOURCE_REPLAY = 1
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -130,6 +133,94 @@ class InitResult:
     duplicates: int = 0
     heldout_overlap: int = 0
     heldout_f: float | None = None
+    source_docs: int = 0
+    source_heldout: int = 0
+
+
+# --- source docs (replayed with every round) ---------------------------------------------
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_source_docs(path: Path, vocab: Vocab, labels: Sequence[str]) -> list[Doc]:
+    """The labelled source docs given at ``session init --source-docs``: a readable DocBin with
+    at least one doc, whose entity labels are all in the session's label set.
+
+    Raises:
+        AdaptnerError: a missing, unreadable or empty file, or entity labels outside the
+            session's label set (the file and the labels named).
+    """
+    example = "e.g. corpus/train/news.spacy, the docs the source pipeline was trained on"
+    if path.is_dir():
+        raise AdaptnerError(f"--source-docs {path} is a directory; pass a DocBin ({example}).")
+    if not path.exists():
+        raise AdaptnerError(f"--source-docs {path} does not exist; pass a DocBin ({example}).")
+    try:
+        docs = read_docbin(path, vocab)
+    except AdaptnerError as e:
+        raise AdaptnerError(f"--source-docs: {e}") from None
+    if not docs:
+        raise AdaptnerError(f"--source-docs {path} holds no documents; pass a DocBin ({example}).")
+    counts: dict[str, int] = {}
+    for doc in docs:
+        for ent in doc.ents:
+            if ent.label_ not in labels:
+                counts[ent.label_] = counts.get(ent.label_, 0) + 1
+    if counts:
+        found = ", ".join(f"{label} ({n} spans)" for label, n in sorted(counts.items()))
+        raise AdaptnerError(
+            f"--source-docs {path} has entity labels outside the session's label set "
+            f"({', '.join(labels)}): {found}. Pass source docs annotated with the session's "
+            "labels only, or leave out --labels to use every label of the source pipeline."
+        )
+    return docs
+
+
+def session_source_docs(store: SessionStore, session: Session, vocab: Vocab) -> list[Doc]:
+    """The session's source docs (none without ``--source-docs``), minus held-out texts.
+
+    Raises:
+        AdaptnerError: the file is gone or changed since ``init`` (named, with the remedy).
+    """
+    spec = session.settings.get("source_docs")
+    if not spec:
+        return []
+    path = Path(spec["path"])
+    remedy = "Restore it, or train with --source-replay 0."
+    if not path.is_file():
+        raise AdaptnerError(
+            f"{path}, the source docs of session {session.name!r} (session init "
+            f"--source-docs), is gone. {remedy}"
+        )
+    if file_sha256(path) != spec["sha256"]:
+        raise AdaptnerError(
+            f"{path}, the source docs of session {session.name!r}, changed since `session "
+            f"init` recorded it (its SHA-256 differs). {remedy}"
+        )
+    held = store.heldout_hashes(session.id)
+    return [d for d in read_docbin(path, vocab) if formats.text_key(d.text) not in held]
+
+
+def require_source_docs(db: str | Path, name: str, ratio: float | None) -> None:
+    """Refuse an explicit source replay ratio above 0 for a session without source docs.
+
+    Raises:
+        AdaptnerError: the session has no ``--source-docs`` (with the remedy).
+    """
+    if not ratio:
+        return
+    store = open_store(db)
+    try:
+        session = store.get_session(name)
+    finally:
+        store.close()
+    if not session.settings.get("source_docs"):
+        raise AdaptnerError(
+            f"--source-replay {ratio:g}: session {name!r} has no source docs to replay. "
+            "Create a session with `adaptner session init ... --source-docs <the source's "
+            "gold DocBin, e.g. corpus/train/news.spacy>`, or leave out --source-replay."
+        )
 
 
 def init_session(
@@ -146,8 +237,14 @@ def init_session(
     session_dir: str | Path | None = None,
     domain: str | None = None,
     limit: int = 0,
+    source_docs: str | Path | None = None,
 ) -> InitResult:
     """Create a named session: source pipeline + target pool + strategy + label set.
+
+    ``source_docs`` is a gold DocBin of the source (e.g. the train docs of the source
+    pipeline): every round replays a sample of it (``UpdateSettings.source_replay``) so the
+    model keeps what it knew. Its path and SHA-256 are stored; its labels must be the
+    session's.
 
     The pool (DocBin with gold entities dropped, JSONL of texts, or plain text one sentence
     per line) is stored in the database with each sentence's index, domain and input hash;
@@ -170,6 +267,7 @@ def init_session(
         source = Path(source).resolve()
         pool = Path(pool).resolve()
         heldout_path = Path(heldout).resolve() if heldout else None
+        source_docs_path = Path(source_docs).resolve() if source_docs else None
         params = dict(strategy_params or {})
         existing = store.find_session(name) if store is not None else None
         if store is not None and existing is not None:
@@ -180,6 +278,7 @@ def init_session(
                 "strategy": strategy,
                 "strategy_params": params,
                 "seed": seed,
+                "source_docs": str(source_docs_path) if source_docs_path else None,
             }
             have = {
                 "source": existing.source,
@@ -188,6 +287,7 @@ def init_session(
                 "strategy": existing.strategy,
                 "strategy_params": existing.strategy_params,
                 "seed": existing.seed,
+                "source_docs": (existing.settings.get("source_docs") or {}).get("path"),
             }
             if labels is not None:
                 wanted["labels"], have["labels"] = list(labels), existing.labels
@@ -213,6 +313,9 @@ def init_session(
                 f"Labels {unknown or labels} are not predicted by {source} (it knows: "
                 f"{', '.join(known)}). Choose --labels from those."
             )
+        replay_docs = (
+            read_source_docs(source_docs_path, nlp.vocab, labels) if source_docs_path else []
+        )
         items = pool_files.read_pool(pool, nlp.make_doc, nlp.vocab, domain=domain)
         heldout_docs = read_docbin(heldout_path, nlp.vocab) if heldout_path else []
         heldout_hashes = {formats.text_key(d.text) for d in heldout_docs}
@@ -233,6 +336,13 @@ def init_session(
                 break
         if not rows:
             raise AdaptnerError(f"Pool {pool} has no sentences left after removing held-out ones.")
+        settings: dict[str, Any] = {"domain": domain, "limit": limit}
+        if source_docs_path is not None:
+            settings["source_docs"] = {
+                "path": str(source_docs_path),
+                "sha256": file_sha256(source_docs_path),
+                "n_docs": len(replay_docs),
+            }
         metrics: dict[str, Any] = {}
         if heldout_docs:
             metrics = evaluate(nlp, heldout_docs)
@@ -256,7 +366,7 @@ def init_session(
                     lang=nlp.lang,
                     seed=seed,
                     session_dir=str(sdir),
-                    settings={"domain": domain, "limit": limit},
+                    settings=settings,
                 )
                 store.add_pool(conn, sid, rows)
                 store.add_heldout(conn, sid, sorted(heldout_hashes))
@@ -281,6 +391,8 @@ def init_session(
             duplicates=duplicates,
             heldout_overlap=overlap,
             heldout_f=metrics.get("ents_f"),
+            source_docs=len(replay_docs),
+            source_heldout=sum(formats.text_key(d.text) in heldout_hashes for d in replay_docs),
         )
     finally:
         if store is not None:
@@ -737,10 +849,13 @@ def train_round(
 
     ``warm`` continues from the current model on the answers not trained on yet plus a
     seeded sample of earlier ones (``settings.replay``); ``reset`` retrains from the source
-    pipeline on every accepted answer. Both early-stop on the held-out set if the session
-    has one. The model is saved to ``<session dir>/rounds/<k>/model`` through a temporary
-    directory that is renamed inside the store's write transaction, so a killed run never
-    leaves a half-trained model current.
+    pipeline on every accepted answer. In both, a session with source docs (``init
+    --source-docs``) adds ``settings.source_replay`` of them per answer trained on (a sample
+    seeded by the session seed and the round). Both early-stop on the held-out set if the
+    session has one. This is the one round update of ``session train``, ``session loop`` and
+    the Label Studio backend (:mod:`adaptner.session.worker`). The model is saved to
+    ``<session dir>/rounds/<k>/model`` through a temporary directory that is renamed inside
+    the store's write transaction, so a killed run never leaves a half-trained model current.
 
     Args:
         nlp: The current model if the caller has it loaded (warm mode only).
@@ -783,9 +898,19 @@ def train_round(
             nlp = load_pipeline(session.source)
         heldout = read_docbin(session.heldout_path, nlp.vocab) if session.heldout_path else None
         docs = [_gold_doc(nlp.vocab, a) for a in train_answers]
+        source_docs: list[Doc] = []
+        if settings.source_replay:
+            rng = numpy.random.default_rng([session.seed, new_round, _SOURCE_REPLAY])
+            source_docs = sample_replay(
+                session_source_docs(store, session, nlp.vocab),
+                len(docs),
+                settings.source_replay,
+                rng,
+                settings.source_replay_max,
+            )
         metrics = update_pipeline(
             nlp,
-            docs,
+            [*docs, *source_docs],
             heldout,
             settings,
             seed=session.seed + new_round,
@@ -797,6 +922,7 @@ def train_round(
                 "mode": mode,
                 "n_new": len(fresh),
                 "n_replay": len(train_answers) - len(fresh) if mode == "warm" else 0,
+                "n_source_replay": len(source_docs),
                 "from_model": current.model_dir if mode == "warm" else session.source,
             }
         )
@@ -822,7 +948,7 @@ def train_round(
                 round=new_round,
                 mode=mode,
                 model_dir=str(round_dir / "model"),
-                n_train=len(train_answers),
+                n_train=len(docs) + len(source_docs),
                 metrics=metrics,
             )
             store.mark_trained(conn, [a.id for a in fresh], new_round)

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from ..errors import AdaptnerError
 from ..scoring import score_ner
+from ..update.replay import DEFAULT_SOURCE_REPLAY, check_ratio
 from ..update.trainers import CachedHead
 from ..update.trainers import update_pipeline as run_update
 
@@ -36,6 +37,10 @@ class UpdateSettings:
         replay: Warm mode: at most this many earlier accepted answers are replayed with
             the new ones (sampled with the session seed). Reset mode ignores it.
         trainer: One of :data:`TRAINERS`.
+        source_replay: Source docs (from ``session init --source-docs``) added per answer in
+            the round's training set, in both modes, a fresh sample (session seed, round)
+            every round; 0 = off. A session without source docs replays none.
+        source_replay_max: At most this many source docs per round (0 = no cap).
     """
 
     max_epochs: int = 20
@@ -44,6 +49,11 @@ class UpdateSettings:
     dropout: float | None = None
     replay: int = 300
     trainer: str = "auto"
+    source_replay: float = DEFAULT_SOURCE_REPLAY
+    source_replay_max: int = 0
+
+    def __post_init__(self) -> None:
+        check_ratio(self.source_replay, self.source_replay_max)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for the store and metrics)."""

@@ -10,7 +10,13 @@ from ..errors import AdaptnerError
 from ..update.features import feature_dir
 from ..update.trainers import get_round_trainer, prepare_trainer
 from ..util import write_json
-from .config import ALSettings, SimulationConfig, derive_seed, source_slug
+from .config import (
+    ALSettings,
+    SimulationConfig,
+    derive_seed,
+    source_slug,
+    with_legacy_settings,
+)
 from .engine import evaluate_sets, load_pipeline, load_run_data, source_domains_for
 from .pipelines import TrainTask, ensure_trained
 
@@ -144,7 +150,7 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
         except json.JSONDecodeError:
             old = None
         if old is not None:
-            if old.get("params") != params:
+            if with_legacy_settings(old.get("params") or {}) != params:
                 raise AdaptnerError(
                     f"{path} was written with different parameters; delete it or write to "
                     "another --output directory."

@@ -10,6 +10,7 @@ from typing import Any
 from confection import Config
 
 from ..errors import AdaptnerError
+from ..update.replay import DEFAULT_SOURCE_REPLAY, check_ratio
 from ..util import closest_hint, find_config
 
 #: Retraining modes: start again from the source pipeline on all labels, or continue.
@@ -27,6 +28,16 @@ HELDOUT = "heldout"
 
 #: Special source spec: every domain except the run's target.
 ALL_BUT_TARGET = "all-but-target"
+
+#: Settings added after runs were first recorded, with the value every run had before they
+#: existed: a record, baseline or folder file without the key is read with this value.
+LEGACY_SETTINGS: dict[str, Any] = {"source_replay": 0.0, "source_replay_max": 0}
+
+
+def with_legacy_settings(stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored parameters or settings with every key of :data:`LEGACY_SETTINGS` they lack."""
+    return {**LEGACY_SETTINGS, **stored}
+
 
 #: Record fields that measure time; they differ between identical runs.
 TIMING_FIELDS = ("train_seconds", "score_seconds", "eval_seconds", "round_seconds")
@@ -60,6 +71,11 @@ class ALSettings:
         dropout: Dropout during retraining.
         learn_rate: Learning rate of the retraining optimizer (None = the pipeline config's).
         replay_fraction: ``warm`` mode: share of the earlier labels replayed with each new batch.
+        source_replay: Source replay: labelled source docs (the source domains' train docs,
+            never the target's) added to every round's training set, per target doc in it
+            (0 = off), a fresh seeded sample each round, in both modes
+            (:mod:`adaptner.update.replay`).
+        source_replay_max: At most this many source docs per round (0 = no cap).
         train_limit: Use only the first N target train docs (0 = all; for quick tests).
         eval_limit: Evaluate on only the first N docs per evaluation set (0 = all).
     """
@@ -77,6 +93,8 @@ class ALSettings:
     dropout: float = 0.1
     learn_rate: float | None = None
     replay_fraction: float = 0.5
+    source_replay: float = DEFAULT_SOURCE_REPLAY
+    source_replay_max: int = 0
     train_limit: int = 0
     eval_limit: int = 0
 
@@ -93,6 +111,7 @@ class ALSettings:
                 raise AdaptnerError(f"{name} must be in (0, 1], got {value}.")
         if not 0.0 <= self.replay_fraction <= 1.0:
             raise AdaptnerError(f"replay_fraction must be in [0, 1], got {self.replay_fraction}.")
+        check_ratio(self.source_replay, self.source_replay_max)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise AdaptnerError(f"{name} must be at least 1, got {getattr(self, name)}.")

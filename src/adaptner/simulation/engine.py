@@ -20,6 +20,7 @@ from ..readers import available_domains, read_docbin
 from ..scoring import predict, score_ner
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
 from ..update.features import feature_dir
+from ..update.replay import sample_replay
 from ..update.trainers import (
     get_round_trainer,
     prepare_trainer,
@@ -34,10 +35,10 @@ from ..util import (
     write_text,
 )
 from ..util import load_pipeline as load_trained
-from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed
+from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed, with_legacy_settings
 
 # Purposes of derived seeds (with the run seed and the round).
-_POOL, _QUERY, _REPLAY, _TRAIN = 0, 1, 2, 3
+_POOL, _QUERY, _REPLAY, _TRAIN, _SOURCE = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,8 @@ class RunData:
             ``eval_holdout`` > 0), the evaluation split ("dev" or "test"), and "dev".
         dev: The target dev docs (early stopping).
         source_eval: The source domains' evaluation split docs (forgetting).
+        source_domains: The source domains (those with an evaluation DocBin).
+        source_train_dir: The folder of their train DocBins.
     """
 
     target_train: list[Doc]
@@ -176,7 +179,7 @@ class RunData:
     source_eval: list[Doc]
     source_domains: list[str]
     source_train_dir: Path
-    _source_train: list[Doc] | None = field(default=None, repr=False)
+    _source_train: dict[str, list[Doc]] | None = field(default=None, repr=False)
 
     @property
     def primary(self) -> str:
@@ -194,15 +197,20 @@ class RunData:
             out.extend(docs)
         return out + list(self.source_eval)
 
-    def source_train(self, vocab) -> list[Doc]:
-        """The source domains' train Docs (read once, on first use; for ``vocab``)."""
+    def source_train(self, vocab, exclude: Sequence[str] = ()) -> list[Doc]:
+        """The source domains' train Docs, the ones the source pipeline learnt from (read once,
+        on first use; for ``vocab`` and source replay), without the domains in ``exclude``."""
         if self._source_train is None:
-            self._source_train = []
+            self._source_train = {}
             for domain in self.source_domains:
                 path = self.source_train_dir / f"{domain}.spacy"
-                if path.exists():
-                    self._source_train.extend(read_docbin(path, vocab))
-        return self._source_train
+                self._source_train[domain] = read_docbin(path, vocab) if path.exists() else []
+        return [
+            doc
+            for domain, docs in self._source_train.items()
+            if domain not in exclude
+            for doc in docs
+        ]
 
 
 def source_domains_for(source: str, split_dir: Path) -> list[str]:
@@ -311,7 +319,7 @@ def check_records(records: Sequence[dict[str, Any]], cfg: SimulationConfig, path
     """
     params = cfg.params()
     for i, rec in enumerate(records, start=1):
-        theirs = rec.get("params", {})
+        theirs = with_legacy_settings(rec.get("params", {}))
         if theirs != json.loads(json.dumps(params)):
             diff = sorted(k for k in set(params) | set(theirs) if params.get(k) != theirs.get(k))
             detail = ", ".join(
@@ -361,6 +369,7 @@ def check_folder_settings(output_dir: str | Path, settings: ALSettings) -> Path:
                 f"{output_dir}. Restore it, or simulate into another --output folder."
             ) from None
         defaults = {f.name: f.default for f in dataclasses.fields(ALSettings)}
+        stored = with_legacy_settings(stored)
         diff = sorted(k for k in now if stored.get(k, defaults.get(k)) != now[k])
         diff += sorted(k for k in stored if k not in now)
         if diff:
@@ -392,7 +401,10 @@ class Simulation:
         self.data = load_run_data(cfg, self.nlp.vocab)
         self.trainer = get_round_trainer(cfg.settings.trainer)
         prepare_trainer(
-            self.trainer, self.nlp, self.data.all_docs(), cache_dir=feature_dir(output_dir)
+            self.trainer,
+            self.nlp,
+            self.data.all_docs() + self.replay_pool(),
+            cache_dir=feature_dir(output_dir),
         )
         self.source_weights = snapshot_weights(self.nlp)
         self.sizes = plan_sizes(len(self.data.al_ids), cfg.settings)
@@ -407,6 +419,13 @@ class Simulation:
     def docs(self, ids: Sequence[int]) -> list[Doc]:
         """Gold target train Docs by id (index in the target DocBin)."""
         return [self.data.target_train[i] for i in ids]
+
+    def replay_pool(self) -> list[Doc]:
+        """The source docs a round may replay (none when ``source_replay`` is 0): the source
+        domains' train docs, never the target's (they hold the held-out set and the pool)."""
+        if not self.cfg.settings.source_replay:
+            return []
+        return self.data.source_train(self.nlp.vocab, exclude=[self.cfg.target])
 
     def candidates(self, round_: int, labeled: Sequence[int]) -> list[int]:
         """The round's candidate pool (sorted ids), never labelled or held-out docs.
@@ -457,7 +476,13 @@ class Simulation:
         return self._strategy
 
     def retrain(self, round_: int, labeled_before: Sequence[int], new: Sequence[int]):
-        """Retrain after a round's batch; returns (UpdateStats, number of training docs)."""
+        """Retrain after a round's batch on its target docs (reset: every label; warm: the
+        new batch and a replay sample of earlier labels) plus ``source_replay`` source docs
+        per target doc (a sample seeded by the run seed and the round).
+
+        Returns:
+            (UpdateStats, number of target docs, number of source docs) the trainer got.
+        """
         cfg, s = self.cfg, self.cfg.settings
         if cfg.mode == "reset" or round_ == 1:
             restore_weights(self.nlp, self.source_weights)
@@ -467,14 +492,18 @@ class Simulation:
             m = round(s.replay_fraction * len(labeled_before))
             replay = sorted(rng.choice(len(labeled_before), m, replace=False)) if m else []
             train_ids = [*new, *(labeled_before[i] for i in replay)]
+        source_rng = numpy.random.default_rng(derive_seed(cfg.seed, round_, _SOURCE))
+        source = sample_replay(
+            self.replay_pool(), len(train_ids), s.source_replay, source_rng, s.source_replay_max
+        )
         stats = self.trainer(
             self.nlp,
-            self.docs(train_ids),
+            [*self.docs(train_ids), *source],
             self.data.dev,
             settings=s,
             seed=derive_seed(cfg.seed, round_, _TRAIN),
         )
-        return stats, len(train_ids)
+        return stats, len(train_ids), len(source)
 
     def evaluate(self) -> dict[str, Any]:
         """Scores of the current pipeline on every target evaluation set and the source's."""
@@ -522,14 +551,14 @@ class Simulation:
             start = time.perf_counter()
             new: list[int] = []
             score_s = train_s = 0.0
-            stats, n_train = None, 0
+            stats, n_train, n_source = None, 0, 0
             pool: list[int] = []
             if round_ > 0:
                 pool = self.candidates(round_, labeled)
                 new = self.query(round_, labeled, pool)
                 score_s = time.perf_counter() - start
                 t = time.perf_counter()
-                stats, n_train = self.retrain(round_, labeled, new)
+                stats, n_train, n_source = self.retrain(round_, labeled, new)
                 train_s = time.perf_counter() - t
                 labeled = [*labeled, *new]
             t = time.perf_counter()
@@ -562,7 +591,8 @@ class Simulation:
                 "new_ids": new,
                 "pool_ids": pool,
                 **scores,
-                "train_docs": n_train,
+                "train_docs": n_train,  # target docs; the trainer also got the source's
+                "source_replay_docs": n_source,
                 "train_epochs": stats.epochs if stats else 0,
                 "train_steps": stats.steps if stats else 0,
                 "last": len(labeled) >= self.sizes.budget or pool_left == 0,

@@ -4,6 +4,7 @@
   ``top_layers``), :func:`~adaptner.update.trainers.update_pipeline` and weight snapshots.
 - :mod:`adaptner.update.features`: the cache of encoder outputs that ``cached_head`` trains
   and scores on.
+- :mod:`adaptner.update.replay`: the seeded sample of source docs replayed with every round.
 
 Nothing here imports :mod:`adaptner.simulation` or :mod:`adaptner.session`.
 """
