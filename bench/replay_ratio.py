@@ -13,6 +13,7 @@ Results: ``<output>/<tag>.md`` (the table) and ``<output>/<tag>.json`` (every ru
 round); the runs in ``<runs>/<tag>/ratio-<r>/`` (re-running resumes them).
 """
 
+import gc
 import json
 import statistics
 import time
@@ -21,12 +22,28 @@ from pathlib import Path
 import typer
 
 from adaptner.simulation.config import SimulationConfig, load_al_settings
-from adaptner.simulation.engine import check_folder_settings, run_simulation
+from adaptner.simulation.engine import (
+    check_folder_settings,
+    check_records,
+    read_records,
+    run_simulation,
+)
 from adaptner.simulation.pipelines import TrainTask, ensure_trained
 
 ROOT = Path(__file__).resolve().parents[1]
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def paired(runs: list[dict], base: list[dict], key: str) -> str:
+    """Mean over seeds of (this ratio - ratio 0) of a run's mean F1 over rounds 1.., ± its
+    standard error, in points."""
+    ref = {r["seed"]: statistics.fmean(r[key][1:]) for r in base}
+    diffs = [100 * (statistics.fmean(r[key][1:]) - ref[r["seed"]]) for r in runs]
+    if len(diffs) < 2:
+        return f"{statistics.fmean(diffs):+.1f}"
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5
+    return f"{statistics.fmean(diffs):+.1f} ± {se:.1f}"
 
 
 def mean_sd(values: list[float]) -> str:
@@ -104,7 +121,12 @@ def main(
                 source_model=source_model,
                 corpus_dir=corpus,
             )
-            records = run_simulation(cfg, run_dir)
+            path = run_dir / f"{cfg.run_id}.jsonl"
+            records, _ = read_records(path)
+            check_records(records, cfg, path)
+            if not (records and records[-1].get("last")):  # finished runs are only read
+                records = run_simulation(cfg, run_dir)
+                gc.collect()  # each run loads its own pipeline; free the last one's cycles
             results.setdefault(f"{ratio:g}", []).append(
                 {
                     "seed": seed,
@@ -114,6 +136,7 @@ def main(
                     "train_docs": [r["train_docs"] for r in records],
                     "source_replay_docs": [r.get("source_replay_docs", 0) for r in records],
                     "train_seconds": [r["train_seconds"] for r in records],
+                    "round_seconds": [r["round_seconds"] for r in records],
                 }
             )
             typer.echo(
@@ -121,13 +144,15 @@ def main(
                 + " ".join(f"{f:.3f}" for f in results[f"{ratio:g}"][-1]["target_f1"])
             )
     wall = time.perf_counter() - start
+    rounds_total = sum(s for runs in results.values() for r in runs for s in r["round_seconds"])
     n_rounds = rounds + 1
     head = (
         "| ratio | "
         + " | ".join(f"target F1 r{k}" for k in range(n_rounds))
         + f" | mean r1-r{rounds} | "
         + " | ".join(f"source F1 r{k}" for k in range(n_rounds))
-        + f" | source docs r1-r{rounds} | s/round |"
+        + f" | source docs r1-r{rounds} | s/round | Δ target r1-r{rounds} vs 0 "
+        f"| Δ source r1-r{rounds} vs 0 |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for ratio, runs in results.items():
@@ -136,16 +161,24 @@ def main(
         source_cols = [mean_sd([r["source_f1"][k] for r in runs]) for k in range(n_rounds)]
         docs = "/".join(str(d) for d in runs[0]["source_replay_docs"][1:])
         seconds = statistics.fmean(s for r in runs for s in r["train_seconds"][1:])
+        base_runs = results.get("0")
+        deltas = (
+            f"{paired(runs, base_runs, 'target_f1')} | {paired(runs, base_runs, 'source_f1')}"
+            if base_runs
+            else "– | –"
+        )
         lines.append(
             f"| {ratio} | {' | '.join(target_cols)} | **{later}** | {' | '.join(source_cols)} "
-            f"| {docs} | {seconds:.1f} |"
+            f"| {docs} | {seconds:.1f} | {deltas} |"
         )
     settings_line = (
         f"News source `{source_model}` -> {target}, AL config `{al_config}` "
         f"({base.trainer}, {base.epochs} epochs/round), {strategy}, {mode}, {rounds} rounds of "
-        f"{base.query_fraction:.0%}, seeds 0-{seeds - 1}; F1 in points, mean ± sd over seeds; "
+        f"{base.query_fraction:.0%}, seeds 0-{seeds - 1}; F1 in points, mean ± sd over seeds "
+        "(Δ: paired by seed against ratio 0, mean ± standard error); "
         f"target F1 on the held-out {base.eval_holdout:.0%} of the target train set, source F1 "
-        f"on News dev; wall time {wall:.0f} s (2 cores shared with a training run)."
+        f"on News dev; the rounds took {rounds_total:.0f} s in all (2 cores shared with a "
+        f"training run; {wall:.0f} s for this invocation, which reads finished runs)."
     )
     table = "\n".join([settings_line, "", *lines, ""])
     (output / f"{tag}.md").write_text(table, encoding="utf8")

@@ -40,7 +40,7 @@ SOURCE_REPLAY_OPTION = typer.Option(
     min=0.0,
     help="Source docs (from `session init --source-docs`) added per answer in the round's "
     "training set, warm and reset, a fresh seeded sample every round, so the model keeps "
-    "what it knew on the source; 0 = off. Default 1.0 (a session without source docs "
+    "what it knew on the source; 0 = off. Default 2 (a session without source docs "
     "replays none).",
 )
 SOURCE_REPLAY_MAX_OPTION = typer.Option(

@@ -171,7 +171,8 @@ def simulate_cmd(
         min=0.0,
         help="Source docs (the source domains' train docs) added to every round's training "
         "set per target doc in it, a fresh seeded sample each round, reset and warm "
-        "(0 = off; the AL config's default 1.0 keeps the source's knowledge).",
+        "(0 = off; default: the AL config's, 2 in the shipped ones; 0 reproduces runs made "
+        "before replay existed).",
     ),
     source_replay_max: int | None = typer.Option(
         None,
