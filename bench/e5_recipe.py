@@ -45,11 +45,14 @@ ROWS: dict[str, tuple[str, int, int, dict]] = {
     "cache6-len10": (CONFIG, 10, 600, {"initialize.after_init.cache_layers": 6}),
     "cache8-len10": (CONFIG, 10, 600, {"initialize.after_init.cache_layers": 8}),
     "llrd-len6": (
-        CONFIG, 6, 600,
+        CONFIG,
+        6,
+        600,
         {"training.optimizer.encoder_lr_scale": 0.3, "training.optimizer.layer_decay": 0.8},
-    ),  # fmt: skip
+    ),
     "emb-len6": (CONFIG, 6, 600, {"initialize.after_init.patterns": []}),
     "first-len6": (CONFIG, 6, 600, _FIRST),
+    "mix4-len6": (CONFIG, 6, 600, {"components.bio_ner.model.tok2vec.mix_layers": 4}),
     "ner-len6": ("configs/ner_trf_e5.cfg", 6, 600, {}),
 }
 
