@@ -66,6 +66,7 @@ ROWS: dict[str, Row] = {
     "llrd-len6": Row(CONFIG, 6, 600, _LLRD),
     "emb-len6": Row(CONFIG, 6, 600, {"initialize.after_init.patterns": []}),
     "first-len6": Row(CONFIG, 6, 600, _FIRST),
+    "mix4-len6": Row(CONFIG, 6, 600, {"components.bio_ner.model.tok2vec.mix_layers": 4}),
     "ner-len6": Row("configs/ner_trf_e5.cfg", 6, 600, {}),
     "news-len33": Row(CONFIG, 33, 600, {}, "news"),
     "news-llrd-len33": Row(CONFIG, 33, 600, _LLRD, "news"),
