@@ -86,7 +86,9 @@ def grid(
             modes=["reset", "warm"],
             seeds=list(range(seeds)),
             # the earlier protocol, as results/al/ was measured: fixed 20 % pool, dev only
-            settings=load_al_settings(ROOT / "configs" / "al" / "fixed_pool.cfg", eval_holdout=0.0),
+            settings=load_al_settings(
+                ROOT / "configs" / "al" / "fixed_pool.cfg", eval_holdout=0.0, eval_sets=("dev",)
+            ),
             train_config=ROOT / "configs" / "bio_cnn.cfg",
             corpus_dir=ROOT / "corpus",
             output_dir=output,
