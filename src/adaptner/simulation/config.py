@@ -219,9 +219,14 @@ def load_al_settings(path: str | Path | None, **overrides: Any) -> ALSettings:
             raise AdaptnerError(f"AL config {path}: {named}. Known: {', '.join(known)}.")
         values.update(cfg["simulation"])
     try:
-        return ALSettings(**values).replace(**overrides)
+        settings = ALSettings(**values)
     except TypeError as e:
         raise AdaptnerError(f"Bad AL settings: {e}") from e
+    except AdaptnerError as e:  # the file's own values: name the file
+        if path is None:
+            raise
+        raise AdaptnerError(f"AL config {path}: {e}") from None
+    return settings.replace(**overrides)
 
 
 def resolve_source(source: str, target: str) -> str:

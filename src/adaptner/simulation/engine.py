@@ -280,7 +280,9 @@ def stopping_split(
         return docs, None
     if settings.stop_on == "dev":
         if settings.dev_evaluated:  # ALSettings refuses this; guard every caller anyway
-            raise AdaptnerError("Early stopping on dev while dev is an evaluation set.")
+            raise AdaptnerError(
+                'Early stopping on dev while dev is an evaluation set: set stop_on = "labelled".'
+            )
         return docs, list(dev)
     n_stop = math.floor(settings.stop_share * len(docs) + 1e-9)
     if n_stop < 1 or n_stop >= len(docs):
