@@ -1291,8 +1291,9 @@ def run_loop(
             echo(said(batch, f", {timing['total']:.1f} s after the answers arrived"))
             cycle += 1
     finally:
-        if worker is not None:
+        if worker is not None:  # the answers imported are trained on before the loop ends
             if worker.pending():
-                echo("waiting for the round update to finish ...")
+                echo("waiting for the round update to finish (Ctrl-C stops it; nothing is lost)")
+                worker.wait_idle(float("inf"))
             worker.stop()
     return timings

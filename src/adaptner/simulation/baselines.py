@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import AdaptnerError
 from ..update.features import feature_dir
-from ..update.trainers import get_round_trainer, prepare_trainer
+from ..update.trainers import get_round_trainer, prepare_trainer, resolve_trainer
 from ..util import write_json
 from .config import ALSettings, SimulationConfig, derive_seed, source_slug
 from .engine import evaluate_sets, load_pipeline, load_run_data, source_domains_for
@@ -155,7 +155,7 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
     if cfg.kind in ("source_only", "target_full"):
         nlp = load_pipeline(cfg.source_model)
         data = load_run_data(cfg.as_run(), nlp.vocab)
-        trainer = get_round_trainer(s.trainer)
+        trainer = get_round_trainer(resolve_trainer(nlp, s.trainer))
         # source_only too: the cached trainer's pipeline predicts from cached outputs
         prepare_trainer(trainer, nlp, data.all_docs(), cache_dir=feature_dir(output_dir))
         if cfg.kind == "target_full":

@@ -52,7 +52,9 @@ class ALSettings:
             ("heldout"): never queried nor trained on, the same for every strategy and seed
             (chosen by a hash of the doc text and ``holdout_seed``). 0 = none.
         holdout_seed: Salt of that hash (independent of the run seed).
-        trainer: The registered per-round trainer (``registry.al_trainers``), e.g. "fine_tune".
+        trainer: The registered per-round trainer (``registry.al_trainers``), e.g. "fine_tune";
+            "auto" is ``top_layers`` for a transformer pipeline, else ``fine_tune`` (the same
+            resolution as a session's ``--trainer auto``).
         epochs: Passes over the round's training docs.
         patience: Early stopping on the target's dev split (0 = off). Dev is then optimistic;
             the held-out set is not.
