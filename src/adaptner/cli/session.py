@@ -37,7 +37,7 @@ TRAINER_OPTION = typer.Option(
     "fine_tune on a transformer: the full model, minutes per round on a CPU.",
 )
 BACKGROUND_HELP = (
-    "Write the next batch first, from the newest finished model, and train the round after "
+    "write the next batch first, from the newest finished model, and train the round after "
     "it, while the batch is annotated: answers -> next batch takes the import and the pool's "
     "scoring only; the next batch comes from the new round."
 )

@@ -1093,8 +1093,8 @@ def answer_cycle(
         batch = hand_out()
         t3 = time.perf_counter()
         timings = {"import": t1 - t0, "train": t2 - t1, "next": t3 - t2, "total": t3 - t0}
-    keep = {batch.round, batch.newest_round}
-    for r in [r for r in models if r not in keep]:
+    keep = {batch.round, batch.newest_round, trained.round if trained else None}
+    for r in [r for r in models if r not in keep]:  # keep only what the next cycle may use
         del models[r]
     return CycleResult(imported, trained, batch, timings)
 
