@@ -239,22 +239,28 @@ def test_batch_format_follows_the_answers_tool():
     assert (batch_format("doccano"), batch_format("prodigy")) == ("doccano", "prodigy")
 
 
-def test_background_writes_the_batch_before_the_round(tmp_path, db):
+def test_background_writes_the_batch_before_the_round(tmp_path, db, monkeypatch):
     b1 = next_batch(db, "demo", n=4, output=tmp_path / "b1.jsonl")
-    steps = []
+    loads = []
+    real_load = loop_mod.load_pipeline
+    monkeypatch.setattr(loop_mod, "load_pipeline", lambda p: loads.append(p) or real_load(p))
+    steps, models = [], {}
     cycle = answer_cycle(
         db, "demo", answer_batch(b1.path, tmp_path / "a1.jsonl"), n=4,
-        output=tmp_path / "b2.jsonl", settings=SMALL, background=True,
+        output=tmp_path / "b2.jsonl", settings=SMALL, background=True, models=models,
         on_step=lambda what, result: steps.append((what, getattr(result, "round", None))),
     )  # fmt: skip
     # the batch comes from the newest finished model (the source), then round 1 trains
     assert steps == [("import", None), ("batch", 0), ("train", 1)]
-    assert cycle.timings["total"] < cycle.timings["total"] + cycle.timings["train"]
+    t = cycle.timings
+    assert t["total"] == pytest.approx(t["import"] + t["next"], abs=0.05)
+    assert list(models) == [1]  # the source, trained in place into round 1, stays loaded
     cycle = answer_cycle(
         db, "demo", answer_batch(cycle.batch.path, tmp_path / "a2.jsonl"), n=4,
-        output=tmp_path / "b3.jsonl", settings=SMALL, background=True,
+        output=tmp_path / "b3.jsonl", settings=SMALL, background=True, models=models,
     )  # fmt: skip
     assert (cycle.batch.round, cycle.trained.round) == (1, 2)
+    assert len(loads) == 1 and list(models) == [2]
     st = session_status(db, "demo")
     assert [(b["round"], b["trainer"]) for b in st["batches"]] == [
         (0, "source"),
