@@ -11,7 +11,7 @@ from spacy.tokens import Doc
 
 from ..errors import AdaptnerError
 from ..update.features import feature_dir
-from ..update.trainers import get_round_trainer, prepare_trainer
+from ..update.trainers import get_round_trainer, prepare_trainer, resolve_trainer
 from ..util import write_json
 from .config import ALSettings, SimulationConfig, derive_seed, source_slug
 from .engine import (
@@ -207,7 +207,7 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
             s = finetune_settings(s)
         nlp = load_pipeline(cfg.source_model)
         data = load_run_data(cfg.as_run(), nlp.vocab)
-        trainer = get_round_trainer(s.trainer)
+        trainer = get_round_trainer(resolve_trainer(nlp, s.trainer))
         # source_only too: the cached trainer's pipeline predicts from cached outputs
         prepare_trainer(trainer, nlp, data.all_docs(), cache_dir=feature_dir(output_dir))
         if cfg.kind != "source_only":

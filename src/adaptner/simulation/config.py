@@ -64,7 +64,9 @@ class ALSettings:
         eval_sets: The evaluation sets scored every round, all reported (see
             :data:`EVAL_SETS`); ``merged`` (held-out + dev docs) is the primary one when given,
             else the first. ``heldout`` and ``merged`` need ``eval_holdout > 0``.
-        trainer: The registered per-round trainer (``registry.al_trainers``), e.g. "fine_tune".
+        trainer: The registered per-round trainer (``registry.al_trainers``), e.g. "fine_tune";
+            "auto" is ``top_layers`` for a transformer pipeline, else ``fine_tune`` (the same
+            resolution as a session's ``--trainer auto``).
         epochs: Passes over the round's training docs (all of them when ``patience`` is 0).
         patience: Early stopping (0 = off: fixed epochs): stop after ``patience`` epochs
             without a better F1 on the stopping docs (``stop_on``) and keep the best epoch.

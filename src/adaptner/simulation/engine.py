@@ -23,6 +23,7 @@ from ..update.features import feature_dir
 from ..update.trainers import (
     get_round_trainer,
     prepare_trainer,
+    resolve_trainer,
     restore_weights,
     snapshot_weights,
 )
@@ -437,7 +438,7 @@ class Simulation:
         self.path = Path(output_dir) / f"{cfg.run_id}.jsonl"
         self.nlp = load_pipeline(cfg.source_model)
         self.data = load_run_data(cfg, self.nlp.vocab)
-        self.trainer = get_round_trainer(cfg.settings.trainer)
+        self.trainer = get_round_trainer(resolve_trainer(self.nlp, cfg.settings.trainer))
         prepare_trainer(
             self.trainer, self.nlp, self.data.all_docs(), cache_dir=feature_dir(output_dir)
         )
