@@ -21,21 +21,37 @@
     python bench/al_bench.py compare --run e5=metrics/al_e5 --run cnn=metrics/al_paper
     # pool-scoring words/s: full transformer pipeline vs cached encoder outputs
     python bench/al_bench.py score-speed -t legal
+    # regenerate a committed report (report.md, summary.json, PNGs) from its runs, one command:
+    python bench/al_bench.py report --runs bench/results/al_paper/runs.tar.gz
+    # the CPU-hour plan of a grid at the rates of measured rounds (prints; runs nothing):
+    python bench/al_bench.py plan --grid paper --timing bench/results/al_paper/runs.tar.gz
 
 Results go under metrics/al/ (``<run>.jsonl`` per run, ``baselines/``, ``report/`` with the
 Markdown table and one PNG per source x target; ``timing/`` for time-round). The grid
 compares with the paper's mBERT curves in ../shared/anchors/ when present.
 """
 
+import contextlib
+import shutil
+import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
 from adaptner.simulation.config import SimulationConfig, load_al_settings
-from adaptner.simulation.curves import write_report
+from adaptner.simulation.curves import load_records, write_report
 from adaptner.simulation.engine import read_records, run_simulation
-from adaptner.simulation.grid import GridSpec, run_grid
+from adaptner.simulation.grid import (
+    GridSpec,
+    RoundTiming,
+    cost_plan,
+    format_cost_plan,
+    plan_grid,
+    run_grid,
+)
 from adaptner.simulation.pipelines import TrainTask, ensure_trained
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +107,10 @@ def grid(
             seeds=list(range(seeds)),
             # the earlier protocol, as results/al/ was measured: fixed 20 % pool, dev only
             settings=load_al_settings(
-                ROOT / "configs" / "al" / "fixed_pool.cfg", eval_holdout=0.0, **NO_REPLAY
+                ROOT / "configs" / "al" / "fixed_pool.cfg",
+                eval_holdout=0.0,
+                eval_sets=("dev",),
+                **NO_REPLAY,
             ),
             train_config=ROOT / "configs" / "bio_cnn.cfg",
             corpus_dir=ROOT / "corpus",
@@ -143,7 +162,8 @@ def news_grid(
     budget: float,
     source_model: Path | None = None,
 ) -> GridSpec:
-    """A News-source grid with configs/al/<al_config> and baselines source_only, target_full."""
+    """A News-source grid with configs/al/<al_config> and baselines source_only and the two
+    references, target_full (the round trainer) and target_finetune (full fine-tuning)."""
     return GridSpec(
         sources=["news"],
         targets=targets,
@@ -156,7 +176,7 @@ def news_grid(
         output_dir=output,
         models_dir=ROOT / "training",
         source_model=source_model,
-        baselines=["source_only", "target_full"],
+        baselines=["source_only", "target_full", "target_finetune"],
     )
 
 
@@ -350,7 +370,7 @@ def compare(
     runs: list[str] = typer.Option(
         ["e5=metrics/al_e5", "cnn=metrics/al_paper"],
         "--run",
-        help="name=folder of a grid's <run>.jsonl files (finished or not).",
+        help="name=folder of a grid's <run>.jsonl files (finished or not), or its runs.tar.gz.",
     ),
     mode: str = typer.Option("reset", "--mode", "-m", help="Retraining mode to compare."),
     eval_set: str = typer.Option("heldout", "--eval-set", help="heldout | dev."),
@@ -362,126 +382,175 @@ def compare(
     range (News source)."""
     from adaptner.simulation.curves import (
         anchor_aulc,
-        aulc,
         baseline_means,
         build_curves,
+        find_duplicates,
         load_anchors,
         load_baselines,
-        load_records,
-        mean_ci,
+        paired_gains,
         summarize_curve,
     )
 
     anchors = load_anchors(ANCHORS) if (ANCHORS / "paper_al_curves").is_dir() else {}
     tables: dict[str, dict] = {}
+    gains: dict[str, dict] = {}
     for spec in runs:
-        name, _, folder = spec.partition("=")
+        name, _, where = spec.partition("=")
+        with runs_folder(ROOT / where) as folder:
+            records, baselines = load_records(folder), baseline_means(load_baselines(folder))
+        twins = {
+            (d["target"], d["strategy"]) for d in find_duplicates(records) if d["mode"] == mode
+        }
         curves = [
             c
-            for c in build_curves(load_records(ROOT / folder)).values()
-            if c.mode == mode and c.eval_set == eval_set and c.source == "news"
+            for c in build_curves(records).values()
+            if c.mode == mode
+            and c.eval_set == eval_set
+            and c.source == "news"
+            and (c.target, c.strategy) not in twins
         ]
-        baselines = baseline_means(load_baselines(ROOT / folder))
-        tables[name] = {(c.target, c.strategy): (c, summarize_curve(c, baselines)) for c in curves}
-
-    def per_seed(curve) -> dict[int, float]:
-        x, y = curve.labeled()
-        return {seed: aulc(x, row) for seed, row in zip(curve.seeds, y, strict=True)}
+        tables[name] = {(c.target, c.strategy): summarize_curve(c, baselines) for c in curves}
+        gains[name] = {(g["target"], g["strategy"]): g for g in paired_gains(curves)}
 
     names = list(tables)
     head = " | ".join(f"{n} AULC | {n} Δ random (paired) | {n} 95 % at" for n in names)
-    typer.echo(f"{eval_set} set, {mode}; mean ± 95 % CI over seeds\n")
+    typer.echo(f"{eval_set} set, {mode}; AULC from round 0, mean ± 95 % CI over seeds\n")
     typer.echo(f"| target | strategy | {head} | paper AULC (same range) |")
     typer.echo("|---|---|" + "---|" * (3 * len(names)) + "---|")
     for target, strategy in sorted({k for t in tables.values() for k in t}):
         cells, hi = [], 0.5
         for n in names:
-            if (target, strategy) not in tables[n]:
+            row = tables[n].get((target, strategy))
+            if row is None:
                 cells += ["–", "–", "–"]
                 continue
-            curve, row = tables[n][(target, strategy)]
-            hi = row["max_fraction"]
+            hi = row["max_fraction_paper"]
+            g = gains[n].get((target, strategy))
             gain = "–"
-            if strategy != "random" and (target, "random") in tables[n]:
-                mine, rand = per_seed(curve), per_seed(tables[n][(target, "random")][0])
-                diffs = [mine[k] - rand[k] for k in sorted(set(mine) & set(rand))]
-                if len(diffs) > 1:
-                    m, ci = mean_ci(diffs)
-                    gain = f"{m:+.3f} ± {ci:.3f}" + (" *" if abs(m) > ci else "")
-            reach = f"{100 * row['reach95']:.0f} %" if row["reach95"] else f"> {100 * hi:.0f} %"
+            if g is not None and g["gain_ci"] is not None:
+                gain = f"{g['gain']:+.3f} ± {g['gain_ci']:.3f}" + (
+                    " *" if g["above_random"] else ""
+                )
+            end = f"> {100 * row['max_fraction']:.0f} %"
+            reach = f"{100 * row['reach95']:.0f} %" if row["reach95"] else end
             aulc_cell = f"{row['aulc']:.3f} ± {row['aulc_ci']:.3f}" if row["aulc"] else "–"
             cells += [aulc_cell, gain, reach]
         a = anchors.get((target, strategy))
         paper = f"{anchor_aulc(a, 0.05, hi):.3f}" if a is not None else "–"
         typer.echo(f"| {target} | {strategy} | {' | '.join(cells)} | {paper} |")
-    typer.echo("\n* = the paired 95 % CI excludes 0.")
+    typer.echo(
+        "\n* = above random: Holm-adjusted paired p <= 0.05 over the strategies compared on "
+        "the target. A strategy that selects another's sentences is left out (the report's "
+        "Duplicates). Paper AULC: from its first round (5 %) to our last, in its units (shares "
+        "of the whole target train set)."
+    )
 
 
-@app.command("estimate")
-def estimate(
+@contextlib.contextmanager
+def runs_folder(runs: Path) -> Iterator[Path]:
+    """A folder of <run>.jsonl files: ``runs`` itself, or a runs.tar.gz unpacked into a
+    temporary folder (removed afterwards)."""
+    if runs.is_dir():
+        yield runs
+        return
+    if not runs.name.endswith((".tar.gz", ".tgz")) or not runs.exists():
+        raise typer.BadParameter(f"{runs}: not a folder of runs nor an existing runs.tar.gz")
+    with tempfile.TemporaryDirectory(prefix="al_runs_") as tmp:
+        with tarfile.open(runs) as tar:
+            tar.extractall(tmp, filter="data")
+        inner = [p for p in Path(tmp).iterdir() if p.is_dir() and p.name != "baselines"]
+        top = not list(Path(tmp).glob("*.jsonl")) and len(inner) == 1
+        yield inner[0] if top else Path(tmp)  # packed with its folder (al/...) or without
+
+
+@app.command()
+def report(
     runs: Path = typer.Option(
-        ..., "--runs", help="A folder of finished runs (<run>.jsonl) whose rounds give the rate."
+        ROOT / "bench" / "results" / "al_paper" / "runs.tar.gz",
+        "--runs",
+        help="A grid's runs: a folder of <run>.jsonl (+ baselines/) or its runs.tar.gz.",
     ),
-    targets: list[str] = typer.Option(TARGETS, "--target", "-t", help="Targets (repeat)."),
-    n_strategies: int = typer.Option(len(PAPER_STRATEGIES), "--strategies", help="Strategies."),
-    modes: list[str] = typer.Option(["reset", "warm"], "--mode", "-m", help="Modes (repeat)."),
-    seeds: int = typer.Option(3, "--seeds", "-n", help="Seeds per setting."),
-    budget: float = typer.Option(0.5, "--budget", help="Largest labeled share."),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Where report.md, summary.json and the PNGs go (default: the folder of a "
+        "runs.tar.gz, or <runs>/report).",
+    ),
 ) -> None:
-    """Single-core time of a paper-grid from its training workload (token-epochs per round,
-    from the corpus and configs/al/default.cfg) and the retraining rate of measured rounds."""
-    import spacy
-
-    from adaptner.readers import read_docbin
-    from adaptner.simulation.engine import plan_sizes, split_heldout
-
-    settings = load_al_settings(ROOT / "configs" / "al" / "default.cfg", budget=budget)
-    vocab = spacy.blank("da").vocab
-    tokens: dict[str, float] = {}
-    work: dict[str, float] = {}
-    rounds = 0
-    for t in targets:
-        docs = read_docbin(ROOT / "corpus" / "train" / f"{t}.spacy", vocab)
-        al, _ = split_heldout(docs, settings.eval_holdout, settings.holdout_seed)
-        tokens[t] = sum(len(docs[i]) for i in al) / len(al)
-        sizes = plan_sizes(len(al), settings)
-        total = len(al) * settings.epochs * seeds  # the target_full baselines
-        rounds += (sizes.rounds - 1) * len(modes) * n_strategies * seeds
-        for mode in modes:
-            labeled = 0
-            for k in range(1, sizes.rounds):
-                now = sizes.labeled_after(k)
-                docs_k = now if mode == "reset" or k == 1 else now - labeled + round(0.5 * labeled)
-                total += docs_k * settings.epochs * n_strategies * seeds
-                labeled = now
-        work[t] = total * tokens[t]
-    measured_work = measured_s = overhead = 0.0
-    n_rounds = 0
-    for path in sorted(Path(runs).glob("*.jsonl")):
-        for r in read_records(path)[0]:
-            if r["round"] > 0 and r["target"] in tokens:
-                measured_work += r["train_docs"] * settings.epochs * tokens[r["target"]]
-                measured_s += r["train_seconds"]
-                overhead += r["round_seconds"] - r["train_seconds"]
-                n_rounds += 1
-    if not n_rounds:
-        raise typer.BadParameter(f"no measured rounds of {', '.join(targets)} in {runs}")
-    rate = measured_work / measured_s
-    rounds = (
-        len(targets) * len(modes) * n_strategies * seeds * (plan_sizes(100, settings).rounds - 1)
-    )
-    train_s = sum(work.values()) / rate
-    other_s = overhead / n_rounds * rounds
+    """Regenerate a grid's report from its runs in one command: AULC from round 0, the two
+    references, paired gains over random with Holm's correction, duplicates reported once,
+    the paper's curves on its x-axis."""
+    if output is None:
+        output = runs.parent if runs.is_file() else runs / "report"
+    anchors = ANCHORS if (ANCHORS / "paper_al_curves").is_dir() else None
+    with runs_folder(runs) as folder, tempfile.TemporaryDirectory(prefix="al_report_") as tmp:
+        result = write_report(folder, Path(tmp) / "report", anchors_dir=anchors)
+        output.mkdir(parents=True, exist_ok=True)
+        for path in [result["report"], result["summary"], *result["plots"]]:
+            shutil.copyfile(path, output / path.name)
     typer.echo(
-        f"training workload: {sum(work.values()) / 1e6:.1f} M token-epochs "
-        f"({', '.join(f'{t} {w / 1e6:.1f} M' for t, w in work.items())}); measured rate "
-        f"{rate:.0f} token-epochs/s over {n_rounds} rounds in {runs}"
+        f"{len(result['rows'])} curves, {len(result['gains'])} paired gains, "
+        f"{len(result['duplicates'])} duplicate(s) -> {output}"
     )
+    for d in result["duplicates"]:
+        typer.echo(f"  {d['reason']}")
+
+
+#: The grids `plan` can cost: AL config and training config (e5: source E5_SOURCE).
+GRIDS = {"paper": ("default.cfg", "bio_cnn.cfg"), "e5": ("e5.cfg", "bio_trf_e5.cfg")}
+
+
+@app.command()
+def plan(
+    timing: Path = typer.Option(
+        ROOT / "bench" / "results" / "al_paper" / "runs.tar.gz",
+        "--timing",
+        help="Measured rounds: a folder of <run>.jsonl or a runs.tar.gz.",
+    ),
+    finetune_timing: Path | None = typer.Option(
+        None,
+        "--finetune-timing",
+        help="Rounds measured with the fine_tune trainer, the target_finetune reference's rate "
+        "(e5: bench/results/al_e5/shortcut/fine_tune).",
+    ),
+    grid_name: str = typer.Option("paper", "--grid", help="paper (CNN) | e5 (cached_head)."),
+    targets: list[str] = typer.Option(TARGETS, "--target", "-t", help="Targets (repeat)."),
+    strategies: list[str] = typer.Option(
+        PAPER_STRATEGIES, "--strategy", help="Strategies (repeat)."
+    ),
+    modes: list[str] = typer.Option(["reset", "warm"], "--mode", "-m", help="Modes (repeat)."),
+    seeds: int = typer.Option(5, "--seeds", "-n", help="Seeds per setting."),
+    budget: float = typer.Option(
+        1.0, "--budget", help="Largest labeled share (1.0 = the paper's range)."
+    ),
+    workers: int = typer.Option(2, "--workers", "-j", help="Parallel processes."),
+) -> None:
+    """The CPU-hour plan of paper-grid / e5-grid at the rates of measured rounds (per training
+    doc-epoch, scored candidate and evaluation; adaptner.simulation.grid.cost_plan)."""
+    if grid_name not in GRIDS:
+        raise typer.BadParameter(f"--grid {grid_name!r}: choose from {', '.join(GRIDS)}")
+    al_config, train_config = GRIDS[grid_name]
+    source = E5_SOURCE if grid_name == "e5" else None
+    output = ROOT / "metrics" / f"al_plan_{grid_name}"  # named only: nothing is written
+    spec = news_grid(
+        al_config, train_config, output, targets, strategies, modes, seeds, budget, source
+    )
+    with contextlib.ExitStack() as stack:
+        rates = RoundTiming.from_records(load_records(stack.enter_context(runs_folder(timing))))
+        ft = None
+        if finetune_timing is not None:
+            folder = stack.enter_context(runs_folder(finetune_timing))
+            ft = RoundTiming.from_records(load_records(folder))
+    grid_plan = plan_grid(spec)
     typer.echo(
-        f"estimate on one core: retraining {train_s / 60:.0f} min + scoring/evaluation "
-        f"{other_s / 60:.0f} min ({rounds} rounds x {overhead / n_rounds:.2f} s) = "
-        f"{(train_s + other_s) / 60:.0f} min (+ the News source training if not cached)"
+        f"{grid_name} grid: {len(targets)} targets x {len(strategies)} strategies x "
+        f"{'/'.join(modes)} x {seeds} seeds to {budget:.0%} ({len(grid_plan.runs)} runs, "
+        f"{len(grid_plan.baselines)} baselines); rates from {timing}"
+        + (f", fine-tuning from {finetune_timing}" if finetune_timing else "")
+        + "\n"
     )
+    typer.echo(format_cost_plan(cost_plan(grid_plan, rates, workers=workers, finetune_timing=ft)))
 
 
 @app.command("time-round")

@@ -209,7 +209,8 @@ def run_al(
     plan = run_grid(spec, progress=True)
     curves = build_curves(load_records(plan.output_dir))
     print(
-        f"\n## AULC, news -> target ({len(spec.seeds)} seed(s), {al_cfg.relative_to(ROOT)} "
+        f"\n## AULC from round 0 on {settings.primary_eval}, news -> target "
+        f"({len(spec.seeds)} seed(s), {al_cfg.relative_to(ROOT)} "
         f"{changed or ''}, cartography reference: "
         f"{reference} {extra_params or ''}; {time.perf_counter() - start:.0f} s)\n"
     )
@@ -219,11 +220,11 @@ def run_al(
     for target in targets:
         cells = []
         for strategy in strategies:
-            curve = curves.get(("news", target, strategy, "reset"))
+            curve = curves.get(("news", target, strategy, "reset", settings.primary_eval))
             if curve is None:
                 cells.append("–")
                 continue
-            x, f1 = curve.labeled()
+            x, f1 = curve.from_start()  # AULC from round 0, as the reports
             m, ci = mean_ci([aulc(x, row) for row in f1])
             ci_text = "" if numpy.isnan(ci) else f" ± {ci:.3f}"
             cells.append(f"{m:.3f}{ci_text}")

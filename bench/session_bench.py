@@ -4,20 +4,24 @@ Target ``legal``: the pool is the Legal train set, the source pipeline is traine
 ``news`` with configs/bio_cnn.cfg (or taken from --source), and the held-out set is Legal
 dev. Each round a simulated annotator answers the 50-sentence batch with the gold
 entities; the bench times ``import`` -> ``train`` -> ``next`` (the next batch written),
-exactly as ``adaptner session loop`` runs them (one process, model kept in memory), and
-records the held-out F1 after every round. With --cli it also times one round as three
-separate ``adaptner session`` commands (process start and model loading included).
+exactly as ``adaptner session import --next`` and ``session loop`` run them
+(:func:`adaptner.session.loop.answer_cycle`: one process, models kept in memory), and
+records the held-out F1 after every round. With --background the batch is written before
+the round trains (``total`` is then import + next). With --cli it also times one round as
+three separate ``adaptner session`` commands and as one ``session import --next``
+(process start and model loading included).
 
     python bench/session_bench.py                        # train the source, run both modes
     python bench/session_bench.py --source training/bio_cnn/news/model-best --modes warm
     # the e5 pipeline fine-tuned on News (project step train-e5-source); trainer auto =
-    # cached_head: the pool is encoded once, each round trains the head only
+    # top_layers: the lower layers run once per sentence, each round trains the top 4 + head
     python bench/session_bench.py --source training/bio_trf_e5/news400/model-best \
         --modes warm --rounds 4 --tag e5 --output bench/results/session/bench_session_e5.json
 """
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -29,12 +33,11 @@ import typer
 
 from adaptner.readers import read_docbin
 from adaptner.session.loop import (
-    import_answers,
+    answer_cycle,
     init_session,
     load_pipeline,
     next_batch,
     session_status,
-    train_round,
 )
 from adaptner.session.trainer import DEFAULT_SETTINGS, UpdateSettings
 from adaptner.training import train_pipeline
@@ -68,6 +71,7 @@ def run_mode(
     strategy: str,
     seed: int,
     settings: UpdateSettings | None = None,
+    background: bool = False,
 ) -> dict:
     """One session of ``rounds`` rounds in ``mode``; per-round timings and held-out F1."""
     mode_dir = work / mode
@@ -85,52 +89,63 @@ def run_mode(
         session_dir=mode_dir / "session",
     )
     name = f"bench-{mode}"
-    trainer = (settings or DEFAULT_SETTINGS[mode]).trainer
-    nlp = load_pipeline(source)
+    settings = settings or DEFAULT_SETTINGS[mode]
+    models = {0: load_pipeline(source)}
     t = time.perf_counter()
     batch = next_batch(
-        db, name, n=n, output=mode_dir / "batch-{batch}.jsonl", nlp=nlp, trainer=trainer
+        db,
+        name,
+        n=n,
+        output=mode_dir / "batch-{batch}.jsonl",
+        trainer=settings.trainer,
+        models=models,
     )
     first_next = time.perf_counter() - t
     records = []
     for r in range(1, rounds + 1):
         answers = gold_answers(batch.path, mode_dir / f"answers-{batch.batch_id:04d}.jsonl", gold)
-        t0, c0 = time.perf_counter(), time.process_time()
-        import_answers(db, name, answers)
-        t1 = time.perf_counter()
-        trained = train_round(
-            db, name, mode=mode, settings=settings, nlp=nlp if mode == "warm" else None
+        c0 = time.process_time()
+        cycle = answer_cycle(
+            db,
+            name,
+            answers,
+            n=n,
+            output=mode_dir / "batch-{batch}.jsonl",
+            mode=mode,
+            settings=settings,
+            background=background,
+            models=models,
         )
-        nlp = trained.nlp
-        t2 = time.perf_counter()
-        batch = next_batch(
-            db, name, n=n, output=mode_dir / "batch-{batch}.jsonl", nlp=nlp, trainer=trainer
-        )
-        t3, c3 = time.perf_counter(), time.process_time()
+        c3 = time.process_time()
+        trained, batch, t = cycle.trained, cycle.batch, cycle.timings
         rec = {
             "round": r,
             "labeled": r * n,
             "n_train": trained.metrics["n_train"],
             "epochs": trained.metrics["epochs"],
+            "trainer": trained.metrics["trainer"],
             "f1": trained.metrics.get("ents_f"),
-            "import_s": round(t1 - t0, 3),
-            "train_s": round(t2 - t1, 3),
-            "next_s": round(t3 - t2, 3),
-            "total_s": round(t3 - t0, 3),
+            "batch_from_round": batch.round,
+            "import_s": round(t["import"], 3),
+            "train_s": round(t["train"], 3),
+            "next_s": round(t["next"], 3),
+            "total_s": round(t["total"], 3),
             "total_cpu_s": round(c3 - c0, 3),
         }
         records.append(rec)
         print(
             f"{mode:5} round {r}: F1 {100 * rec['f1']:.1f}  import {rec['import_s']:.2f} s  "
-            f"train {rec['train_s']:.2f} s ({rec['epochs']} ep, {rec['n_train']} docs)  "
-            f"next {rec['next_s']:.2f} s  total {rec['total_s']:.2f} s "
-            f"(CPU {rec['total_cpu_s']:.2f} s)",
+            f"train {rec['train_s']:.2f} s ({rec['epochs']} ep, {rec['n_train']} docs, "
+            f"{rec['trainer']})  next {rec['next_s']:.2f} s (round {batch.round})  "
+            f"answers -> batch {rec['total_s']:.2f} s (CPU incl. training "
+            f"{rec['total_cpu_s']:.2f} s)",
             flush=True,
         )
     status = session_status(db, name)
     return {
         "mode": mode,
-        "settings": (settings or DEFAULT_SETTINGS[mode]).to_dict(),
+        "settings": settings.to_dict(),
+        "background": background,
         "source_f1": status["rounds"][0]["ents_f"],
         "first_next_s": round(first_next, 3),
         "rounds": records,
@@ -138,20 +153,34 @@ def run_mode(
     }
 
 
-def cli_round(db: Path, name: str, batch_path: Path, gold: dict, mode: str, n: int) -> dict:
-    """One more round as three separate CLI processes (what a team running commands sees)."""
+def cli_round(
+    db: Path, name: str, batch_path: Path, gold: dict, mode: str, n: int, trainer: str
+) -> dict:
+    """Two more rounds as CLI processes (what a team running commands sees): three separate
+    commands, then one ``session import --next``."""
     answers = gold_answers(batch_path, batch_path.with_name("answers-cli.jsonl"), gold)
     exe = Path(sys.executable).with_name("adaptner")
     times = {}
+    batch_cli = batch_path.with_name("batch-cli.jsonl")
     for step, args in (
         ("import", ["import", name, str(answers)]),
-        ("train", ["train", name, "--mode", mode]),
-        ("next", ["next", name, "-n", str(n), "-o", str(batch_path.with_name("batch-cli.jsonl"))]),
+        ("train", ["train", name, "--mode", mode, "--trainer", trainer]),
+        ("next", ["next", name, "-n", str(n), "-o", str(batch_cli), "--trainer", trainer]),
     ):
         t = time.perf_counter()
         subprocess.run([str(exe), "session", *args, "--db", str(db)], check=True, cwd=ROOT)
         times[f"{step}_s"] = round(time.perf_counter() - t, 3)
     times["total_s"] = round(sum(times.values()), 3)
+    answers = gold_answers(batch_cli, batch_path.with_name("answers-cli2.jsonl"), gold)
+    one = ["import", name, str(answers), "--next", str(n), "--mode", mode, "--trainer", trainer]
+    t = time.perf_counter()
+    subprocess.run(
+        [str(exe), "session", *one, "-o", str(batch_path.with_name("batch-cli2.jsonl"))]
+        + ["--db", str(db)],
+        check=True,
+        cwd=ROOT,
+    )
+    times["one_command_s"] = round(time.perf_counter() - t, 3)
     return times
 
 
@@ -174,7 +203,11 @@ def main(
     replay: int | None = typer.Option(None, help="Warm: earlier answers replayed per round."),
     batch_size: int | None = typer.Option(None, help="Docs per update (both modes)."),
     trainer: str = typer.Option(
-        "auto", help="auto | cached_head | fine_tune (auto: cached_head for transformers)."
+        "auto",
+        help="auto | top_layers | cached_head | fine_tune (auto: top_layers for transformers).",
+    ),
+    background: bool = typer.Option(
+        False, help="Write each batch before the round trains (session import --background)."
     ),
     tag: str = typer.Option("", help="Suffix for the work dirs (to compare settings)."),
     seed: int = typer.Option(0, help="The one seed."),
@@ -232,15 +265,18 @@ def main(
             strategy=strategy,
             seed=seed,
             settings=settings,
+            background=background,
         )
         if cli:
             last = sorted(Path(res["db"]).parent.glob("batch-0*.jsonl"))[-1]
-            res["cli_round"] = cli_round(Path(res["db"]), f"bench-{mode}", last, gold, mode, n)
+            res["cli_round"] = cli_round(
+                Path(res["db"]), f"bench-{mode}", last, gold, mode, n, trainer
+            )
             print(f"{mode:5} one round via CLI processes: {res['cli_round']}", flush=True)
         results["modes"][mode] = res
     print(
-        f"\n| mode | F1 after round 1..{rounds} (dev, %) | import->next batch, wall s "
-        "(mean / max) | CPU s (mean / max) |"
+        f"\n| mode | F1 after round 1..{rounds} (dev, %) | answers -> next batch, wall s "
+        "(median / max) | CPU s (mean / max) |"
     )
     print("|---|---|---|---|")
     for mode, res in results["modes"].items():
@@ -248,7 +284,7 @@ def main(
         wall = [r["total_s"] for r in res["rounds"]]
         cpu = [r["total_cpu_s"] for r in res["rounds"]]
         print(
-            f"| {mode} | {f1s} | {sum(wall) / len(wall):.1f} / {max(wall):.1f} | "
+            f"| {mode} | {f1s} | {statistics.median(wall):.1f} / {max(wall):.1f} | "
             f"{sum(cpu) / len(cpu):.1f} / {max(cpu):.1f} |"
         )
     if {"warm", "reset"} <= set(results["modes"]):

@@ -404,7 +404,7 @@ def check_output_file(path: PathLike, command: str, beside: Sequence[PathLike] =
 
 
 @contextlib.contextmanager
-def file_lock(path: PathLike, what: str) -> Iterator[Path]:
+def file_lock(path: PathLike, what: str, *, wait: bool = False) -> Iterator[Path]:
     """Hold an exclusive lock on ``path`` (created, holding the holder's pid) for the block.
 
     The lock is the operating system's (``flock``): it is released when the holder exits,
@@ -413,9 +413,10 @@ def file_lock(path: PathLike, what: str) -> Iterator[Path]:
     Args:
         path: The lock file.
         what: What the lock protects, for the error (``"simulation run X"``).
+        wait: Wait for another holder to finish instead of failing.
 
     Raises:
-        AdaptnerError: another process holds the lock (its pid named).
+        AdaptnerError: another process holds the lock (its pid named; not with ``wait``).
     """
     import fcntl
 
@@ -424,7 +425,7 @@ def file_lock(path: PathLike, what: str) -> Iterator[Path]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("utf8", "replace").strip() or "?"
             raise AdaptnerError(
@@ -436,6 +437,25 @@ def file_lock(path: PathLike, what: str) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+def lock_holder(path: PathLike) -> int | None:
+    """The pid of the process holding :func:`file_lock` on ``path``, or None (not held)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file: nobody ever held it
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 64, 0).decode("utf8", "replace").strip()
+            return int(text) if text.isdigit() else -1
+        return None
+    finally:
+        os.close(fd)
 
 
 def exit_with_parent(interval: float = 0.5) -> None:

@@ -173,6 +173,7 @@ def test_cartography_in_a_simulation(corpus_dir, tmp_path, monkeypatch):
     settings = ALSettings(
         protocol="fixed_pool",
         eval_holdout=0.0,
+        eval_sets=("dev",),
         pool_fraction=1.0,
         query_fraction=0.2,
         budget=0.8,

@@ -186,7 +186,8 @@ def test_simulation_with_top_layers_trains_the_top_and_restores_in_place(
 ):
     import torch
 
-    settings = ALSettings(trainer="top_layers", budget=0.1, epochs=2, train_limit=120,
+    # "auto" is top_layers for a transformer pipeline (the resolution sessions use too)
+    settings = ALSettings(trainer="auto", budget=0.1, epochs=2, train_limit=120,
                           eval_limit=30)  # fmt: skip
     cfg = SimulationConfig(
         source="news", target="legal", strategy="margin", mode="reset", seed=0,
@@ -227,6 +228,7 @@ def test_damaged_cache_file_is_named(tiny_trf, legal, tmp_path, offline):
 
 def test_session_rounds_on_a_transformer_pipeline(tiny_trf, corpus_dir, tmp_path, offline):
     from adaptner.session.loop import import_answers, init_session, next_batch, train_round
+    from adaptner.session.trainer import UpdateSettings
 
     vocab = spacy.blank("da").vocab
     pool = read_docbin(corpus_dir / "train" / "legal.spacy", vocab)[:80]
@@ -247,7 +249,7 @@ def test_session_rounds_on_a_transformer_pipeline(tiny_trf, corpus_dir, tmp_path
         strategy="margin",
         session_dir=tmp_path / "sdir",
     )
-    batch = next_batch(db, "trf", n=10, output=tmp_path / "b1.jsonl")
+    batch = next_batch(db, "trf", n=10, output=tmp_path / "b1.jsonl", trainer="cached_head")
     assert list((tmp_path / "sdir" / "features").glob("*.npz"))
     answers = []
     for task in batch.tasks:
@@ -255,7 +257,8 @@ def test_session_rounds_on_a_transformer_pipeline(tiny_trf, corpus_dir, tmp_path
         answers.append(json.dumps(task, ensure_ascii=False))
     (tmp_path / "a1.jsonl").write_text("\n".join(answers) + "\n", encoding="utf8")
     import_answers(db, "trf", tmp_path / "a1.jsonl")
-    result = train_round(db, "trf", mode="warm")
+    settings = UpdateSettings(trainer="cached_head")
+    result = train_round(db, "trf", mode="warm", settings=settings)
     assert result.metrics["trainer"] == "cached_head"
     assert features.is_attached(result.nlp)
     in_memory = _probs(predict(result.nlp, heldout))
@@ -267,7 +270,9 @@ def test_session_rounds_on_a_transformer_pipeline(tiny_trf, corpus_dir, tmp_path
     reloaded = spacy.load(result.model_dir)  # the round model is a normal pipeline
     for a, b in zip(_probs(predict(reloaded, heldout)), in_memory, strict=True):
         numpy.testing.assert_allclose(a, b, atol=1e-5)
-    nxt = next_batch(db, "trf", n=10, output=tmp_path / "b2.jsonl", nlp=result.nlp)
+    nxt = next_batch(
+        db, "trf", n=10, output=tmp_path / "b2.jsonl", nlp=result.nlp, trainer="cached_head"
+    )
     assert not {t["text"] for t in nxt.tasks} & {t["text"] for t in batch.tasks}
     assert cache_info(result.nlp)["misses"] == 0
 

@@ -27,6 +27,7 @@ TEST_CONFIG = ROOT / "configs" / "test" / "bio_cnn.cfg"
 SETTINGS = ALSettings(
     protocol="fixed_pool",
     eval_holdout=0.0,
+    eval_sets=("dev",),
     pool_fraction=0.5,
     query_fraction=0.05,
     budget=0.1,

@@ -68,9 +68,10 @@ def test_paper_protocol_on_dansk_legal(corpus_dir, tiny_news_model, tmp_path, mo
     assert len({tuple(r["pool_ids"]) for r in records[1:]}) == 3  # fresh every round
     assert not set(labeled) & held
     for r in records:
-        assert r["eval_set"] == "heldout" and list(r["evals"]) == ["heldout", "dev"]
+        assert r["eval_set"] == "merged" and list(r["evals"]) == ["merged", "heldout", "dev"]
         assert r["evals"]["heldout"]["n_docs"] == 25 and r["evals"]["dev"]["n_docs"] == 40
-        assert r["target_f1"] == r["evals"]["heldout"]["ents_f"]
+        assert r["evals"]["merged"]["n_docs"] == 65
+        assert r["target_f1"] == r["evals"]["merged"]["ents_f"]
         assert 0.0 <= r["evals"]["dev"]["ents_f"] <= 1.0
     # legal has entities: the source pipeline scores some, and training on legal helps
     assert records[-1]["evals"]["heldout"]["ents_f"] > 0.0
@@ -125,11 +126,12 @@ def test_grid_heldout_is_shared_and_reported(corpus_dir, tiny_news_model, tmp_pa
         (t, s, e)
         for t in ("legal", "social_media")
         for s in ("random", "margin")
-        for e in ("heldout", "dev")
+        for e in ("merged", "heldout", "dev")
     }
     assert all(r["reference"] == "target_full" and r["seeds"] == 2 for r in rows)
     text = result["report"].read_text()
     assert "## Evaluation set: heldout" in text and "## Evaluation set: dev" in text
+    assert text.index("## Evaluation set: merged") < text.index("## Evaluation set: heldout")
     assert "| heldout | news | legal | target_full | 2 |" in text
     if anchors is not None:
         assert "| heldout | social_media | margin | reset |" in text  # next to the paper's

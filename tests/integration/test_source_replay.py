@@ -222,8 +222,11 @@ def test_session_train_replays_source_docs_in_the_ratio(
     assert code == 0 and "(10 new, 20 from the source)" in out, out
     assert len(calls[3]) == 60 and set(calls[3][40:]) <= news
     code, out = run_cli(monkeypatch, capsys, "session", "status", "sm", "--db", db)
-    assert code == 0 and "source" in out.splitlines()[2]
-    assert [line.split()[4] for line in out.splitlines()[3:]] == ["-", str(n1), "30", "0", "20"]
+    lines = [line.split() for line in out.splitlines()]
+    head = next(i for i, words in enumerate(lines) if words[:2] == ["round", "mode"])
+    assert code == 0 and lines[head][5] == "source"
+    rows = [words for words in lines[head + 1 :] if words[0].isdigit()][:5]
+    assert [words[5] for words in rows] == ["-", str(n1), "30", "0", "20"]
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:

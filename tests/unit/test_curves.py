@@ -9,18 +9,22 @@ import pytest
 
 from adaptner.errors import AdaptnerError
 from adaptner.simulation.curves import (
+    anchor_aulc,
     aulc,
     baseline_means,
     build_curves,
     f1_at,
+    find_duplicates,
     fraction_to_reach,
     goal_summary,
     holm,
     load_anchors,
     markdown_report,
     mean_ci,
+    paired_gains,
     summarize_curve,
     t_critical,
+    t_pvalue,
     to_paper_units,
     write_report,
 )
@@ -178,8 +182,14 @@ def test_build_and_summarize():
     assert row["f1@0.05_ci"] == pytest.approx(12.706 * 0.01)
     assert row["f1@0.1"] == pytest.approx(0.79)
     assert row["f1@0.25"] is None and row["f1@0.5"] is None  # beyond the 20 % pool
-    expected_aulc = numpy.mean([aulc([0.05, 0.1, 0.15, 0.2], ys[1:]) for ys in MARGIN])
-    assert row["aulc"] == pytest.approx(expected_aulc)
+    # AULC from round 0 (the source's 0.5 at 0 labels), trapezoids by hand over 0-20 %:
+    # seed 0: (.60 + .75 + .825 + .855) * .05 / .2 = .7575; seed 1: (.61 + .75 + .805 + .845)
+    # * .05 / .2 = .7525
+    assert row["aulc"] == pytest.approx(0.755)
+    assert row["aulc_ci"] == pytest.approx(12.706 * 0.0025)
+    # from the first labelled round (the paper's curves have no round 0)
+    expected_labeled = numpy.mean([aulc([0.05, 0.1, 0.15, 0.2], ys[1:]) for ys in MARGIN])
+    assert row["aulc_labeled"] == pytest.approx(expected_labeled)
     assert row["reference"] == "target_full" and row["full_target_f1"] == pytest.approx(0.89)
     assert row["reach95"] == pytest.approx(0.2)  # .84 at 15 % < .8455 <= .86 at 20 %
     assert row["reach99"] is None  # .881 never reached
@@ -235,11 +245,9 @@ def test_markdown_report(anchors):
     rows = [summarize_curve(c, base) for c in build_curves(make_records("margin", MARGIN)).values()]
     text = markdown_report(rows, base, anchors)
     assert "## Evaluation set: dev" in text
-    assert "| dev | news | legal | margin | reset | 2 | 0.710 ± 0.127 |" in text
-    assert (
-        "| 20 % (seeds 18 ± 32 %) | > 20 % (0/2 seeds) | 0.890 (target_full) | 0.800 → 0.760 |"
-        in text
-    )
+    assert "| dev | news | legal | margin | reset | 2 | 20 % (20 %) | 0.710 ± 0.127 |" in text
+    assert "| – | – | 0.755 ± 0.032 | 20 % (seeds 18 ± 32 %) | > 20 % (0/2 seeds) " in text
+    assert "| **0.890** | – | 0.800 → 0.760 |" in text  # the reference in bold
     assert "## Baselines" in text
     assert "| dev | news | legal | target_full | 2 | 0.890 ± 0.127 |" in text
     assert "## Against the paper" in text and "| dev | legal | margin | reset |" in text
@@ -263,9 +271,15 @@ def test_write_report(tmp_path, anchors):
     out = write_report(results, tmp_path / "report", anchors_dir=ANCHORS)
     assert [p.name for p in out["plots"]] == ["curves_news_legal.png"]
     assert out["plots"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert out["report"].read_text().count("| dev | news | legal |") == 3  # 2 curves + 1 baseline
+    text = out["report"].read_text()
+    assert text.count("| dev | news | legal |") == 4  # 2 curves + 1 gain + 1 baseline
+    # margin - random, AULC from round 0 per seed: .7575 - .675 = .0825, .7525 - .68 = .0725;
+    # t = .0775 / (.00707 / sqrt 2) = 15.5 with 1 df: p = 1 - 2 atan(15.5) / pi = .041
+    assert "| dev | news | legal | reset | margin | 2 | +0.077 ± 0.064 | 0.041 | 0.041 | 1 " in text
     summary = json.loads(out["summary"].read_text())
     assert len(summary["rows"]) == 2 and summary["goals"]
+    assert summary["gains"][0]["p"] == pytest.approx(1 - 2 * math.atan(15.5) / math.pi)
+    assert summary["duplicates"] == []  # these records name no selected ids
     assert not list((tmp_path / "report").glob(".*tmp"))  # atomic writes leave no temporaries
 
 
@@ -355,7 +369,7 @@ def test_curves_per_evaluation_set_to_100_percent(tmp_path, anchors):
     # the paper's curve spans 5-100 %, as ours: "same range" equals the full-range AULC
     a = anchors[("legal", "margin")]
     same = f"| {aulc(a.fractions, a.f1):.3f} | {aulc(a.fractions, a.f1):.3f} |"
-    assert f"| heldout | legal | margin | reset | {row_h['aulc']:.3f} ± " in text
+    assert f"| heldout | legal | margin | reset | 100 % | {row_h['aulc_labeled']:.3f} ± " in text
     assert same in text
     assert any(line.startswith("- [heldout] source news, reset") for line in text.splitlines())
     summary = json.loads(result["summary"].read_text())
@@ -406,3 +420,172 @@ def test_paper_units_are_shares_of_the_whole_target_train_set():
     assert to_paper_units([0.3], 0.0).tolist() == [0.3]
     with pytest.raises(AdaptnerError, match="eval_holdout"):
         to_paper_units([0.1], 1.0)
+
+
+# --- significance, duplicates, the paper's units, two references -------------------------------
+
+
+def test_t_pvalue_exact_for_integer_degrees_of_freedom():
+    # by hand: df 1 is Cauchy, P(|T| > 1) = 1/2; df 2: p = 1 - t / sqrt(t^2 + 2);
+    # df 3 at t = 3: theta = atan(3 / sqrt 3) = pi/3, p = 1 - (2/pi)(pi/3 + sin cos)
+    # = 1/3 - sqrt(3)/(2 pi)
+    assert t_pvalue(1.0, 1) == pytest.approx(0.5)
+    assert t_pvalue(math.sqrt(2), 2) == pytest.approx(1 - 1 / math.sqrt(2))
+    assert t_pvalue(-3.0, 3) == pytest.approx(1 / 3 - math.sqrt(3) / (2 * math.pi))
+    assert t_pvalue(0.0, 5) == pytest.approx(1.0) and t_pvalue(math.inf, 4) == 0.0
+    assert math.isnan(t_pvalue(1.0, 0))
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 4, 5, 8, 9, 29, 30):
+        for t in (0.3, 1.0, 2.5, 7.0):
+            assert t_pvalue(t, df) == pytest.approx(2 * stats.t.sf(t, df), abs=1e-12)
+
+
+def two_round_curve(strategy, last_f1, target="legal"):
+    """Round 0 at 0.5 (the source), round 1 at 10 % labels: AULC = (0.5 + F1) / 2 per seed."""
+    recs = []
+    for seed, f1 in enumerate(last_f1):
+        for r, y in enumerate([0.5, f1]):
+            rec = record(strategy, seed, r, y, target=target, n_rounds=1)
+            rec["labeled_fraction"] = 0.1 * r
+            recs.append(rec)
+    return recs
+
+
+def test_paired_gains_with_holm_on_a_hand_computed_example():
+    rand = [0.60, 0.62, 0.64]
+    # AULC gains per seed = half the F1 difference at 10 %
+    diffs = {"least_confidence": [0.01, 0.02, 0.03], "margin": [0.04, 0.05, 0.06],
+             "vocab": [-0.01, 0.0, 0.01]}  # fmt: skip
+    recs = two_round_curve("random", rand)
+    for name, d in diffs.items():
+        recs += two_round_curve(name, [r + 2 * x for r, x in zip(rand, d, strict=True)])
+    gains = {g["strategy"]: g for g in paired_gains(build_curves(recs).values())}
+    assert set(gains) == set(diffs)
+    # least_confidence: mean .02, sd .01, t = .02 / (.01 / sqrt 3) = sqrt 12, 2 df:
+    # p = 1 - t / sqrt(t^2 + 2) = 1 - sqrt(12 / 14); margin: t = sqrt 75, p = 1 - sqrt(75 / 77)
+    p_lc, p_m = 1 - math.sqrt(12 / 14), 1 - math.sqrt(75 / 77)
+    assert gains["least_confidence"]["gain"] == pytest.approx(0.02)
+    assert gains["least_confidence"]["gain_ci"] == pytest.approx(4.303 * 0.01 / math.sqrt(3))
+    assert gains["least_confidence"]["p"] == pytest.approx(p_lc)
+    assert gains["margin"]["p"] == pytest.approx(p_m)
+    assert gains["vocab"]["p"] == pytest.approx(1.0)
+    # Holm over m = 3: margin (smallest) x 3, least_confidence x 2, vocab x 1
+    assert gains["margin"]["p_holm"] == pytest.approx(3 * p_m)  # 0.039
+    assert gains["least_confidence"]["p_holm"] == pytest.approx(2 * p_lc)  # 0.148
+    assert gains["vocab"]["p_holm"] == pytest.approx(1.0)
+    assert all(g["family_size"] == 3 and g["seeds"] == 3 for g in gains.values())
+    assert [n for n, g in sorted(gains.items()) if g["above_random"]] == ["margin"]
+    assert [n for n, g in sorted(gains.items()) if g["ci_above_0"]] == ["margin"]
+    # one seed: a gain, no test
+    one = paired_gains(build_curves([r for r in recs if r["seed"] == 0]).values())
+    assert all(g["p"] is None and g["p_holm"] is None and not g["above_random"] for g in one)
+
+
+def selection(strategy, target, picks, mode="reset"):
+    """Records of one strategy: picks[seed] = the ids chosen per round (round 1 first)."""
+    return [
+        {"source": "news", "target": target, "mode": mode, "strategy": strategy, "seed": seed,
+         "round": r, "new_ids": ids}
+        for seed, rounds in enumerate(picks)
+        for r, ids in enumerate([[], *rounds])
+    ]  # fmt: skip
+
+
+def test_find_duplicates_on_a_hand_built_selection_log():
+    margin = [[[3, 1], [7, 5]], [[2, 4], [6, 8]]]
+    log = selection("margin", "legal", margin)
+    log += selection("cartography", "legal", [[[1, 3], [5, 7]], [[4, 2], [8, 6]]])  # same sets
+    log += selection("random", "legal", [[[9, 1], [7, 5]], [[2, 4], [6, 8]]])
+    log += selection("mnlp", "legal", margin[:1])  # same picks, but only seed 0
+    log += selection("margin", "conversation", margin)
+    log += selection("cartography", "conversation", [[[3, 1], [7, 5]], [[2, 4], [6, 9]]])
+    log += selection("cartography", "legal", margin, mode="warm")  # no margin in warm
+    assert find_duplicates(log) == [
+        {
+            "source": "news", "target": "legal", "mode": "reset", "strategy": "cartography",
+            "same_as": "margin", "seeds": 2, "rounds": 2,
+            "reason": "cartography selects margin's sentences on legal (source news, reset: "
+            "the same docs in all 2 rounds of 2 seeds)",
+        }
+    ]  # fmt: skip
+    # the paper's strategies are kept whatever the order of the records
+    assert find_duplicates(list(reversed(log)))[0]["same_as"] == "margin"
+
+
+def test_write_report_reports_a_duplicate_once(tmp_path):
+    out = tmp_path / "al"
+    out.mkdir()
+    base = [[0.5, 0.6, 0.7], [0.5, 0.62, 0.66], [0.5, 0.58, 0.72]]
+    for strategy, shift, picks in (
+        ("random", 0.0, [[1], [2]]),
+        ("margin", 0.05, [[3], [4]]),
+        ("cartography", 0.05, [[4], [3]]),  # margin's docs, in other rounds: no duplicate
+        ("mnlp", 0.04, [[3], [4]]),  # margin's docs
+    ):
+        for seed, ys in enumerate(base):
+            recs = []
+            for r, y in enumerate(ys):
+                rec = record(strategy, seed, r, y + (shift if r else 0), n_rounds=2)
+                rec["new_ids"] = [] if r == 0 else [10 * seed + picks[r - 1][0]]
+                recs.append(rec)
+            (out / f"news_legal_{strategy}_reset_s{seed}.jsonl").write_text(
+                "\n".join(json.dumps(x) for x in recs) + "\n"
+            )
+    result = write_report(out, tmp_path / "report")
+    assert [d["strategy"] for d in result["duplicates"]] == ["mnlp"]
+    assert sorted(r["strategy"] for r in result["rows"]) == ["cartography", "margin", "random"]
+    assert next(r for r in result["rows"] if r["strategy"] == "margin")["same_as"] == ["mnlp"]
+    assert {g["strategy"] for g in result["gains"]} == {"cartography", "margin"}
+    assert all(g["family_size"] == 2 for g in result["gains"])  # mnlp is no extra test
+    text = result["report"].read_text()
+    assert "## Duplicates" in text
+    assert (
+        "- mnlp selects margin's sentences on legal (source news, reset: the same docs in all "
+        "2 rounds of 3 seeds): reported as margin." in text
+    )
+    assert "| mnlp |" not in text
+
+
+def test_paper_units_in_the_report_and_the_anchor_comparison(tmp_path, anchors):
+    # 20 % of the target train set held out: our 100 % is 80 % of the paper's x-axis
+    ramp = numpy.linspace(0.3, 0.9, 21)
+    recs = []
+    for seed in (0, 1):
+        for rec in paper_records("margin", seed, ramp, ramp):
+            rec["params"] = {"eval_holdout": 0.2}
+            recs.append(rec)
+    curve = build_curves(recs)[("news", "legal", "margin", "reset", "heldout")]
+    assert curve.eval_holdout == 0.2
+    assert curve.paper_fractions()[[1, 20]].tolist() == pytest.approx([0.04, 0.8])
+    row = summarize_curve(curve, {})
+    assert row["max_fraction"] == pytest.approx(1.0)
+    assert row["max_fraction_paper"] == pytest.approx(0.8)
+    # 25 % of the whole set = 31.25 % of ours: .3 + .6 * .3125 = .4875
+    assert row["f1_paper@0.25"] == pytest.approx(0.4875)
+    assert row["f1_paper@0.5"] == pytest.approx(0.3 + 0.6 * 0.625)
+    text = markdown_report([row], {}, anchors)
+    a = anchors[("legal", "margin")]
+    assert (
+        f"| heldout | legal | margin | reset | 80 % | {row['aulc_labeled']:.3f} ± 0.000 "
+        f"| {anchor_aulc(a, 0.05, 0.8):.3f} | {aulc(a.fractions, a.f1):.3f} | 0.487 " in text
+    )
+    assert "| 100 % (80 %) |" in text
+
+
+def test_the_stronger_reference_counts():
+    recs = make_records("margin", MARGIN)
+    curve = build_curves(recs)[("news", "legal", "margin", "reset", "dev")]
+    both = baseline_means(
+        [{**BASELINE, "seed": 0, "target_f1": 0.80},
+         {**BASELINE, "seed": 0, "kind": "target_finetune", "target_f1": 0.84}]
+    )  # fmt: skip
+    row = summarize_curve(curve, both)
+    assert (row["target_full_f1"], row["target_finetune_f1"]) == pytest.approx((0.80, 0.84))
+    assert row["reference"] == "target_finetune" and row["full_target_f1"] == pytest.approx(0.84)
+    # 95 % of .84 = .798: the seed-mean curve (.71, .79, .84, .86) reaches it at 15 %
+    assert row["reach95"] == pytest.approx(0.15)
+    weaker = baseline_means([{**BASELINE, "seed": 0, "kind": "target_finetune", "target_f1": 0.7}])
+    assert summarize_curve(curve, {**both, **weaker})["reference"] == "target_full"
+    # from-scratch baselines select on dev: never the reference
+    only = baseline_means([{**BASELINE, "seed": 0, "kind": "target_only", "target_f1": 0.9}])
+    assert summarize_curve(curve, only)["reference"] == "none"

@@ -36,7 +36,9 @@ def test_parse_helpers():
     }
     with pytest.raises(AdaptnerError, match=r"expected <strategy>\.<key>=<value>"):
         parse_strategy_params(["aggregation=max"])
-    assert parse_baselines("all") == ["source_only", "target_full", "target_only", "joint"]
+    assert parse_baselines("all") == [
+        "source_only", "target_full", "target_finetune", "target_only", "joint"
+    ]  # fmt: skip
     assert parse_baselines("none") == []
     assert parse_baselines("source_only, joint") == ["source_only", "joint"]
     with pytest.raises(AdaptnerError, match="unknown baseline 'bogus'"):
@@ -56,10 +58,29 @@ def test_simulate_then_curves(tiny, tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert (
         "Protocol paper: pool 40% of the target train set (fresh each round); 10% per round; "
-        "budget 20%; 2 epochs per round; evaluation set: 20% of the target train set held out"
+        "budget 20%; 2 epochs per round; evaluation sets: heldout, dev, merged (primary merged; "
+        "20% of the target train set held out); no early stopping"
     ) in text
     assert "✔ 4 runs and 4 baselines complete" in text
     assert len(list(out.glob("news_legal_*_reset_s*.jsonl"))) == 4
+    # the CPU-hour plan of a bigger grid at the rates of these rounds (nothing is run)
+    plan = [
+        *args[:-1],
+        "-n",
+        "3",
+        "--budget",
+        "0.3",
+        "--plan",
+        "--timing",
+        out,
+        "-o",
+        tmp_path / "p",
+    ]
+    assert run_cli(monkeypatch, *plan) == 0
+    text = capsys.readouterr().out
+    assert "Grid: 6 runs + 6 baselines; rates from" in text
+    assert "| legal | runs (reset) | 6 | 18 |" in text and "| legal | target_full | 3 | 0 |" in text
+    assert "Total " in text and not (tmp_path / "p").exists()
     assert run_cli(monkeypatch, "curves", "-i", out) == 0
     assert f"✔ {out / 'report' / 'curves_news_legal.png'}" in capsys.readouterr().out
     report = (out / "report" / "report.md").read_text()
@@ -82,6 +103,9 @@ def test_simulate_then_curves(tiny, tmp_path, monkeypatch, capsys):
         (["--al-config", "nope.cfg"], "✘ AL config nope.cfg does not exist (relative to"),
         (["-n", "0"], "✘ --repeats must be at least 1, got 0."),
         (["--backend", "slurm"], "✘ Unknown backend 'slurm'; choose from local, ray."),
+        (["--eval-set", "train"], "✘ Unknown evaluation set 'train' in eval_sets; choose from"),
+        (["--patience", "2", "--stop-on", "dev"], '✘ patience = 2 with stop_on = "dev" would'),
+        (["--plan"], "✘ --plan needs --timing: a folder of finished runs"),
     ],
 )
 def test_simulate_bad_input(tiny, tmp_path, monkeypatch, capsys, args, message):

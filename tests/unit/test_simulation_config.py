@@ -28,6 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
         ({"batch_size": 0}, "batch_size must be at least 1"),
         ({"patience": -1}, "patience must be >= 0"),
         ({"learn_rate": 0.0}, "learn_rate must be positive"),
+        ({"eval_sets": ()}, "eval_sets is empty"),
+        ({"eval_sets": ("dev", "dev")}, r"eval_sets names a set twice: \['dev', 'dev'\]"),
+        ({"eval_holdout": 0.0}, "has heldout, merged, which needs held-out docs, but eval_hold"),
+        ({"stop_on": "test"}, "Unknown stop_on 'test'; choose from labelled, dev"),
+        ({"stop_share": 1.0}, r"stop_share must be in \(0, 1\)"),
+        ({"reference_epochs": -1}, "reference_epochs must be >= 0"),
+        ({"reference_learn_rate": 0.0}, "reference_learn_rate must be positive"),
     ],
 )
 def test_settings_validation(changes, message):
@@ -67,8 +74,17 @@ def test_load_al_settings_overrides_and_errors(tmp_path):
     with pytest.raises(AdaptnerError, match=r"nosec\.cfg has no \[simulation\] section"):
         load_al_settings(tmp_path / "nosec.cfg")
     (tmp_path / "range.cfg").write_text("[simulation]\nbudget = 3\n")
-    with pytest.raises(AdaptnerError, match="budget must be in"):
+    with pytest.raises(AdaptnerError, match=r"range\.cfg: budget must be in"):
         load_al_settings(tmp_path / "range.cfg")
+    (tmp_path / "sets.cfg").write_text('[simulation]\neval_sets = ["heldout", "train"]\n')
+    with pytest.raises(AdaptnerError, match=r"sets\.cfg: Unknown evaluation set 'train'"):
+        load_al_settings(tmp_path / "sets.cfg")
+    (tmp_path / "dev.cfg").write_text('[simulation]\neval_sets = ["dev"]\neval_holdout = 0\n')
+    assert load_al_settings(tmp_path / "dev.cfg").eval_sets == ("dev",)  # a list in the file
+    # a file that is fine, and overrides that select on an evaluation set: no file named
+    with pytest.raises(AdaptnerError, match='^patience = 2 with stop_on = "dev"') as err:
+        load_al_settings(tmp_path / "dev.cfg", patience=2, stop_on="dev")
+    assert "out of eval_sets" in str(err.value)
 
 
 def test_sources_and_ids():

@@ -133,6 +133,7 @@ def tiny(tmp_path_factory):
 SETTINGS = ALSettings(
     protocol="fixed_pool",
     eval_holdout=0.0,
+    eval_sets=("dev",),
     pool_fraction=0.5,
     query_fraction=0.1,
     budget=1.0,

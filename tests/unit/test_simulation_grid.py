@@ -14,6 +14,7 @@ import spacy
 from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
 from adaptner.simulation import ALSettings, GridSpec, plan_grid, read_records, run_grid
+from adaptner.simulation.grid import RoundTiming, cost_plan, format_cost_plan, round_docs
 from adaptner.simulation.pipelines import TrainTask, ensure_trained
 from tests.unit.test_simulation_engine import make_source_pipeline, strip_timing, write_tiny_corpus
 
@@ -165,7 +166,7 @@ def test_trains_sources_and_scratch_baselines(tiny, tmp_path):
         assert len(filtered) == 32
         held = json.loads((baselines / name / "holdout.json").read_text())
         assert held == {"target": "legal", "eval_holdout": 0.2, "holdout_seed": 0, "train_limit": 0}
-    assert joint["eval_set"] == "heldout" and set(joint["evals"]) == {"heldout", "dev"}
+    assert joint["eval_set"] == "merged" and set(joint["evals"]) == {"merged", "heldout", "dev"}
     # a cached baseline trained on another hold-out is refused
     task = next(t for t in plan.trainings if t.name == "legal target_only s0")
     task.holdout = ("legal", 0.3, 0, 0)
@@ -193,3 +194,55 @@ def test_ray_backend_needs_ray(tiny, tmp_path, monkeypatch):
         run_grid(spec(tiny, tmp_path), backend="ray", progress=False, log=lambda _: None)
     with pytest.raises(AdaptnerError, match="Unknown backend 'slurm'"):
         run_grid(spec(tiny, tmp_path), backend="slurm", progress=False, log=lambda _: None)
+
+
+def timed_round(train_docs, epochs, train_s, pool, score_s, eval_s, target="legal"):
+    return {"target": target, "round": 1, "train_docs": train_docs, "train_epochs": epochs,
+            "train_seconds": train_s, "pool_ids": list(range(pool)), "score_seconds": score_s,
+            "eval_seconds": eval_s}  # fmt: skip
+
+
+def test_cpu_hour_plan_from_measured_rounds(tiny, tmp_path):
+    # 0.1 s per training doc-epoch, 0.02 s per scored candidate, 0.5 s per evaluation
+    timing = RoundTiming.from_records(
+        [{"target": "legal", "round": 0, "eval_seconds": 9.0},  # round 0 trains nothing
+         timed_round(10, 2, 2.0, 20, 0.4, 0.5), timed_round(5, 2, 1.0, 10, 0.2, 0.5)]
+    )  # fmt: skip
+    assert timing.rounds == 2
+    assert timing.rate("legal") == pytest.approx((0.1, 0.02, 0.5))
+    assert timing.rate("news") == timing.rate("legal")  # unmeasured targets: every round's rates
+    plan = plan_grid(spec(tiny, tmp_path, baselines=["source_only", "target_full",
+                                                     "target_finetune"]))  # fmt: skip
+    # legal: 32 AL docs; 3 then 6 labels (budget 20 %); fresh pools of 16
+    assert round_docs(plan.sizes["legal"], SETTINGS, "reset") == [(3, 16), (6, 16)]
+    assert round_docs(plan.sizes["legal"], SETTINGS, "warm") == [(3, 16), (5, 16)]  # 3 + 2 replayed
+    cost = cost_plan(plan, timing, workers=2)
+    # reset run: 0.5 + (0.3 + 0.32 + 0.5) + (0.6 + 0.32 + 0.5) = 3.04 s; warm: 2.94 s
+    # (2 strategies each); source_only 0.5 s; target_full 32 x 0.1 + 0.5 = 3.7 s;
+    # target_finetune is the same training here (fine_tune round trainer): 0
+    rows = {r["task"]: r for r in cost["rows"]}
+    assert rows["runs (reset)"]["cpu_hours"] * 3600 == pytest.approx(2 * 3.04)
+    assert rows["runs (warm)"]["cpu_hours"] * 3600 == pytest.approx(2 * 2.94)
+    assert rows["runs (reset)"]["rounds"] == 4 and rows["runs (reset)"]["count"] == 2
+    assert rows["target_finetune (= target_full)"]["cpu_hours"] == 0
+    assert cost["cpu_hours"] * 3600 == pytest.approx(11.96 + 0.5 + 3.7)
+    assert cost["wall_hours"] == pytest.approx(cost["cpu_hours"] / 2)
+    assert not cost["finetune_assumed"] and cost["not_estimated"] == []
+    text = format_cost_plan(cost)
+    assert "| legal | runs (reset) | 2 | 4 | 0.00 |" in text
+    assert (
+        "Total 0.0 CPU-hours; 0.0 h wall with 2 worker(s) (rates from 2 measured rounds)." in text
+    )
+    # a reference that fine-tunes differently: costed at the fine_tune rounds' rate
+    other = plan_grid(spec(tiny, tmp_path, settings=SETTINGS.replace(reference_epochs=3),
+                           baselines=["target_finetune"]))  # fmt: skip
+    slow = RoundTiming.from_records([timed_round(4, 1, 4.0, 1, 0.0, 0.5)])  # 1 s per doc-epoch
+    ft = cost_plan(other, timing, finetune_timing=slow)
+    assert {r["task"]: r["cpu_hours"] * 3600 for r in ft["rows"]}[
+        "target_finetune"
+    ] == pytest.approx(32 * 3 * 1.0 + 0.5)
+    assumed = cost_plan(other, timing)
+    assert assumed["finetune_assumed"]
+    assert "target_finetune is costed at the round trainer's rate" in format_cost_plan(assumed)
+    with pytest.raises(AdaptnerError, match="No timed rounds"):
+        RoundTiming.from_records([{"target": "legal", "round": 0}])

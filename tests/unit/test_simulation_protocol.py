@@ -137,9 +137,10 @@ def test_heldout_set_is_never_queried_nor_trained_and_the_same_everywhere(tiny, 
         for r in records:
             assert not set(r["new_ids"]) & set(sim.data.heldout_ids)
             assert not set(r["pool_ids"]) & set(sim.data.heldout_ids)
-            assert r["eval_set"] == "heldout" and list(r["evals"]) == ["heldout", "dev"]
-            assert r["target_f1"] == r["evals"]["heldout"]["ents_f"]
+            assert r["eval_set"] == "merged" and list(r["evals"]) == ["merged", "heldout", "dev"]
+            assert r["target_f1"] == r["evals"]["merged"]["ents_f"]
             assert r["evals"]["heldout"]["n_docs"] == 8 and r["evals"]["dev"]["n_docs"] == 12
+            assert r["evals"]["merged"]["n_docs"] == 20
             assert r["heldout_size"] == 8 and r["target_size"] == 32
             digests.add(r["heldout_digest"])
     assert len(digests) == 1
@@ -155,11 +156,84 @@ def test_heldout_set_is_never_queried_nor_trained_and_the_same_everywhere(tiny, 
     )  # fmt: skip
     assert base["train_docs"] == 32 and len(trained) == 32
     assert not set(trained) & held_texts
-    assert set(base["evals"]) == {"heldout", "dev"} and base["eval_set"] == "heldout"
+    assert set(base["evals"]) == {"merged", "heldout", "dev"} and base["eval_set"] == "merged"
+
+
+def test_nothing_selects_on_dev_while_dev_is_evaluated(tiny, tmp_path):
+    calls: list[tuple[list[str], list[str] | None]] = []
+
+    @trainers_registry.register("spy_stopping_h12")
+    def make_spy():
+        inner = make_fine_tune()
+
+        def spy(nlp, train_docs, dev_docs, *, settings, seed):
+            calls.append(
+                (
+                    [d.text for d in train_docs],
+                    None if dev_docs is None else [d.text for d in dev_docs],
+                )
+            )
+            return inner(nlp, train_docs, dev_docs, settings=settings, seed=seed)
+
+        return spy
+
+    # early stopping on dev is refused while dev (or merged) is an evaluation set
+    for sets in (("heldout", "dev", "merged"), ("merged",), ("dev",)):
+        with pytest.raises(AdaptnerError, match='with stop_on = "dev" would pick epochs on the'):
+            ALSettings(patience=2, stop_on="dev", eval_sets=sets)
+    # fixed epochs: the trainer gets no stopping docs at all
+    settings = PAPER.replace(trainer="spy_stopping_h12")
+    records = run_simulation(make_cfg(tiny, settings=settings), tmp_path / "fixed")
+    assert calls and all(stop is None for _, stop in calls)
+    assert all(r["stop_docs"] == 0 for r in records)
+    # patience: the stopping docs are a slice of the round's own labels, never trained on
+    calls.clear()
+    cfg = make_cfg(tiny, settings=settings.replace(patience=2, epochs=4))
+    records = run_simulation(cfg, tmp_path / "labelled")
+    sim = Simulation(cfg, tmp_path / "unused")
+    dev_texts = {d.text for d in sim.data.dev}
+    held_texts = {d.text for d in sim.data.evals["heldout"]}
+    assert [d.text for d in sim.data.evals["merged"]] == [
+        *(d.text for d in sim.data.evals["heldout"]),
+        *(d.text for d in sim.data.dev),
+    ]
+    labeled: list[str] = []
+    for r, (train, stop) in zip(records[1:], calls, strict=True):
+        labeled += [sim.data.target_train[i].text for i in r["new_ids"]]
+        # 3, 6, 9 ... labels: floor(20 %) = 0, 1, 1, ... docs kept back for stopping
+        n_stop = int(0.2 * len(labeled) + 1e-9)
+        assert r["stop_docs"] == n_stop and r["train_docs"] == len(labeled)
+        if n_stop == 0:
+            assert stop is None and sorted(train) == sorted(labeled)
+            continue
+        assert len(stop) == n_stop and len(train) == len(labeled) - n_stop
+        assert sorted(train + stop) == sorted(labeled)  # from the labels, split
+        assert not set(stop) & (dev_texts | held_texts)
+    assert any(r["stop_docs"] for r in records)
+    # the references split their docs the same way
+    calls.clear()
+    corpus, source = tiny
+    base = run_baseline(
+        BaselineConfig(source="news", target="legal", kind="target_full", seed=0,
+                       settings=cfg.settings, source_model=source, train_config=source,
+                       corpus_dir=corpus),
+        tmp_path / "labelled",
+    )  # fmt: skip
+    ((train, stop),) = calls
+    assert base["stop_docs"] == len(stop) == 6 and len(train) == 26  # 20 % of 32
+    assert not set(stop) & (dev_texts | held_texts)
+    # with dev out of the evaluation sets, stop_on = "dev" gives the trainer the dev docs
+    calls.clear()
+    on_dev = settings.replace(patience=2, stop_on="dev", eval_sets=("heldout",))
+    records = run_simulation(make_cfg(tiny, settings=on_dev), tmp_path / "dev")
+    assert list(records[0]["evals"]) == ["heldout"]
+    assert all(stop == [d.text for d in sim.data.dev] for _, stop in calls)
 
 
 def test_no_holdout_scores_the_split_only(tiny, tmp_path):
-    records = run_simulation(make_cfg(tiny, settings=PAPER.replace(eval_holdout=0.0)), tmp_path)
+    records = run_simulation(
+        make_cfg(tiny, settings=PAPER.replace(eval_holdout=0.0, eval_sets=("dev",))), tmp_path
+    )
     assert all(r["eval_set"] == "dev" and list(r["evals"]) == ["dev"] for r in records)
     assert records[-1]["target_size"] == 40 and records[-1]["labeled_count"] == 20
 

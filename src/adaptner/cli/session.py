@@ -30,9 +30,16 @@ def register(app: typer.Typer) -> None:
 TRAINER_OPTION = typer.Option(
     "auto",
     "--trainer",
-    help="auto: cached_head for a transformer pipeline (the encoder stays frozen, the head "
-    "trains on cached encoder outputs: seconds per round on a CPU), else fine_tune "
-    "(every component learns).",
+    help="auto: top_layers for a transformer pipeline (the encoder's top 4 layers and the "
+    "head learn on cached outputs of the lower layers), else fine_tune (every component "
+    "learns). cached_head: the fast option for a transformer (the encoder stays frozen, the "
+    "head trains on cached encoder outputs: seconds per round on a CPU, lower F1). "
+    "fine_tune on a transformer: the full model, minutes per round on a CPU.",
+)
+BACKGROUND_HELP = (
+    "write the next batch first, from the newest finished model, and train the round after "
+    "it, while the batch is annotated: answers -> next batch takes the import and the pool's "
+    "scoring only; the next batch comes from the new round."
 )
 SOURCE_REPLAY_OPTION = typer.Option(
     None,
@@ -172,22 +179,34 @@ def next_cmd(
     trainer: str = typer.Option(
         "auto",
         "--trainer",
-        help="auto | cached_head: a transformer pipeline scores the pool from cached encoder "
-        "outputs (<session dir>/features/; each sentence encoded once) | fine_tune: the full "
-        "pipeline runs over the pool.",
+        help="The session's round trainer (as `train --trainer`), for how the pool is scored: "
+        "auto | top_layers: a transformer's lower layers run once per sentence (cached under "
+        "<session dir>/features/lower/) | cached_head: the whole encoder runs once per "
+        "sentence (<session dir>/features/) | fine_tune: the full pipeline runs every time.",
     ),
     db: Path = DB_OPTION,
 ) -> None:
-    """Score the remaining pool with the current model and write the top n as tasks."""
+    """Score the remaining pool with the current model and write the top n as tasks.
+
+    The current model is the newest round, unless its held-out F1 is below the source's:
+    then the best round so far makes the batch (and `status` says so)."""
     from ..session.loop import next_batch
 
     result = next_batch(
         db, name, n=n, output=output, fmt=fmt, reissue=reissue, progress=True, trainer=trainer
     )
+    echo_batch(result)
+
+
+def echo_batch(result: Any) -> None:
+    """The line saying which batch was written, and by which model."""
     typer.echo(
-        f"✔ batch {result.batch_id} (round {result.round}): {len(result.tasks)} tasks -> "
-        f"{result.path} ({result.remaining} left in the pool, {result.seconds:.1f} s)"
+        f"✔ batch {result.batch_id} (round {result.round}, {result.trainer}): "
+        f"{len(result.tasks)} tasks -> {result.path} ({result.remaining} left in the pool, "
+        f"{result.seconds:.1f} s)"
     )
+    if result.note:
+        typer.secho(f"⚠ {result.note}: it made this batch", fg=typer.colors.YELLOW, err=True)
 
 
 @session_app.command("import")
@@ -224,9 +243,33 @@ def import_cmd(
     rejects: Path | None = typer.Option(
         None, "--rejects", help="Rejects file for --skip-invalid (default <answers>.rejects.jsonl)."
     ),
+    next_n: int = typer.Option(
+        0,
+        "--next",
+        min=0,
+        help="Then, in the same process, train a round on the new accepted answers and write "
+        "the next batch of this many sentences to --output (0 = import only).",
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="With --next: the batch file to write ({batch} is replaced by the batch id).",
+    ),
+    batch_format: str | None = typer.Option(
+        None,
+        "--batch-format",
+        help="With --next: prodigy | labelstudio | doccano (default: the tool the answers "
+        "came from).",
+    ),
+    mode: str = typer.Option("warm", "--mode", help="With --next: warm | reset (as `train`)."),
+    trainer: str = TRAINER_OPTION,
+    background: bool = typer.Option(False, "--background", help="With --next: " + BACKGROUND_HELP),
+    source_replay: float | None = SOURCE_REPLAY_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
-    """Validate and store answers from Prodigy, Label Studio or doccano (all or nothing).
+    """Validate and store answers from Prodigy, Label Studio or doccano (all or nothing);
+    with --next, also update the model and write the next batch, in one process.
 
     Answers are matched to the tasks handed out by the hashes the tool kept, else by exact
     text. Answers for texts the session did not hand out are refused (unless
@@ -234,22 +277,99 @@ def import_cmd(
     file:line. Label Studio: the latest annotation per task counts; a skipped task is an
     ignore (JSON_MIN leaves skipped tasks out); an empty annotation is an accept with no
     entities. doccano: every line is an accept (export only the approved examples).
+
+    With --next N -o FILE the command is import + train + next with the model loaded once:
+    the round trains on the new accepted answers (none: the model stays), and the batch
+    comes from it unless its held-out F1 is below the source's (then from the best round
+    so far, said with a warning).
     """
     from ..session.answers import ANSWER_FORMATS
-    from ..session.loop import import_answers
+    from ..session.formats import FORMATS
 
     if fmt is not None and fmt not in ANSWER_FORMATS:
         raise AdaptnerError(f"Unknown --format {fmt!r}; choose one of {', '.join(ANSWER_FORMATS)}.")
-    r = import_answers(
+    if (
+        output is not None or batch_format is not None or background or source_replay is not None
+    ) and not next_n:
+        raise AdaptnerError(
+            "--output, --batch-format, --background and --source-replay go with --next N (the "
+            f"size of the next batch), e.g. `adaptner session import {name} {answers} --next 50 "
+            "-o batch.jsonl`."
+        )
+    if next_n and output is None:
+        raise AdaptnerError("--next needs --output/-o: the file to write the next batch to.")
+    if batch_format is not None and batch_format not in FORMATS:
+        raise AdaptnerError(
+            f"Unknown --batch-format {batch_format!r}; choose one of {', '.join(FORMATS)}."
+        )
+    options = {
+        "snap": snap,
+        "allow_foreign": allow_foreign,
+        "skip_invalid": skip_invalid,
+        "rejects": rejects,
+    }
+    if not next_n:
+        from ..session.loop import import_answers
+
+        echo_import(answers, import_answers(db, name, answers, fmt=fmt, **options))
+        return
+    from ..session.loop import answer_cycle, require_source_docs
+
+    settings = round_settings(mode, trainer=trainer, source_replay=source_replay)
+    require_source_docs(db, name, source_replay)
+
+    def on_step(what: str, result: Any) -> None:
+        if what == "import":
+            echo_import(answers, result)
+        elif what == "wait":
+            typer.echo(f"ℹ waiting for the round that process {result} is training ...")
+        elif what == "batch":
+            echo_batch(result)
+            if background:
+                typer.echo("ℹ training the next round (--background); the next import uses it")
+        elif what == "train":
+            echo_round(result)
+
+    cycle = answer_cycle(
         db,
         name,
         answers,
-        fmt=fmt,
-        snap=snap,
-        allow_foreign=allow_foreign,
-        skip_invalid=skip_invalid,
-        rejects=rejects,
+        n=next_n,
+        output=output,
+        fmt=batch_format,
+        mode=mode,
+        settings=settings,
+        background=background,
+        progress=True,
+        on_step=on_step,
+        answers_fmt=fmt,
+        **options,
     )
+    t = cycle.timings
+    typer.echo(
+        f"ℹ answers -> next batch in {t['total']:.1f} s (import {t['import']:.1f} s, "
+        f"train {t['train']:.1f} s, next {t['next']:.1f} s)"
+    )
+
+
+def echo_round(result: Any) -> None:
+    """The line saying which round was trained (None: no new accepted answers)."""
+    if result is None:
+        typer.echo("ℹ no new accepted answers: the model stays as it is")
+        return
+    m = result.metrics
+    f = m.get("ents_f")
+    score = f", held-out F1 {f:.3f}" if f is not None else " (no held-out set)"
+    source = f", {m['n_source_replay']} from the source" if m.get("n_source_replay") else ""
+    typer.echo(
+        f"✔ round {result.round} ({result.mode}, {m['trainer']}): {m['n_train']} docs "
+        f"({m['n_new']} new{source}), {m['epochs']} epochs, {m['seconds']:.1f} s{score} -> "
+        f"{result.model_dir}"
+    )
+
+
+def echo_import(answers: Path, r: Any) -> None:
+    """The lines saying what an import stored."""
     for note in r.snaps:
         typer.echo(f"ℹ snapped: {note}")
     extra = []
@@ -311,15 +431,7 @@ def train_cmd(
         source_replay_max=source_replay_max,
     )
     require_source_docs(db, name, source_replay)
-    r = train_round(db, name, mode=mode, settings=settings, progress=True)
-    f = r.metrics.get("ents_f")
-    score = f", held-out F1 {f:.3f}" if f is not None else " (no held-out set)"
-    typer.echo(
-        f"✔ round {r.round} ({mode}): {r.metrics['n_train']} docs "
-        f"({r.metrics['n_new']} new, {r.metrics['n_source_replay']} from the source), "
-        f"{r.metrics['epochs']} epochs, "
-        f"{r.metrics['seconds']:.1f} s{score} -> {r.model_dir}"
-    )
+    echo_round(train_round(db, name, mode=mode, settings=settings, progress=True))
 
 
 @session_app.command("status")
@@ -353,8 +465,15 @@ def status_cmd(
         f"ignored {c['ignored']}; {c['replaced']} replaced by newer answers) · "
         f"remaining {c['remaining']}"
     )
+    model = st["model"]
+    typer.echo(f"next batch from round {model['round']} ({model['trainer']})")
+    if model["note"]:
+        typer.secho(f"⚠ {model['note']}", fg=typer.colors.YELLOW)
+    if st["training"] is not None:
+        typer.echo(f"a round is training now (process {st['training']})")
     typer.echo(
-        f"{'round':>5}  {'mode':<6}  {'docs':>5}  {'new':>4}  {'source':>6}  {'F1':>6}  {'sec':>6}"
+        f"{'round':>5}  {'mode':<6}  {'trainer':<11}  {'docs':>5}  {'new':>4}  {'source':>6}  "
+        f"{'F1':>6}  {'sec':>6}"
     )
     for r in st["rounds"]:
         f1 = f"{100 * r['ents_f']:.1f}" if r["ents_f"] is not None else "-"
@@ -362,9 +481,14 @@ def status_cmd(
         new = r["n_new"] if r["n_new"] is not None else "-"
         src = r["n_source_replay"] if r["n_source_replay"] is not None else "-"
         typer.echo(
-            f"{r['round']:>5}  {r['mode']:<6}  {r['n_train']:>5}  {new:>4}  {src:>6}  {f1:>6}  "
-            f"{sec:>6}"
+            f"{r['round']:>5}  {r['mode']:<6}  {r['trainer']:<11}  {r['n_train']:>5}  "
+            f"{new:>4}  {src:>6}  {f1:>6}  {sec:>6}"
         )
+    if st["batches"]:
+        typer.echo(f"{'batch':>5}  {'n':>4}  made by")
+    for b in st["batches"]:
+        note = f" (newest was round {b['newest_round']}: {b['note']})" if b["note"] else ""
+        typer.echo(f"{b['batch']:>5}  {b['n']:>4}  round {b['round']} ({b['trainer']}){note}")
 
 
 @session_app.command("export")
@@ -426,6 +550,12 @@ def loop_cmd(
     trainer: str = TRAINER_OPTION,
     source_replay: float | None = SOURCE_REPLAY_OPTION,
     source_replay_max: int | None = SOURCE_REPLAY_MAX_OPTION,
+    background: bool = typer.Option(
+        False,
+        "--background",
+        help="Train rounds in a background thread: each batch is written as soon as its "
+        "answers are imported, from the newest finished model, while the next round trains.",
+    ),
     db: Path = DB_OPTION,
 ) -> None:
     """Chain next -> wait for the answers -> import -> train -> next, automatically."""
@@ -450,6 +580,7 @@ def loop_cmd(
         settle=settle,
         timeout=timeout,
         echo=typer.echo,
+        background=background,
     )
 
 

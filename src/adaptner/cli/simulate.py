@@ -120,7 +120,9 @@ def simulate_cmd(
     baselines: str = typer.Option(
         "all",
         "--baselines",
-        help="all | none | comma list of source_only,target_full,target_only,joint.",
+        help="all | none | comma list of source_only,target_full (the round trainer on every "
+        "target train doc),target_finetune (every component fine-tuned on them),target_only,"
+        "joint.",
     ),
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel processes (local backend)."),
     backend: str = typer.Option("local", "--backend", help="local (process pool) | ray."),
@@ -150,6 +152,12 @@ def simulate_cmd(
         "--eval-holdout",
         help="Share of each target's train docs held out as the evaluation set (0 = none).",
     ),
+    eval_sets: list[str] = typer.Option(
+        [],
+        "--eval-set",
+        help="Evaluation sets scored every round (repeat; default from the AL config: heldout, "
+        "dev, merged): heldout | dev | merged (heldout + dev, the primary) | test.",
+    ),
     query_fraction: float | None = typer.Option(
         None, "--query-fraction", help="Docs per round as a share of the target train set."
     ),
@@ -158,7 +166,15 @@ def simulate_cmd(
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Retraining epochs per round."),
     patience: int | None = typer.Option(
-        None, "--patience", help="Early stopping on the evaluation split (0 = off; optimistic)."
+        None,
+        "--patience",
+        help="Early stopping after N epochs without improvement (0 = off: fixed epochs).",
+    ),
+    stop_on: str | None = typer.Option(
+        None,
+        "--stop-on",
+        help="What early stopping scores: labelled (a slice of each round's labels, not "
+        "trained on) | dev (refused while dev or merged is an evaluation set).",
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Docs per update."),
     learn_rate: float | None = typer.Option(None, "--learn-rate", help="Retraining learn rate."),
@@ -190,6 +206,22 @@ def simulate_cmd(
         [], "--strategy-param", help="Strategy keyword (repeat): margin.aggregation=max."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    plan: bool = typer.Option(
+        False,
+        "--plan",
+        help="Run nothing: print the grid's CPU-hour plan at the rates of --timing.",
+    ),
+    timing: Path | None = typer.Option(
+        None,
+        "--timing",
+        help="--plan: a folder of finished runs (<run>.jsonl) whose rounds give the rates.",
+    ),
+    finetune_timing: Path | None = typer.Option(
+        None,
+        "--finetune-timing",
+        help="--plan: runs made with the fine_tune trainer, to cost the target_finetune "
+        "reference (default: the --timing rates, marked as assumed).",
+    ),
 ) -> None:
     """Simulate pool-based active learning with gold labels as the oracle (resumable grid)."""
     from ..simulation.config import load_al_settings
@@ -201,6 +233,8 @@ def simulate_cmd(
         al_config,
         protocol=protocol,
         eval_holdout=eval_holdout,
+        eval_sets=tuple(eval_sets) or None,
+        stop_on=stop_on,
         pool_fraction=pool_fraction,
         query_fraction=query_fraction,
         budget=budget,
@@ -230,6 +264,9 @@ def simulate_cmd(
         baselines=parse_baselines(baselines),
         strategy_params=parse_strategy_params(strategy_params),
     )
+    if plan:
+        print_cost_plan(spec, timing, finetune_timing, workers)
+        return
     pool_desc = (
         "whole target train set"
         if settings.pool_fraction >= 1.0
@@ -239,7 +276,14 @@ def simulate_cmd(
     typer.echo(
         f"Protocol {settings.protocol}: pool {pool_desc} ({fresh}); {settings.query_fraction:.0%} "
         f"per round; budget {settings.budget:.0%}; {settings.epochs} epochs per round; "
-        f"evaluation set: {settings.eval_holdout:.0%} of the target train set held out; "
+        f"evaluation sets: {', '.join(settings.eval_sets)} (primary {settings.primary_eval}; "
+        f"{settings.eval_holdout:.0%} of the target train set held out); "
+        + (
+            f"early stopping on {settings.stop_on} (patience {settings.patience})"
+            if settings.patience
+            else "no early stopping"
+        )
+        + "; "
         + (
             f"{settings.source_replay:g} source docs replayed per target doc"
             if settings.source_replay
@@ -261,6 +305,28 @@ def simulate_cmd(
     )
 
 
+def print_cost_plan(
+    spec: Any, timing: Path | None, finetune_timing: Path | None, workers: int
+) -> None:
+    """Print the CPU-hour plan of a grid (:func:`adaptner.simulation.grid.cost_plan`)."""
+    from ..simulation.curves import load_records
+    from ..simulation.grid import RoundTiming, cost_plan, format_cost_plan, plan_grid
+
+    if timing is None:
+        raise AdaptnerError(
+            "--plan needs --timing: a folder of finished runs whose rounds give the rates "
+            "(e.g. a tiny grid: adaptner simulate ... --budget 0.1 -n 1 -o metrics/al_timing)."
+        )
+    rates = RoundTiming.from_records(load_records(timing))
+    ft = RoundTiming.from_records(load_records(finetune_timing)) if finetune_timing else None
+    grid = plan_grid(spec)
+    cost = cost_plan(grid, rates, workers=workers, finetune_timing=ft)
+    typer.echo(
+        f"Grid: {len(grid.runs)} runs + {len(grid.baselines)} baselines; rates from {timing}"
+    )
+    typer.echo(format_cost_plan(cost))
+
+
 def curves_cmd(
     input_dir: Path = typer.Option(
         Path("metrics/al"), "--input", "-i", help="Folder with the simulation's <run>.jsonl files."
@@ -271,11 +337,14 @@ def curves_cmd(
     anchors: Path | None = typer.Option(
         None,
         "--anchors",
-        help="The paper's curves (../shared/anchors or its paper_al_curves/), drawn dashed.",
+        help="The paper's curves (../shared/anchors or its paper_al_curves/): drawn dashed "
+        "on the paper's x-axis (shares of the whole target train set) and compared in a table.",
     ),
     force: bool = FORCE_OPTION,
 ) -> None:
-    """Learning curves (mean ± 95 % CI over seeds) per target as PNG, and the Markdown table."""
+    """Learning curves (mean ± 95 % CI over seeds) per target as PNG, and the Markdown report:
+    AULC from round 0, 95 % of the stronger reference, paired gains over random with Holm's
+    correction, strategies that select the same sentences reported once."""
     from ..simulation.curves import write_report
 
     output = output if output is not None else input_dir / "report"

@@ -95,7 +95,12 @@ def train_cmd(
         "`.<output name>.run` beside --output.",
     ),
 ) -> None:
-    """Train a pipeline. Extra `--section.key value` arguments override the config."""
+    """Train a pipeline. Extra `--section.key value` arguments override the config.
+
+    bio_trf_e5: `--components.bio_ner.model.tok2vec.mix_layers 4`: the head mixes the last 4 layers.
+
+    `--initialize.after_init.cache_layers 8` caches the encoder's bottom 8 layers.
+    """
     from ..training import train_pipeline
 
     overrides, train_path, dev_path = overrides_and_corpus(ctx, train_path, dev_path)

@@ -13,6 +13,8 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
+# The scalar-mix architectures feeding bio_ner register with it (also without entry points).
+from ..encoders import layer_mix  # noqa: F401
 from ..errors import AdaptnerError
 from ..extensions import install_extensions
 from ..scoring import score_examples
@@ -480,9 +482,7 @@ class BioNER(TrainablePipe):
         if labels is not None:
             found = sorted(set(labels))
         else:
-            found = sorted(
-                {ent.label_ for eg in get_examples() for ent in eg.reference.ents}
-            )
+            found = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
         for label in found:
             self.vocab.strings.add(label)
         self.cfg["labels"] = found

@@ -1,5 +1,6 @@
 """Session operations: init, next, import, train, status, export, and the automatic loop."""
 
+import contextlib
 import hashlib
 import json
 import re
@@ -37,6 +38,7 @@ from ..util import load_pipeline as load_trained
 from . import answers as answer_files
 from . import formats
 from . import pool as pool_files
+from .rounds import pick_model, round_lock, round_trainer, training_pid
 from .status import session_status  # noqa: F401 - re-exported (its home is status.py)
 from .store import Session, SessionStore
 from .trainer import (
@@ -44,6 +46,7 @@ from .trainer import (
     MODES,
     UpdateSettings,
     evaluate,
+    finish_scoring,
     prepare_scoring,
     update_pipeline,
 )
@@ -411,6 +414,14 @@ class BatchResult:
     tasks: list[dict[str, Any]]
     remaining: int
     seconds: float
+    #: The newest finished round (``round`` is the one whose model made the batch).
+    newest_round: int | None = None
+    #: ``round``'s trainer (``source`` for round 0).
+    trainer: str | None = None
+    #: Why the batch does not come from the newest round (None when it does).
+    note: str | None = None
+    #: The pipeline that made the batch (``round``'s model).
+    nlp: Language | None = field(default=None, repr=False, compare=False)
 
 
 def next_batch(
@@ -424,20 +435,26 @@ def next_batch(
     nlp: Language | None = None,
     progress: bool = False,
     trainer: str = "auto",
+    models: dict[int, Language] | None = None,
 ) -> BatchResult:
     """Score the remaining pool with the current model and write the top ``n`` as tasks.
 
-    Tasks carry the model's entities as pre-annotations, a ``meta`` (session, round,
-    strategy, score, domain, most uncertain tokens) and Prodigy hashes. Sentences already
-    answered are never handed out again; sentences handed out and not answered only with
-    ``reissue``. ``output`` may contain ``{batch}``, replaced by the batch id. A Prodigy copy
-    of every batch is kept under ``<session dir>/batches/``.
+    The current model is the newest finished round, unless its held-out F1 is below the
+    source's: then the best round so far (:func:`~adaptner.session.rounds.pick_model`), and
+    the result's ``note`` says why. Tasks carry the model's entities as pre-annotations, a
+    ``meta`` (session, round, strategy, score, domain, most uncertain tokens) and Prodigy
+    hashes. Sentences already answered are never handed out again; sentences handed out and
+    not answered only with ``reissue``. ``output`` may contain ``{batch}``, replaced by the
+    batch id. A Prodigy copy of every batch is kept under ``<session dir>/batches/``.
 
     Args:
-        nlp: The current model, if the caller has it loaded (skips loading it).
+        nlp: The newest round's model, if the caller has it loaded (skips loading it).
         trainer: The session's round trainer (:data:`~adaptner.session.trainer.TRAINERS`):
-            with ``cached_head`` (auto for transformer pipelines) the pool is scored from
-            cached encoder outputs (``<session dir>/features/``), each doc encoded once.
+            with ``top_layers`` (auto for transformer pipelines) the lower layers' outputs
+            are cached, with ``cached_head`` the encoder's (``<session dir>/features/``), so
+            each doc goes through them once.
+        models: Models the caller has loaded, by round; the one used is taken from here, or
+            loaded and added here.
     """
     if n <= 0:
         raise AdaptnerError(f"-n must be positive, got {n}.")
@@ -449,7 +466,8 @@ def next_batch(
     store = open_store(db)
     try:
         session = store.get_session(name)
-        current = store.current_round(session.id)
+        choice = pick_model(store.rounds(session.id))
+        current = choice.round  # the model the batch comes from
         candidates = store.candidates(session.id, reissue=reissue)
         if not candidates:
             counts = store.counts(session.id)
@@ -464,8 +482,12 @@ def next_batch(
                 f"{counts['pool']} pool sentences are answered.{hint}"
             )
         strategy = _strategy(session)
+        models = {} if models is None else models
+        if nlp is not None:
+            models.setdefault(choice.newest.round, nlp)
+        nlp = models.get(current.round)
         if nlp is None:
-            nlp = load_pipeline(current.model_dir)
+            nlp = models[current.round] = load_pipeline(current.model_dir)
         docs = _session_docs(nlp, candidates)
         prepare_scoring(nlp, docs, trainer, feature_dir(session.session_dir))
         docs = list(
@@ -478,6 +500,7 @@ def next_batch(
                 disable=None if progress else True,  # None: only on a terminal
             )
         )
+        finish_scoring(nlp)
         n_batches = len(store.batches(session.id))
         rng = numpy.random.default_rng([session.seed, current.round, n_batches])
         chosen, scores = rank_docs(strategy, docs, min(n, len(docs)), nlp=nlp, rng=rng)
@@ -521,9 +544,22 @@ def next_batch(
                     for t in tasks
                 ],
                 seconds=seconds,
+                newest_round=choice.newest.round,
             )
         remaining = store.counts(session.id)["remaining"]
-        return BatchResult(batch_id, current.round, path, copy_path, tasks, remaining, seconds)
+        return BatchResult(
+            batch_id,
+            current.round,
+            path,
+            copy_path,
+            tasks,
+            remaining,
+            seconds,
+            newest_round=choice.newest.round,
+            trainer=round_trainer(current),
+            note=choice.reason,
+            nlp=nlp,
+        )
     finally:
         store.close()
 
@@ -825,6 +861,10 @@ def counts_without_lines(counts: dict[str, int]) -> dict[str, int]:
 
 
 # --- train -------------------------------------------------------------------------------
+class NoNewAnswers(AdaptnerError):
+    """``train`` in warm mode found no accepted answers it has not trained on."""
+
+
 @dataclass
 class TrainResult:
     """A trained round."""
@@ -844,6 +884,7 @@ def train_round(
     settings: UpdateSettings | None = None,
     nlp: Language | None = None,
     progress: bool = False,
+    nlp_round: int | None = None,
 ) -> TrainResult:
     """Train the next round on the accepted answers and make it the current model.
 
@@ -852,13 +893,18 @@ def train_round(
     pipeline on every accepted answer. In both, a session with source docs (``init
     --source-docs``) adds ``settings.source_replay`` of them per answer trained on (a sample
     seeded by the session seed and the round). Both early-stop on the held-out set if the
-    session has one. This is the one round update of ``session train``, ``session loop`` and
-    the Label Studio backend (:mod:`adaptner.session.worker`). The model is saved to
+    session has one. This is the one round update of ``session train``, ``import --next``,
+    ``loop`` and the Label Studio backend (:mod:`adaptner.session.worker`). The model is saved to
     ``<session dir>/rounds/<k>/model`` through a temporary directory that is renamed inside
     the store's write transaction, so a killed run never leaves a half-trained model current.
 
+    One round trains at a time per session (:func:`~adaptner.session.rounds.round_lock`): a
+    second one, from another process or thread, waits and then continues from the first.
+
     Args:
         nlp: The current model if the caller has it loaded (warm mode only).
+        nlp_round: The round ``nlp`` belongs to; when it is not the current one any more
+            (a round finished meanwhile), the current model is loaded instead.
 
     Raises:
         AdaptnerError: an unknown mode, no (new) accepted answers, or another ``train``
@@ -868,15 +914,17 @@ def train_round(
         raise AdaptnerError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
     settings = settings or DEFAULT_SETTINGS[mode]
     store = open_store(db)
+    lock = contextlib.ExitStack()
     try:
         session = store.get_session(name)
+        lock.enter_context(round_lock(session.session_dir, name))
         current = store.current_round(session.id)
         new_round = current.round + 1
         accepted = store.answers(session.id, answer="accept")
         fresh = [a for a in accepted if a.trained_round is None]
         if mode == "warm":
             if not fresh:
-                raise AdaptnerError(
+                raise NoNewAnswers(
                     f"No new accepted answers since round {current.round} of session "
                     f"{name!r}; import answers first (or use --mode reset)."
                 )
@@ -887,7 +935,7 @@ def train_round(
                 sorted(rng.choice(len(earlier), size=n_replay, replace=False)) if n_replay else []
             )
             train_answers = fresh + [earlier[i] for i in picked]
-            if nlp is None:
+            if nlp is None or nlp_round not in (None, current.round):
                 nlp = load_pipeline(current.model_dir)
         else:
             if not accepted:
@@ -954,6 +1002,7 @@ def train_round(
             store.mark_trained(conn, [a.id for a in fresh], new_round)
         return TrainResult(new_round, mode, round_dir / "model", metrics, nlp)
     finally:
+        lock.close()
         store.close()
 
 
@@ -1001,6 +1050,181 @@ def export_session(
     return {"spacy": spacy_path, "jsonl": jsonl_path}
 
 
+# --- one cycle: answers in -> model updated -> next batch out ------------------------------
+@dataclass
+class CycleResult:
+    """What :func:`answer_cycle` did.
+
+    Attributes:
+        imported: The import.
+        trained: The round trained, or None (no new accepted answers: the model is unchanged).
+        batch: The next batch.
+        timings: Seconds: ``import``, ``train``, ``next``, and ``total`` from the start of the
+            import to the batch written (with ``background`` the training comes after it).
+    """
+
+    imported: ImportResult
+    trained: TrainResult | None
+    batch: BatchResult
+    timings: dict[str, float]
+
+
+def _untrained(db: str | Path, name: str) -> tuple[Session, int, int]:
+    """The session, its number of accepted answers not trained on yet, and its newest round."""
+    store = open_store(db)
+    try:
+        session = store.get_session(name)
+        fresh = len(store.answers(session.id, answer="accept", trained=False))
+        return session, fresh, store.current_round(session.id).round
+    finally:
+        store.close()
+
+
+def batch_format(answers_fmt: str) -> str:
+    """The batch format of the tool an answers format comes from (``labelstudio-min`` ->
+    ``labelstudio``)."""
+    tool = answers_fmt.split("-")[0]
+    return tool if tool in formats.FORMATS else "prodigy"
+
+
+#: Called by :func:`answer_cycle` after each step: ("import", ImportResult), ("wait", the pid
+#: of another process training a round first), ("train", TrainResult or None when there were
+#: no new accepted answers), ("batch", BatchResult).
+OnStep = Callable[[str, Any], None]
+
+
+def _train_loaded(
+    db: str | Path,
+    name: str,
+    *,
+    mode: str,
+    settings: UpdateSettings,
+    models: dict[int, Language],
+    progress: bool,
+    on_step: OnStep,
+) -> TrainResult:
+    """:func:`train_round` continuing from the newest round's model if ``models`` has it (warm
+    mode trains it in place, so it is re-filed under the new round)."""
+    session, _, newest = _untrained(db, name)
+    pid = training_pid(session.session_dir)
+    if pid is not None:
+        on_step("wait", pid)
+    trained = train_round(
+        db,
+        name,
+        mode=mode,
+        settings=settings,
+        nlp=models.get(newest) if mode == "warm" else None,
+        nlp_round=newest,
+        progress=progress,
+    )
+    for r in [r for r, m in models.items() if m is trained.nlp]:
+        del models[r]
+    models[trained.round] = trained.nlp
+    return trained
+
+
+def answer_cycle(
+    db: str | Path,
+    name: str,
+    answers: str | Path,
+    *,
+    n: int,
+    output: str | Path,
+    fmt: str | None = "prodigy",
+    mode: str = "warm",
+    settings: UpdateSettings | None = None,
+    background: bool = False,
+    reissue: bool = False,
+    models: dict[int, Language] | None = None,
+    progress: bool = False,
+    on_step: OnStep | None = None,
+    answers_fmt: str | None = None,
+    **import_options: Any,
+) -> CycleResult:
+    """Import an answers file, update the model and write the next batch, in one process.
+
+    The steps are :func:`import_answers`, :func:`train_round` and :func:`next_batch`; each
+    model is loaded once (warm mode trains the loaded newest model, and the batch comes from
+    it unless it scores below the source, see :func:`next_batch`). Without new accepted
+    answers no round is trained. With ``background`` the batch is written first, from the
+    newest finished model, and the round trains after it, while the batch is annotated: the
+    next cycle's batch comes from that round.
+
+    Args:
+        fmt: The batch's format; None = the annotation tool the answers came from.
+        models: Models the caller keeps loaded between cycles, by round (updated here).
+        on_step: Called after each step (see :data:`OnStep`), e.g. to report the batch as
+            soon as it is written.
+        answers_fmt: The answers' format (``fmt`` of :func:`import_answers`; None: detected).
+        import_options: More options of :func:`import_answers` (``snap``, ...).
+
+    Raises:
+        AdaptnerError: what the three steps raise; nothing is imported when the answers are
+            refused.
+    """
+    if mode not in MODES:
+        raise AdaptnerError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    settings = settings or DEFAULT_SETTINGS[mode]
+    models = {} if models is None else models
+    step = on_step or (lambda what, result: None)
+    t0 = time.perf_counter()
+    imported = import_answers(db, name, answers, fmt=answers_fmt, **import_options)
+    t1 = time.perf_counter()
+    step("import", imported)
+    _, fresh, _ = _untrained(db, name)
+
+    def train() -> TrainResult | None:
+        trained = None
+        if fresh:
+            try:
+                trained = _train_loaded(
+                    db,
+                    name,
+                    mode=mode,
+                    settings=settings,
+                    models=models,
+                    progress=progress,
+                    on_step=step,
+                )
+            except NoNewAnswers:  # another process trained on them meanwhile
+                pass
+        step("train", trained)
+        return trained
+
+    def hand_out() -> BatchResult:
+        batch = next_batch(
+            db,
+            name,
+            n=n,
+            output=output,
+            fmt=fmt or batch_format(imported.fmt),
+            reissue=reissue,
+            progress=progress,
+            trainer=settings.trainer,
+            models=models,
+        )
+        step("batch", batch)
+        return batch
+
+    if background:
+        batch = hand_out()
+        t2 = time.perf_counter()
+        trained = train()
+        t3 = time.perf_counter()
+        timings = {"import": t1 - t0, "next": t2 - t1, "train": t3 - t2, "total": t2 - t0}
+    else:
+        trained = train()
+        t2 = time.perf_counter()
+        batch = hand_out()
+        t3 = time.perf_counter()
+        timings = {"import": t1 - t0, "train": t2 - t1, "next": t3 - t2, "total": t3 - t0}
+    keep = {batch.round, batch.newest_round, trained.round if trained else None}
+    for r in [r for r in models if r not in keep]:  # keep only what the next cycle may use
+        del models[r]
+    return CycleResult(imported, trained, batch, timings)
+
+
 # --- the automatic loop ----------------------------------------------------------------
 def wait_for_file(path: Path, *, poll: float, settle: float, timeout: float) -> None:
     """Wait until ``path`` exists and its size and mtime have not changed for ``settle`` s.
@@ -1042,20 +1266,28 @@ def run_loop(
     timeout: float = 0.0,
     echo: Echo = print,
     progress: bool = False,
+    background: bool = False,
 ) -> list[dict[str, float]]:
     """Chain next -> wait for the answers -> import -> train -> next, keeping the model loaded.
 
     Batches are written to ``<workdir>/batch-<id>.jsonl``; the loop waits for the
     annotators' Prodigy JSONL at ``<workdir>/answers-<id>.jsonl``. Stopping and restarting
-    is safe: a batch whose answers were not imported yet is waited for again.
+    is safe: a batch whose answers were not imported yet is waited for again. Each cycle is
+    :func:`answer_cycle`.
 
     Args:
         rounds: Stop after this many import-train-next cycles (0 = until the pool is used up).
+        background: Rounds train in a background thread (:class:`~adaptner.session.worker.
+            RoundWorker`) while the loop imports answers and writes batches from the newest
+            finished model; the loop waits for a running round before it returns.
 
     Returns:
-        One timing record per cycle (import, train, next and total seconds).
+        One timing record per cycle (import, train, next and total seconds; ``total`` is from
+        the answers' import to the next batch written; no ``train`` with ``background``).
     """
-    trainer = (settings or DEFAULT_SETTINGS[mode]).trainer
+    settings = settings or DEFAULT_SETTINGS[mode]
+    if mode not in MODES:
+        raise AdaptnerError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     store = open_store(db)
@@ -1073,62 +1305,121 @@ def run_loop(
             if not imported:
                 pending = last["id"]
         untrained = store.answers(session.id, answer="accept", trained=False)
-        model_dir = store.current_round(session.id).model_dir
     finally:
         store.close()
-    nlp = load_pipeline(model_dir)
-    if untrained and pending is None:
-        nlp = train_round(db, name, mode=mode, settings=settings, nlp=nlp, progress=progress).nlp
-    if pending is None:
-        batch = next_batch(
-            db, name, n=n, output=workdir / "batch-{batch}.jsonl", nlp=nlp, trainer=trainer
-        )
-        pending = batch.batch_id
-        echo(f"batch {pending:04d}: {len(batch.tasks)} tasks -> {batch.path}")
-    timings = []
-    cycle = 0
-    while not rounds or cycle < rounds:
-        answers_path = workdir / f"answers-{pending:04d}.jsonl"
-        echo(f"waiting for {answers_path} ...")
-        wait_for_file(answers_path, poll=poll, settle=settle, timeout=timeout)
-        t0 = time.perf_counter()
-        result = import_answers(db, name, answers_path)
-        t1 = time.perf_counter()
-        echo(
-            f"imported {answers_path.name}: {result.new} new, {result.replaced} replaced, "
-            f"{result.duplicate} duplicate ({result.accepted} accepted)"
-        )
-        try:
-            trained = train_round(
-                db, name, mode=mode, settings=settings, nlp=nlp, progress=progress
+    batch_path = workdir / "batch-{batch}.jsonl"
+    models: dict[int, Language] = {}
+    worker = None
+
+    def hand_out() -> BatchResult:
+        if worker is None:
+            return next_batch(
+                db, name, n=n, output=batch_path, trainer=settings.trainer, models=models
             )
-            nlp = trained.nlp
-            f = trained.metrics.get("ents_f")
+        with worker.lock:  # the served model is used by one thread at a time
+            served = worker.served
+            return next_batch(
+                db,
+                name,
+                n=n,
+                output=batch_path,
+                trainer=settings.trainer,
+                models={served.round: served.nlp},
+            )
+
+    def report(what: str, result: Any, path: Path | None = None) -> None:
+        if what == "import":
             echo(
-                f"round {trained.round} ({mode}) trained"
-                + (f", held-out F1 {f:.3f}" if f is not None else "")
+                f"imported {path.name if path else 'answers'}: {result.new} new, "
+                f"{result.replaced} replaced, {result.duplicate} duplicate "
+                f"({result.accepted} accepted)"
             )
-        except AdaptnerError as e:
-            if "No new accepted answers" not in str(e):
-                raise
-            echo("no new accepted answers: model unchanged")
-        t2 = time.perf_counter()
-        try:
-            batch = next_batch(
-                db, name, n=n, output=workdir / "batch-{batch}.jsonl", nlp=nlp, trainer=trainer
-            )
-        except AdaptnerError as e:
-            if "Nothing left to hand out" in str(e):
-                echo(str(e))
-                break
-            raise
-        t3 = time.perf_counter()
-        pending = batch.batch_id
-        timing = {"import": t1 - t0, "train": t2 - t1, "next": t3 - t2, "total": t3 - t0}
-        timings.append(timing)
-        echo(
-            f"batch {pending:04d}: {len(batch.tasks)} tasks -> {batch.path} "
-            f"({timing['total']:.1f} s after the answers arrived)"
+        elif what == "wait":
+            echo(f"waiting for the round that process {result} is training ...")
+        elif what == "train":
+            if result is None:
+                echo("no new accepted answers: model unchanged")
+            else:
+                f = result.metrics.get("ents_f")
+                echo(
+                    f"round {result.round} ({mode}) trained by {result.metrics['trainer']}"
+                    + (f", held-out F1 {f:.3f}" if f is not None else "")
+                )
+
+    def said(batch: BatchResult, extra: str = "") -> str:
+        made = f"round {batch.round}, {batch.trainer}"
+        note = f"; {batch.note}" if batch.note else ""
+        return (
+            f"batch {batch.batch_id:04d}: {len(batch.tasks)} tasks -> {batch.path} "
+            f"({made}{note}){extra}"
         )
-        cycle += 1
+
+    timings = []
+    try:
+        if background:
+            from .worker import RoundWorker
+
+            worker = RoundWorker(
+                db, name, mode=mode, settings=settings, score_pool=False, echo=echo
+            ).start()
+            if untrained:
+                worker.request_update(force=True)
+        elif untrained and pending is None:
+            trained = _train_loaded(
+                db,
+                name,
+                mode=mode,
+                settings=settings,
+                models=models,
+                progress=progress,
+                on_step=report,
+            )
+            report("train", trained)
+        if pending is None:
+            batch = hand_out()
+            pending = batch.batch_id
+            echo(said(batch))
+        cycle = 0
+        while not rounds or cycle < rounds:
+            answers_path = workdir / f"answers-{pending:04d}.jsonl"
+            echo(f"waiting for {answers_path} ...")
+            wait_for_file(answers_path, poll=poll, settle=settle, timeout=timeout)
+            try:
+                if worker is None:
+                    result = answer_cycle(
+                        db,
+                        name,
+                        answers_path,
+                        n=n,
+                        output=batch_path,
+                        mode=mode,
+                        settings=settings,
+                        models=models,
+                        progress=progress,
+                        on_step=lambda what, r, p=answers_path: report(what, r, p),
+                    )
+                    batch, timing = result.batch, result.timings
+                else:
+                    t0 = time.perf_counter()
+                    report("import", import_answers(db, name, answers_path), answers_path)
+                    t1 = time.perf_counter()
+                    worker.request_update(force=True)
+                    batch = hand_out()
+                    t2 = time.perf_counter()
+                    timing = {"import": t1 - t0, "next": t2 - t1, "total": t2 - t0}
+            except AdaptnerError as e:
+                if "Nothing left to hand out" in str(e):
+                    echo(str(e))
+                    break
+                raise
+            pending = batch.batch_id
+            timings.append(timing)
+            echo(said(batch, f", {timing['total']:.1f} s after the answers arrived"))
+            cycle += 1
+    finally:
+        if worker is not None:  # the answers imported are trained on before the loop ends
+            if worker.pending():
+                echo("waiting for the round update to finish (Ctrl-C stops it; nothing is lost)")
+                worker.wait_idle(float("inf"))
+            worker.stop()
     return timings

@@ -184,6 +184,7 @@ class Backend:
                 "session": self.session.name,
                 "model_version": served.version,
                 "round": served.round,
+                "fallback": served.note,
                 "training": self.worker.pending(),
                 "last_error": self.worker.last_error,
             }

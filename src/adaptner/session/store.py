@@ -116,6 +116,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, norm_hash)
     );
     """,
+    # 3: the newest finished round when a batch was made; ``round`` is the round whose model
+    # made it, an earlier one when the newest scored below the source (NULL: same as round).
+    """
+    ALTER TABLE batches ADD COLUMN newest_round INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -484,11 +489,15 @@ class SessionStore:
         strategy: str,
         handouts: Sequence[tuple[int, int, int, float | None]],
         seconds: float | None = None,
+        newest_round: int | None = None,
     ) -> int:
-        """Record a batch and its handouts ``(input_hash, task_hash, rank, score)``."""
+        """Record a batch and its handouts ``(input_hash, task_hash, rank, score)``.
+
+        ``round`` is the round whose model made the batch; ``newest_round`` the newest
+        finished round at the time (None: the same)."""
         cur = conn.execute(
             "INSERT INTO batches (session_id, round, created_at, path, copy_path, format, n, "
-            "strategy, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "strategy, seconds, newest_round) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 session_id,
                 round,
@@ -499,6 +508,7 @@ class SessionStore:
                 len(handouts),
                 strategy,
                 seconds,
+                round if newest_round is None else newest_round,
             ),
         )
         batch_id = int(cur.lastrowid)

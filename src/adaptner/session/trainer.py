@@ -12,16 +12,25 @@ from tqdm import tqdm
 from ..errors import AdaptnerError
 from ..scoring import score_ner
 from ..update.replay import DEFAULT_SOURCE_REPLAY, check_ratio
-from ..update.trainers import CachedHead
+from ..update.trainers import AUTO, CachedHead, TopLayers, has_transformer
+from ..update.trainers import resolve_trainer as resolve_round_trainer
 from ..update.trainers import update_pipeline as run_update
 
 MODES: tuple[str, ...] = ("warm", "reset")
 
-#: Round trainers of a session: "auto" = ``cached_head`` for a pipeline whose bio_ner listens
-#: to a transformer (the encoder stays frozen; the head trains on cached encoder outputs, so a
-#: round and the next pool scoring take seconds on a CPU), ``fine_tune`` otherwise (every
-#: component learns; a transformer pipeline then re-encodes the pool every round).
-TRAINERS: tuple[str, ...] = ("auto", "cached_head", "fine_tune")
+#: Round trainers of a session: "auto" = ``top_layers`` for a transformer pipeline (the top
+#: layers of the encoder and the head learn; the lower layers' outputs are cached under
+#: ``<session dir>/features/lower/``, so a round and the next pool scoring run only the top),
+#: ``fine_tune`` otherwise (every component learns). ``cached_head`` is the fastest for a
+#: transformer (the encoder stays frozen; the head trains on cached encoder outputs);
+#: ``fine_tune`` on a transformer re-encodes the pool every round.
+TRAINERS: tuple[str, ...] = (AUTO, "top_layers", "cached_head", "fine_tune")
+
+#: The constant learning rate of a cached trainer's round (its own default).
+CACHED_LEARN_RATES = {
+    "cached_head": CachedHead.default_learn_rate,
+    "top_layers": TopLayers.default_learn_rate,
+}
 
 
 @dataclass
@@ -72,38 +81,42 @@ DEFAULT_SETTINGS: dict[str, UpdateSettings] = {
 }
 
 
-def has_transformer(nlp: Language) -> bool:
-    """Whether the pipeline's bio_ner reads a transformer component (enabled or not)."""
-    for name in nlp.component_names:
-        if nlp.get_pipe_meta(name).factory == "transformer":
-            return True
-    return False
-
-
 def resolve_trainer(nlp: Language, trainer: str) -> str:
-    """``cached_head`` or ``fine_tune`` for ``trainer`` (see :data:`TRAINERS`).
+    """``top_layers``, ``cached_head`` or ``fine_tune`` for ``trainer`` (see :data:`TRAINERS`;
+    ``auto`` by :func:`adaptner.update.trainers.resolve_trainer`).
 
     Raises:
         AdaptnerError: an unknown trainer name.
     """
     if trainer not in TRAINERS:
         raise AdaptnerError(f"Unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}.")
-    if trainer == "auto":
-        return "cached_head" if has_transformer(nlp) else "fine_tune"
-    return trainer
+    return resolve_round_trainer(nlp, trainer)
 
 
 def prepare_scoring(
     nlp: Language, docs: Sequence[Doc], trainer: str, cache_dir: Path | None
 ) -> None:
     """Before a pool is scored: a ``cached_head`` session serves the head cached encoder
-    outputs (encoding only docs not cached yet); ``fine_tune`` puts the full pipeline back."""
+    outputs (encoding only docs not cached yet); ``top_layers`` attaches the cache of the
+    encoder's lower layers (under ``<cache_dir>/lower``); ``fine_tune`` runs the full pipeline."""
     from ..update.features import attach, detach
 
-    if resolve_trainer(nlp, trainer) == "cached_head":
+    name = resolve_trainer(nlp, trainer)
+    if name == "cached_head":
         attach(nlp, docs, cache_dir=cache_dir)
-    else:
-        detach(nlp)
+        return
+    detach(nlp)
+    if name == "top_layers":
+        TopLayers().prepare(nlp, docs, cache_dir=cache_dir)
+
+
+def finish_scoring(nlp: Language) -> None:
+    """After a pool was scored or a round trained: write the lower-layer rows computed meanwhile
+    (``top_layers``), so the next command reads them instead of computing them again."""
+    from ..encoders.lower_cache import flush_pipeline_caches
+
+    if has_transformer(nlp):
+        flush_pipeline_caches(nlp)
 
 
 def config_dropout(nlp: Language) -> float:
@@ -139,7 +152,8 @@ def update_pipeline(
     from the pipeline's config, and scores the held-out set; the best epoch's weights are
     kept. The first epoch always runs, so a round always changes the model. With the
     ``cached_head`` trainer only the head learns, on cached encoder outputs (kept under
-    ``cache_dir``), at :attr:`CachedHead.default_learn_rate`.
+    ``cache_dir``), at :attr:`CachedHead.default_learn_rate`; with ``top_layers`` the top
+    layers and the head learn on cached lower layers, at :attr:`TopLayers.default_learn_rate`.
 
     Returns:
         Metrics: held-out scores of the kept weights (if any), epochs run, best epoch,
@@ -152,7 +166,7 @@ def update_pipeline(
     dropout = config_dropout(nlp) if settings.dropout is None else settings.dropout
     trainer = resolve_trainer(nlp, settings.trainer)
     prepare_scoring(nlp, [*train_docs, *(heldout or [])], trainer, cache_dir)
-    learn_rate = CachedHead.default_learn_rate if trainer == "cached_head" else None
+    learn_rate = CACHED_LEARN_RATES.get(trainer)
     history: list[dict[str, Any]] = []
     bar = tqdm(
         total=settings.max_epochs,
@@ -182,6 +196,7 @@ def update_pipeline(
             learn_rate=learn_rate,
             on_epoch=on_epoch,
         )
+    finish_scoring(nlp)
     best = _metrics(stats.best_dev) if heldout and stats.best_dev else {}
     return {
         **best,

@@ -1,17 +1,20 @@
 """Background round updates: the next model trains while the newest finished one answers.
 
-:class:`RoundWorker` keeps one *served* model: the session's current round, its pre-annotations
-for every pool text not answered yet, and each text's place in the session's query order. A
-round update (:func:`~adaptner.session.loop.train_round`, the same one ``session train`` and
-``session loop`` run) happens in a background thread on a second copy of the model; only when
-the new round is saved and the pool is scored with it is the served model swapped, in one
-assignment, so a reader never sees a half-updated one. Used by ``adaptner session serve``.
+:class:`RoundWorker` keeps one *served* model: the session's current round (the newest finished
+one, or the best so far when the newest scores below the source on the held-out set, see
+:func:`~adaptner.session.rounds.pick_model`), its pre-annotations for every pool text not
+answered yet, and each text's place in the session's query order. A round update
+(:func:`~adaptner.session.loop.train_round`, the same one ``session train`` and ``session loop``
+run) happens in a background thread on a second copy of the model; only when the new round is
+saved and the pool is scored with it is the served model swapped, in one assignment, so a
+reader never sees a half-updated one. Used by ``adaptner session serve`` and
+``adaptner session loop --background``.
 """
 
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from .loop import (
     train_round,
 )
 from .loop import usefulness as usefulness_of
+from .rounds import ModelChoice, pick_model
 from .store import Session
 from .trainer import DEFAULT_SETTINGS, MODES, UpdateSettings, prepare_scoring
 
@@ -52,6 +56,7 @@ class Served:
             falling evenly to 1/n for the least useful (what Label Studio sorts by).
         model_dir: Where the round's model is saved.
         ready_at: ``time.time()`` when it started answering.
+        note: Why it is not the newest finished round (None when it is).
     """
 
     round: int
@@ -61,6 +66,7 @@ class Served:
     tasks: dict[int, dict[str, Any]]
     usefulness: dict[int, float]
     ready_at: float = field(default_factory=time.time)
+    note: str | None = None
 
 
 class RoundWorker:
@@ -75,6 +81,8 @@ class RoundWorker:
             :meth:`request_update` trains on fewer): rounds on one or two sentences come
             fastest but can overfit them.
         echo: Progress lines (rounds started, finished, failed).
+        score_pool: Score the pool with every served model (the tasks and query order that
+            :meth:`predict` answers from); off when only :attr:`served` ``.nlp`` is used.
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class RoundWorker:
         settings: UpdateSettings | None = None,
         min_new: int = 1,
         echo: Echo = print,
+        score_pool: bool = True,
     ) -> None:
         if mode not in MODES:
             raise AdaptnerError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
@@ -95,18 +104,20 @@ class RoundWorker:
         self.settings = settings or DEFAULT_SETTINGS[mode]
         self.min_new = max(1, min_new)
         self.echo = echo
+        self.score_pool = score_pool
         self._forced = False
         store = open_store(self.db)
         try:
             self.session: Session = store.get_session(name)
-            current = store.current_round(self.session.id)
+            choice = pick_model(store.rounds(self.session.id))
         finally:
             store.close()
         #: Serialises every use of the served pipeline (spaCy pipelines are not thread-safe).
         self.lock = threading.Lock()
-        nlp = load_pipeline(current.model_dir)
-        self._served = self._prepare(nlp, current.round, current.model_dir)
-        self._spare: Language | None = None  # a copy of the served round to train on
+        self._newest = choice.newest  # the newest finished round this worker knows of
+        nlp = load_pipeline(choice.round.model_dir)
+        self._served = self._prepare(nlp, choice.round.round, choice.round.model_dir, choice)
+        self._spare: Language | None = None  # a copy of the newest round to train on
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._requested_at: float | None = None
@@ -149,14 +160,18 @@ class RoundWorker:
                 out[i] = (_make_task(doc, self.session, served.round, None, None, labels), None)
         return served, out  # type: ignore[return-value]
 
-    def _prepare(self, nlp: Language, round_no: int, model_dir: str) -> Served:
+    def _prepare(
+        self, nlp: Language, round_no: int, model_dir: str, choice: ModelChoice | None = None
+    ) -> Served:
         """Score the pool texts not answered yet with ``nlp``: tasks and query order."""
         session = self.session
-        store = open_store(self.db)
-        try:
-            rows = store.candidates(session.id, reissue=True)
-        finally:
-            store.close()
+        rows = []
+        if self.score_pool:
+            store = open_store(self.db)
+            try:
+                rows = store.candidates(session.id, reissue=True)
+            finally:
+                store.close()
         tasks: dict[int, dict[str, Any]] = {}
         usefulness: dict[int, float] = {}
         if rows:
@@ -172,7 +187,13 @@ class RoundWorker:
                 tasks[task["_input_hash"]] = task
                 usefulness[task["_input_hash"]] = usefulness_of(rank, len(order))
         return Served(
-            round_no, model_version(session, round_no), nlp, str(model_dir), tasks, usefulness
+            round_no,
+            model_version(session, round_no),
+            nlp,
+            str(model_dir),
+            tasks,
+            usefulness,
+            note=choice.reason if choice is not None else None,
         )
 
     # --- background updates ----------------------------------------------------------
@@ -212,7 +233,7 @@ class RoundWorker:
     def _run(self) -> None:
         if self.mode == "warm":  # the first round then trains without loading the model
             try:
-                self._spare = load_pipeline(self.served.model_dir)
+                self._spare = load_pipeline(self._newest.model_dir)
             except Exception:  # loaded again when the round starts
                 self._spare = None
         while not self._stop.is_set():
@@ -236,17 +257,18 @@ class RoundWorker:
         store = open_store(self.db)
         try:
             fresh = store.answers(session.id, answer="accept", trained=False)
-            current = store.current_round(session.id)
+            rounds = store.rounds(session.id)
         finally:
             store.close()
+        current = rounds[-1]
         served = self._served
-        if not fresh and current.round == served.round:
+        if not fresh and current.round == self._newest.round:
             self.echo("no new accepted answers: the model stays at " + served.version)
             return
-        if current.round != served.round:  # a round trained elsewhere (`session train`)
+        if current.round != self._newest.round:  # a round trained elsewhere (`session train`)
             self._spare = None
-            nlp = load_pipeline(current.model_dir)
-            self._swap(self._prepare(nlp, current.round, current.model_dir), requested)
+            self._newest = current
+            self._serve(pick_model(rounds), requested)
             if not fresh:
                 return
         if len(fresh) < self.min_new and not forced:
@@ -260,19 +282,52 @@ class RoundWorker:
         nlp = None
         if self.mode == "warm":
             nlp = self._spare or load_pipeline(current.model_dir)
-        self._spare = None  # trained in place below: no longer a copy of the served round
-        result = train_round(self.db, self.name, mode=self.mode, settings=self.settings, nlp=nlp)
+        self._spare = None  # trained in place below: no longer a copy of the newest round
+        result = train_round(
+            self.db,
+            self.name,
+            mode=self.mode,
+            settings=self.settings,
+            nlp=nlp,
+            nlp_round=current.round,
+        )
         trained = time.time()
-        self._swap(self._prepare(result.nlp, result.round, str(result.model_dir)), requested)
+        store = open_store(self.db)
+        try:
+            rounds = store.rounds(session.id)
+        finally:
+            store.close()
+        self._newest = next(r for r in rounds if r.round == result.round)
+        served = self._serve(pick_model(rounds), requested, result)
         f = result.metrics.get("ents_f")
         self.echo(
-            f"{self._served.version} answers now (trained in {trained - start:.1f} s, pool "
-            f"scored in {time.time() - trained:.1f} s"
+            f"{served.version} answers now (round {result.round} trained in "
+            f"{trained - start:.1f} s, pool scored in {time.time() - trained:.1f} s"
             + (f", held-out F1 {f:.3f}" if f is not None else "")
+            + (f"; {served.note}" if served.note else "")
             + ")"
         )
         if self.mode == "warm":  # the next round trains on a copy, not on the served model
-            self._spare = load_pipeline(result.model_dir)
+            self._spare = (
+                load_pipeline(result.model_dir) if served.nlp is result.nlp else result.nlp
+            )
+
+    def _serve(self, choice: ModelChoice, requested: float, trained: Any = None) -> Served:
+        """Serve the round ``choice`` picks (``trained``: the round just trained, loaded);
+        swapped only when it is not the served round already."""
+        served = self._served
+        if choice.round.round == served.round:
+            if choice.reason != served.note:
+                self._served = served = replace(served, note=choice.reason)
+            return served
+        if trained is not None and choice.round.round == trained.round:
+            nlp = trained.nlp
+        else:
+            nlp = load_pipeline(choice.round.model_dir)
+        self._swap(
+            self._prepare(nlp, choice.round.round, choice.round.model_dir, choice), requested
+        )
+        return self._served
 
     def _swap(self, served: Served, requested: float) -> None:
         self._served = served

@@ -25,6 +25,15 @@ PROTOCOLS = ("paper", "fixed_pool")
 
 #: Name of the evaluation set held out from the target train set.
 HELDOUT = "heldout"
+#: Name of the evaluation set made of the held-out docs and the target's dev split together.
+MERGED = "merged"
+#: Evaluation sets a simulation can score every round (``eval_sets``): the held-out share of
+#: the target train set, the target's dev split, both together (the primary when present),
+#: and the test split (when the corpus has one).
+EVAL_SETS = (HELDOUT, "dev", MERGED, "test")
+#: Where early stopping (``patience > 0``) picks its epoch: a slice of the round's own labels
+#: (never an evaluation set), or the target's dev split (refused while dev is evaluated on).
+STOP_ON = ("labelled", "dev")
 
 #: Special source spec: every domain except the run's target.
 ALL_BUT_TARGET = "all-but-target"
@@ -63,10 +72,20 @@ class ALSettings:
             ("heldout"): never queried nor trained on, the same for every strategy and seed
             (chosen by a hash of the doc text and ``holdout_seed``). 0 = none.
         holdout_seed: Salt of that hash (independent of the run seed).
-        trainer: The registered per-round trainer (``registry.al_trainers``), e.g. "fine_tune".
-        epochs: Passes over the round's training docs.
-        patience: Early stopping on the target's dev split (0 = off). Dev is then optimistic;
-            the held-out set is not.
+        eval_sets: The evaluation sets scored every round, all reported (see
+            :data:`EVAL_SETS`); ``merged`` (held-out + dev docs) is the primary one when given,
+            else the first. ``heldout`` and ``merged`` need ``eval_holdout > 0``.
+        trainer: The registered per-round trainer (``registry.al_trainers``), e.g. "fine_tune";
+            "auto" is ``top_layers`` for a transformer pipeline, else ``fine_tune`` (the same
+            resolution as a session's ``--trainer auto``).
+        epochs: Passes over the round's training docs (all of them when ``patience`` is 0).
+        patience: Early stopping (0 = off: fixed epochs): stop after ``patience`` epochs
+            without a better F1 on the stopping docs (``stop_on``) and keep the best epoch.
+        stop_on: "labelled": the stopping docs are a random ``stop_share`` of the round's
+            training docs, which that round then does not train on (a round too small to
+            spare one doc trains its fixed epochs); "dev": the target's dev split, refused
+            while dev is an evaluation set (``dev`` or ``merged``): nothing may select on it.
+        stop_share: The share of a round's training docs kept for early stopping.
         batch_size: Docs per update.
         dropout: Dropout during retraining.
         learn_rate: Learning rate of the retraining optimizer (None = the pipeline config's).
@@ -78,6 +97,9 @@ class ALSettings:
         source_replay_max: At most this many source docs per round (0 = no cap).
         train_limit: Use only the first N target train docs (0 = all; for quick tests).
         eval_limit: Evaluate on only the first N docs per evaluation set (0 = all).
+        reference_epochs: Epochs of the ``target_finetune`` reference (every component
+            fine-tuned on all target train docs); 0 = ``epochs``.
+        reference_learn_rate: Its learning rate (None = ``learn_rate``).
     """
 
     protocol: str = "paper"
@@ -86,9 +108,12 @@ class ALSettings:
     budget: float = 1.0
     eval_holdout: float = 0.2
     holdout_seed: int = 0
+    eval_sets: tuple[str, ...] = (HELDOUT, "dev", MERGED)
     trainer: str = "fine_tune"
     epochs: int = 10
     patience: int = 0
+    stop_on: str = "labelled"
+    stop_share: float = 0.2
     batch_size: int = 16
     dropout: float = 0.1
     learn_rate: float | None = None
@@ -97,6 +122,8 @@ class ALSettings:
     source_replay_max: int = 0
     train_limit: int = 0
     eval_limit: int = 0
+    reference_epochs: int = 0
+    reference_learn_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -105,6 +132,7 @@ class ALSettings:
             )
         if not 0.0 <= self.eval_holdout < 1.0:
             raise AdaptnerError(f"eval_holdout must be in [0, 1), got {self.eval_holdout}.")
+        self._check_eval_sets()
         for name in ("pool_fraction", "query_fraction", "budget"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
@@ -115,11 +143,66 @@ class ALSettings:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise AdaptnerError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        for name in ("patience", "train_limit", "eval_limit"):
+        for name in ("patience", "train_limit", "eval_limit", "reference_epochs"):
             if getattr(self, name) < 0:
                 raise AdaptnerError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if self.learn_rate is not None and self.learn_rate <= 0:
-            raise AdaptnerError(f"learn_rate must be positive, got {self.learn_rate}.")
+        for name in ("learn_rate", "reference_learn_rate"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise AdaptnerError(f"{name} must be positive, got {value}.")
+        if self.stop_on not in STOP_ON:
+            raise AdaptnerError(
+                f"Unknown stop_on {self.stop_on!r}; choose from {', '.join(STOP_ON)}."
+            )
+        if not 0.0 < self.stop_share < 1.0:
+            raise AdaptnerError(f"stop_share must be in (0, 1), got {self.stop_share}.")
+        if self.patience and self.stop_on == "dev" and self.dev_evaluated:
+            raise AdaptnerError(
+                f'patience = {self.patience} with stop_on = "dev" would pick epochs on the '
+                f"target's dev split, which the evaluation sets {list(self.eval_sets)} score: "
+                'nothing may select on an evaluation set. Set stop_on = "labelled" (a slice '
+                "of each round's labels), patience = 0 (fixed epochs), or leave dev and merged "
+                "out of eval_sets."
+            )
+
+    def _check_eval_sets(self) -> None:
+        sets = self.eval_sets
+        if isinstance(sets, str):
+            sets = (sets,)
+        object.__setattr__(self, "eval_sets", tuple(sets))  # a config gives a list
+        if not self.eval_sets:
+            raise AdaptnerError(f"eval_sets is empty; choose from {', '.join(EVAL_SETS)}.")
+        for name in self.eval_sets:
+            if name not in EVAL_SETS:
+                raise AdaptnerError(
+                    f"Unknown evaluation set {name!r} in eval_sets; choose from "
+                    f"{', '.join(EVAL_SETS)}."
+                )
+        if len(set(self.eval_sets)) != len(self.eval_sets):
+            raise AdaptnerError(f"eval_sets names a set twice: {list(self.eval_sets)}.")
+        needs_holdout = [n for n in self.eval_sets if n in (HELDOUT, MERGED)]
+        if needs_holdout and self.eval_holdout == 0:
+            raise AdaptnerError(
+                f"eval_sets {list(self.eval_sets)} has {', '.join(needs_holdout)}, which needs "
+                "held-out docs, but eval_holdout = 0. Set eval_holdout > 0 (e.g. 0.2) or "
+                'eval_sets = ["dev"].'
+            )
+
+    @property
+    def primary_eval(self) -> str:
+        """The evaluation set ``target_f1`` reports: ``merged`` when scored, else the first."""
+        return MERGED if MERGED in self.eval_sets else self.eval_sets[0]
+
+    @property
+    def dev_evaluated(self) -> bool:
+        """Whether an evaluation set contains the target's dev docs (``dev`` or ``merged``)."""
+        return "dev" in self.eval_sets or MERGED in self.eval_sets
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as JSON values (``eval_sets`` as a list), as records store them."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     def replace(self, **changes: Any) -> "ALSettings":
         """A copy with some fields changed; ``None`` values are ignored."""
@@ -157,9 +240,14 @@ def load_al_settings(path: str | Path | None, **overrides: Any) -> ALSettings:
             raise AdaptnerError(f"AL config {path}: {named}. Known: {', '.join(known)}.")
         values.update(cfg["simulation"])
     try:
-        return ALSettings(**values).replace(**overrides)
+        settings = ALSettings(**values)
     except TypeError as e:
         raise AdaptnerError(f"Bad AL settings: {e}") from e
+    except AdaptnerError as e:  # the file's own values: name the file
+        if path is None:
+            raise
+        raise AdaptnerError(f"AL config {path}: {e}") from None
+    return settings.replace(**overrides)
 
 
 def resolve_source(source: str, target: str) -> str:
@@ -194,8 +282,8 @@ class SimulationConfig:
         settings: The loop hyperparameters.
         source_model: Path to the source pipeline directory.
         corpus_dir: Folder with ``train/``, ``dev/`` and the evaluation split's folder.
-        eval_split: "dev" or "test": the target's split reported next to the held-out set
-            (dev is always read too, for early stopping).
+        eval_split: "dev" or "test": the split of the source evaluation (forgetting); "test"
+            is also scored on the target when ``settings.eval_sets`` does not name it.
         strategy_params: Keyword arguments for the strategy factory.
     """
 
@@ -231,7 +319,7 @@ class SimulationConfig:
             "seed": self.seed,
             "eval_split": self.eval_split,
             "strategy_params": dict(sorted(self.strategy_params.items())),
-            **dataclasses.asdict(self.settings),
+            **self.settings.as_dict(),
         }
 
     def params_hash(self) -> str:

@@ -51,15 +51,17 @@ _STRATEGY_COLORS = {
 }
 #: What the evaluation set names in records mean (tables say which set each figure is from).
 EVAL_SET_DESCRIPTIONS = {
+    "merged": "the held-out docs and the target's dev split together (the primary set)",
     "heldout": "a fixed share of the target train set held out (never queried nor trained on, "
     "the same for every strategy and seed)",
-    "dev": "the target's dev split (also used for early stopping when patience > 0)",
     "test": "the target's test split",
+    "dev": "the target's dev split (no early stopping nor model selection on it in runs that "
+    "evaluate on it; from-scratch baselines excepted, see Baselines)",
 }
 
 
 def eval_set_order(names: Iterable[str]) -> list[str]:
-    """Evaluation set names, the held-out set first, then test, dev and any others."""
+    """Evaluation set names: merged first, then held-out, test, dev and any others."""
     rank = {name: i for i, name in enumerate(EVAL_SET_DESCRIPTIONS)}
     return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), n))
 
@@ -67,6 +69,7 @@ def eval_set_order(names: Iterable[str]) -> list[str]:
 _BASELINE_STYLES = {
     "source_only": ("black", ":"),
     "target_full": ("black", "-"),
+    "target_finetune": ("black", "--"),
     "target_only": ("#555555", "-."),
     "joint": ("#555555", (0, (5, 1, 1, 1, 1, 1))),
 }
@@ -98,6 +101,33 @@ def mean_ci(values: Sequence[float] | numpy.ndarray, axis: int = 0) -> tuple[Any
         return mean, numpy.full_like(mean, numpy.nan) if numpy.ndim(mean) else float("nan")
     sem = arr.std(axis=axis, ddof=1) / math.sqrt(n)
     return mean, t_critical(n - 1) * sem
+
+
+def t_pvalue(t: float, df: int) -> float:
+    """Two-sided p-value of Student's t with ``df`` (integer) degrees of freedom.
+
+    Exact for integer df (Abramowitz & Stegun 26.7.3-4: a finite series in theta =
+    atan(|t| / sqrt(df))), so no scipy is needed; NaN for df < 1 or a NaN t.
+    """
+    if df < 1 or math.isnan(t):
+        return float("nan")
+    if math.isinf(t):
+        return 0.0
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2:  # odd: (2 / pi) (theta + sin cos (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ...))
+        term, total = 1.0, 1.0 if df > 1 else 0.0
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        inside = 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    else:  # even: sin (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...)
+        term, total = 1.0, 1.0
+        for k in range(1, df // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        inside = math.sin(theta) * total
+    return min(1.0, max(0.0, 1.0 - inside))
 
 
 def aulc(fractions: Sequence[float], f1: Sequence[float]) -> float:
@@ -193,6 +223,8 @@ class Curve:
         complete: Whether every seed's run finished (else truncated to the common rounds).
         round_seconds: Mean wall time of a round (scoring + retraining + evaluation), rounds >= 1.
         train_seconds / score_seconds: Mean retraining / pool scoring time per round.
+        eval_holdout: The share of the target train docs held out for evaluation (the
+            fractions are shares of the rest; :meth:`paper_fractions` converts).
     """
 
     source: str
@@ -210,6 +242,7 @@ class Curve:
     round_seconds: float = float("nan")
     train_seconds: float = float("nan")
     score_seconds: float = float("nan")
+    eval_holdout: float = 0.0
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
@@ -224,6 +257,11 @@ class Curve:
         """Fractions and F1 (seeds x rounds) from round 0, the source model before any label:
         an AULC over them counts a first batch that makes the model worse."""
         return self.fractions, self.f1
+
+    def paper_fractions(self) -> numpy.ndarray:
+        """The fractions as shares of the whole target train set, held-out docs included (the
+        paper's x-axis; :func:`to_paper_units`)."""
+        return to_paper_units(self.fractions, self.eval_holdout)
 
 
 def load_records(input_dir: str | Path) -> list[dict[str, Any]]:
@@ -311,6 +349,7 @@ def _build_curve(key: tuple, by_seed: dict[int, list[dict]], eval_set: str) -> C
 
     return Curve(
         *key,
+        eval_holdout=_eval_holdout(first[0]),
         fractions=fractions,
         f1=f1,
         source_f1=src,
@@ -327,6 +366,14 @@ def _build_curve(key: tuple, by_seed: dict[int, list[dict]], eval_set: str) -> C
         train_seconds=mean_of("train_seconds"),
         score_seconds=mean_of("score_seconds"),
     )
+
+
+def _eval_holdout(rec: dict[str, Any]) -> float:
+    """The held-out share of a record's run: its parameters, else its sizes (else 0)."""
+    if "eval_holdout" in rec.get("params", {}):
+        return float(rec["params"]["eval_holdout"])
+    held, rest = rec.get("heldout_size"), rec.get("target_size")
+    return float(held) / (held + rest) if held and rest else 0.0
 
 
 def baseline_means(
@@ -410,36 +457,53 @@ def load_anchors(anchors_dir: str | Path) -> dict[tuple[str, str], Anchor]:
     return out
 
 
+#: The references "95 % of the reference" compares with: the round trainer on all target
+#: train docs, and every component fine-tuned on them (the stronger one counts).
+REFERENCE_KINDS = ("target_full", "target_finetune")
+
+
 def full_target_reference(
     curve: Curve, baselines: dict[tuple[str, str, str, str], dict[str, Any]]
 ) -> tuple[float, str]:
-    """The full-target F1 the thresholds refer to (on the curve's evaluation set), and where
-    it came from.
+    """The reference F1 the thresholds refer to (on the curve's evaluation set), and its kind.
 
-    Preference: the ``target_full`` baseline (source fine-tuned on 100 % of the target with
-    the AL retraining), then ``target_only``, then the curve's own last point if it reaches
-    100 % of the target train set.
+    The stronger (higher mean F1) of the ``target_full`` and ``target_finetune`` baselines,
+    else the curve's own last point if it reaches 100 % of the target train set. The
+    from-scratch baselines pick their checkpoint on dev, so they are never the reference.
     """
-    for kind in ("target_full", "target_only"):
-        b = baselines.get((curve.source, curve.target, kind, curve.eval_set))
-        if b is not None:
-            return b["target_f1"], kind
+    found = [
+        (baselines[key]["target_f1"], kind)
+        for kind in REFERENCE_KINDS
+        if (key := (curve.source, curve.target, kind, curve.eval_set)) in baselines
+    ]
+    if found:
+        return max(found, key=lambda fk: fk[0])
     if len(curve.fractions) and curve.fractions[-1] >= 1.0 - 1e-9:
         return float(curve.f1[:, -1].mean()), "curve@100%"
     return float("nan"), "none"
 
 
+#: Shares of the whole target train set (the paper's x-axis) at which rows give F1 for the
+#: comparison with the paper.
+PAPER_FRACTIONS: tuple[float, ...] = (0.25, 0.5)
+
+
 def summarize_curve(
     curve: Curve, baselines: dict[tuple[str, str, str, str], dict[str, Any]]
 ) -> dict[str, Any]:
-    """One table row: F1 at fixed fractions, AULC, label cost of 95/99 % of full-target F1.
+    """One table row: F1 at fixed fractions, AULC, label cost of 95/99 % of the reference.
 
-    ``reachNN`` is the first round where the seed-mean curve reaches NN % of the reference;
-    ``reachNN_seeds`` the same per seed (None = never), ``reachNN_mean`` / ``reachNN_ci``
-    their mean ± 95 % CI when every seed reaches it (else None; ``reachNN_n`` counts the
-    seeds that do).
+    ``aulc`` runs from round 0 (the source pipeline, 0 labels) to the last round
+    (:meth:`Curve.from_start`), so a first batch that hurts counts; ``aulc_labeled`` starts
+    at the first labelled round (the paper's curves have no round 0). ``reachNN`` is the
+    first round where the seed-mean curve reaches NN % of the stronger reference
+    (:func:`full_target_reference`); ``reachNN_seeds`` the same per seed (None = never),
+    ``reachNN_mean`` / ``reachNN_ci`` their mean ± 95 % CI when every seed reaches it (else
+    None; ``reachNN_n`` counts the seeds that do). ``max_fraction_paper`` and
+    ``f1_paper@F`` use the paper's x-axis (shares of the whole target train set).
     """
     x, y = curve.labeled()
+    x0, y0 = curve.from_start()
     row: dict[str, Any] = {
         "source": curve.source,
         "target": curve.target,
@@ -451,7 +515,9 @@ def summarize_curve(
         "seeds": len(curve.seeds),
         "complete": curve.complete,
         "max_fraction": float(x[-1]) if len(x) else 0.0,
+        "eval_holdout": curve.eval_holdout,
     }
+    row["max_fraction_paper"] = float(to_paper_units([row["max_fraction"]], curve.eval_holdout)[0])
     for at in REPORT_FRACTIONS:
         per_seed = [f1_at(x, s, at) for s in y]
         if any(math.isnan(v) for v in per_seed) or not per_seed:
@@ -459,11 +525,18 @@ def summarize_curve(
         else:
             m, ci = mean_ci(per_seed)
             row[f"f1@{at:g}"], row[f"f1@{at:g}_ci"] = float(m), _num(ci)
-    if len(x):
-        m, ci = mean_ci([aulc(x, s) for s in y])
-        row["aulc"], row["aulc_ci"] = float(m), _num(ci)
-    else:
-        row["aulc"], row["aulc_ci"] = None, None
+    for name, (xs, ys) in (("aulc", (x0, y0)), ("aulc_labeled", (x, y))):
+        if len(xs):
+            m, ci = mean_ci([aulc(xs, s) for s in ys])
+            row[name], row[f"{name}_ci"] = float(m), _num(ci)
+        else:
+            row[name], row[f"{name}_ci"] = None, None
+    paper_x = to_paper_units(x, curve.eval_holdout)
+    for at in PAPER_FRACTIONS:
+        row[f"f1_paper@{at:g}"] = _num(f1_at(paper_x, y.mean(axis=0), at)) if len(x) else None
+    for kind in REFERENCE_KINDS:
+        b = baselines.get((curve.source, curve.target, kind, curve.eval_set))
+        row[f"{kind}_f1"] = None if b is None else b["target_f1"]
     ref, ref_kind = full_target_reference(curve, baselines)
     row["full_target_f1"] = None if math.isnan(ref) else ref
     row["reference"] = ref_kind
@@ -491,6 +564,135 @@ def summarize_curve(
     row["train_seconds"] = _num(curve.train_seconds)
     row["score_seconds"] = _num(curve.score_seconds)
     return row
+
+
+#: The strategy every gain is measured against.
+CONTROL = "random"
+
+
+def paired_gains(curves: Iterable[Curve], alpha: float = 0.05) -> list[dict[str, Any]]:
+    """AULC gain (from round 0) of every strategy over random, paired by seed, Holm-corrected.
+
+    The same seed gives both runs the same held-out set, source model and first candidate
+    pool, so the per-seed differences are paired. Per (source, target, mode, evaluation
+    set), each strategy with at least two seeds in common with random gets the mean gain,
+    its 95 % t-interval, the two-sided paired t-test's p-value, and Holm's adjustment
+    (:func:`holm`) over the strategies compared there. ``above_random`` = the Holm-adjusted
+    p <= ``alpha`` and the gain is positive; ``ci_above_0`` = the (unadjusted) interval lies
+    above 0.
+
+    Returns:
+        One dict per (source, target, mode, evaluation set, strategy), sorted.
+    """
+    families: dict[tuple, dict[str, Curve]] = defaultdict(dict)
+    for c in curves:
+        families[(c.source, c.target, c.mode, c.eval_set)][c.strategy] = c
+    out: list[dict[str, Any]] = []
+    for (source, target, mode, eval_set), by_strategy in sorted(families.items()):
+        control = by_strategy.get(CONTROL)
+        if control is None:
+            continue
+        rows = []
+        for strategy, curve in sorted(by_strategy.items()):
+            if strategy == CONTROL:
+                continue
+            seeds = sorted(set(curve.seeds) & set(control.seeds))
+            n = min(len(curve.fractions), len(control.fractions))
+            if not numpy.allclose(curve.fractions[:n], control.fractions[:n]):
+                continue  # different label counts per round: nothing to pair
+            mine, ctrl = _seed_aulcs(curve, n), _seed_aulcs(control, n)
+            diffs = numpy.array([mine[s] - ctrl[s] for s in seeds], dtype="float64")
+            row: dict[str, Any] = {
+                "source": source,
+                "target": target,
+                "mode": mode,
+                "eval_set": eval_set,
+                "strategy": strategy,
+                "seeds": len(seeds),
+                "max_fraction": float(curve.fractions[n - 1]) if n else 0.0,
+                "gain": float(diffs.mean()) if len(diffs) else None,
+                "gain_ci": None,
+                "p": None,
+            }
+            if len(diffs) >= 2:
+                mean, ci = mean_ci(diffs)
+                sd = float(diffs.std(ddof=1))
+                if sd > 0:
+                    t = float(mean) / (sd / math.sqrt(len(diffs)))
+                else:  # every seed gains the same: certain unless that is 0
+                    t = 0.0 if mean == 0 else math.copysign(math.inf, float(mean))
+                row["gain_ci"], row["p"] = float(ci), t_pvalue(t, len(diffs) - 1)
+            rows.append(row)
+        tested = [r for r in rows if r["p"] is not None]
+        for r, adjusted in zip(tested, holm([r["p"] for r in tested]), strict=True):
+            r["p_holm"] = float(adjusted)
+        for r in rows:
+            r.setdefault("p_holm", None)
+            r["family_size"] = len(tested)
+            r["ci_above_0"] = r["gain_ci"] is not None and r["gain"] - r["gain_ci"] > 0
+            r["above_random"] = r["p_holm"] is not None and r["p_holm"] <= alpha and r["gain"] > 0
+        out.extend(rows)
+    return out
+
+
+def _seed_aulcs(curve: Curve, n: int) -> dict[int, float]:
+    """Seed -> AULC from round 0 over the curve's first ``n`` rounds."""
+    x = curve.fractions[:n]
+    return {seed: aulc(x, f1[:n]) for seed, f1 in zip(curve.seeds, curve.f1, strict=True)}
+
+
+#: Which of two strategies that select the same sentences a report keeps: the paper's ones
+#: first, then the rest by name.
+_KEEP_FIRST = ("random", "least_confidence", "margin", "vocab")
+
+
+def find_duplicates(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Strategies that select the same sentences as another: for every seed they share, the
+    same set of ``new_ids`` in every round (and the same seeds and rounds).
+
+    Per (source, target, mode), each group of such strategies keeps one (random and the
+    paper's strategies first, then by name); the others are listed with the reason.
+
+    Returns:
+        ``{"source", "target", "mode", "strategy" (dropped), "same_as" (kept), "seeds",
+        "rounds", "reason"}`` per dropped strategy.
+    """
+    picks: dict[tuple, dict[str, dict[int, dict[int, frozenset]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    for rec in records:
+        if "new_ids" not in rec:
+            continue
+        key = (rec["source"], rec["target"], rec["mode"])
+        picks[key][rec["strategy"]][int(rec["seed"])][int(rec["round"])] = frozenset(rec["new_ids"])
+    rank = {name: i for i, name in enumerate(_KEEP_FIRST)}
+    out = []
+    for (source, target, mode), by_strategy in sorted(picks.items()):
+        order = sorted(by_strategy, key=lambda n: (rank.get(n, len(rank)), n))
+        kept: list[str] = []
+        for name in order:
+            selection = by_strategy[name]
+            twin = next((k for k in kept if by_strategy[k] == selection), None)
+            if twin is None:
+                kept.append(name)
+                continue
+            seeds = len(selection)
+            rounds = max(len(r) for r in selection.values()) - 1
+            out.append(
+                {
+                    "source": source,
+                    "target": target,
+                    "mode": mode,
+                    "strategy": name,
+                    "same_as": twin,
+                    "seeds": seeds,
+                    "rounds": rounds,
+                    "reason": f"{name} selects {twin}'s sentences on {target} (source "
+                    f"{source}, {mode}: the same docs in all {rounds} rounds of "
+                    f"{seeds} seed{'s' if seeds != 1 else ''})",
+                }
+            )
+    return out
 
 
 def _num(value: Any) -> float | None:
@@ -537,10 +739,13 @@ def anchor_aulc(anchor: Anchor, lo: float, hi: float, tol: float = 0.005) -> flo
     return aulc(anchor.fractions[keep], anchor.f1[keep])
 
 
-def goal_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Lines answering the project's goals per (evaluation set, source, mode): 95 % with
-    <= 15 % labels, and a strategy whose AULC beats random's on every target (by the mean,
-    and by more than both CIs)."""
+def goal_summary(
+    rows: Sequence[dict[str, Any]], gains: Sequence[dict[str, Any]] | None = None
+) -> list[str]:
+    """Lines answering the project's goals per (evaluation set, source, mode): 95 % of the
+    reference with <= 15 % labels, and a strategy whose AULC beats random's on every target
+    (by the mean; by more than both CIs; and, given ``gains`` (:func:`paired_gains`), by a
+    paired gain whose Holm-adjusted p <= 0.05)."""
     lines = []
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
@@ -556,16 +761,16 @@ def goal_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
             if r["reach95"] is not None and r["reach95"] <= 0.15 + 1e-9
         ]
         lines.append(
-            f"{head}: 95 % of full-target F1 with ≤ 15 % labels: "
+            f"{head}: 95 % of the reference F1 with ≤ 15 % labels: "
             + (", ".join(hits) if hits else "none")
         )
         targets = sorted({r["target"] for r in items})
-        random = {r["target"]: r for r in items if r["strategy"] == "random"}
+        random = {r["target"]: r for r in items if r["strategy"] == CONTROL}
         if set(random) != set(targets):
             lines.append(f"{head}: no random runs for every target; AULC comparison skipped")
             continue
         winners, clear = [], []
-        for strategy in sorted({r["strategy"] for r in items} - {"random"}):
+        for strategy in sorted({r["strategy"] for r in items} - {CONTROL}):
             mine = {r["target"]: r for r in items if r["strategy"] == strategy}
             if set(mine) != set(targets) or any(
                 mine[t]["aulc"] is None or random[t]["aulc"] is None for t in targets
@@ -575,12 +780,24 @@ def goal_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
                 winners.append(strategy)
             if all(_clearly_above(mine[t], random[t]) for t in targets):
                 clear.append(strategy)
-        lines.append(
+        line = (
             f"{head}: AULC above random on every target ({', '.join(targets)}): "
             + (", ".join(winners) if winners else "no strategy")
             + "; with non-overlapping 95 % CIs: "
             + (", ".join(clear) if clear else "no strategy")
         )
+        if gains is not None:
+            above: dict[str, set[str]] = defaultdict(set)
+            for g in gains:
+                if (g["eval_set"], g["source"], g["mode"]) == (eval_set, source, mode) and g[
+                    "above_random"
+                ]:
+                    above[g["strategy"]].add(g["target"])
+            holm_winners = sorted(k for k, v in above.items() if v >= set(targets))
+            line += "; paired gain, Holm p ≤ 0.05: " + (
+                ", ".join(holm_winners) if holm_winners else "no strategy"
+            )
+        lines.append(line)
     return lines
 
 
@@ -595,17 +812,35 @@ def _eval_set_text(name: str) -> str:
     return EVAL_SET_DESCRIPTIONS.get(name, f"the target's {name} split")
 
 
+def _p_text(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _ref_cell(row: dict[str, Any], kind: str) -> str:
+    value = row.get(f"{kind}_f1")
+    if value is None:
+        return "–"
+    return f"**{value:.3f}**" if row["reference"] == kind else f"{value:.3f}"
+
+
 def markdown_report(
     rows: Sequence[dict[str, Any]],
     baselines: dict[tuple[str, str, str, str], dict[str, Any]],
     anchors: dict[tuple[str, str], Anchor] | None = None,
+    gains: Sequence[dict[str, Any]] | None = None,
+    duplicates: Sequence[dict[str, Any]] | None = None,
 ) -> str:
-    """The Markdown report: one table per evaluation set (target x strategy), baselines per
-    evaluation set, the paper's curves next to ours, and the goals."""
+    """The Markdown report: one table per evaluation set (target x strategy), the paired
+    gains over random (Holm-corrected), strategies reported once because they select another
+    one's sentences, baselines per evaluation set, the paper's curves next to ours (in the
+    paper's x-axis units), and the goals."""
     out = ["# Active-learning simulation results", ""]
     pools = sorted({r["pool_fraction"] for r in rows})
     protocols = sorted({r.get("protocol", "fixed_pool") for r in rows})
     eval_sets = eval_set_order(r.get("eval_set", "dev") for r in rows)
+    holdouts = sorted({r.get("eval_holdout", 0.0) for r in rows})
     protocol_text = {
         "paper": "a fresh random candidate pool every round from the unlabelled docs, the "
         "strategy picks from round 1 on",
@@ -615,19 +850,25 @@ def markdown_report(
         f"Protocol: {'; '.join(f'{p} ({protocol_text.get(p, p)})' for p in protocols)}. "
         f"Pool: {', '.join(f'{p * 100:.0f} %' for p in pools)} of the target train set. "
         "F1 = span F1 on the evaluation set named in each table (and its `eval set` column); "
-        "label fractions are shares of the target train set (without the held-out docs). "
-        "Mean ± 95 % CI (t-distribution) over seeds. AULC = area under F1 vs label fraction "
-        "from the first to the last round, divided by that range. '95 % at' = the first round "
-        "where the seed-mean curve reaches 95 % of the full-target F1 on the same evaluation "
-        "set (reference column), then in brackets the per-seed mean ± 95 % CI, or how many "
-        "seeds reach it; '> m %' = not reached within the curve (max m %). Source F1 = round "
-        "0 → last round (forgetting).",
+        "label fractions are shares of the target train set without the held-out docs "
+        f"({' / '.join(f'{h * 100:.0f} %' for h in holdouts)} of each target's train docs "
+        "held out); the `labels at end` column adds the paper's unit in brackets, the share of "
+        "the whole target train set. Mean ± 95 % CI (t-distribution) over seeds. AULC = area "
+        "under F1 vs label fraction from round 0 (the source pipeline, no labels) to the last "
+        "round, divided by that range. References: `round trainer` = the source pipeline "
+        "trained with the AL rounds' trainer on every target train doc, `full fine-tune` = "
+        "every component fine-tuned on them; the stronger one (bold) is the reference of "
+        "'95 % at' = the first round where the seed-mean curve reaches 95 % of it on the same "
+        "evaluation set, then in brackets the per-seed mean ± 95 % CI, or how many seeds "
+        "reach it; '> m %' = not reached within the curve (max m %). Source F1 = round 0 → "
+        "last round (forgetting).",
         "",
     ]
     header = (
-        "| eval set | source | target | strategy | mode | seeds "
+        "| eval set | source | target | strategy | mode | seeds | labels at end "
         + "".join(f"| F1 @{a * 100:.0f} % " for a in REPORT_FRACTIONS)
-        + "| AULC | 95 % at | 99 % at | reference F1 | source F1 | s/round |"
+        + "| AULC from 0 | 95 % at | 99 % at | round trainer F1 | full fine-tune F1 "
+        "| source F1 | s/round |"
     )
     sep = "|" + "---|" * (header.count("|") - 1)
     for eval_set in eval_sets:
@@ -642,11 +883,6 @@ def markdown_report(
         for r in rows:
             if r.get("eval_set", "dev") != eval_set:
                 continue
-            ref = (
-                f"{r['full_target_f1']:.3f} ({r['reference']})"
-                if r["full_target_f1"] is not None
-                else "–"
-            )
             src = (
                 f"{r['source_f1_start']:.3f} → {r['source_f1_end']:.3f}"
                 if r["source_f1_start"] is not None
@@ -654,24 +890,67 @@ def markdown_report(
             )
             secs = f"{r['round_seconds']:.1f}" if r["round_seconds"] is not None else "–"
             seeds = f"{r['seeds']}" + ("" if r["complete"] else " (incomplete)")
+            end = f"{r['max_fraction'] * 100:.0f} % ({r['max_fraction_paper'] * 100:.0f} %)"
             cells = [
-                eval_set, r["source"], r["target"], r["strategy"], r["mode"], seeds,
+                eval_set, r["source"], r["target"], r["strategy"], r["mode"], seeds, end,
                 *(_fmt(r[f"f1@{a:g}"], r[f"f1@{a:g}_ci"]) for a in REPORT_FRACTIONS),
                 _fmt(r["aulc"], r["aulc_ci"]),
                 _reach_cell(r, 0.95), _reach_cell(r, 0.99),
-                ref, src, secs,
+                _ref_cell(r, "target_full"), _ref_cell(r, "target_finetune"), src, secs,
             ]  # fmt: skip
             out.append("| " + " | ".join(str(c) for c in cells) + " |")
         out.append("")
+    if gains:
+        out += [
+            "## AULC gain over random (paired by seed, Holm-corrected)",
+            "",
+            "Gain = AULC from round 0 minus random's, per seed (the same seed shares the "
+            "held-out set, the source pipeline and round 1's candidate pool), then mean ± 95 % "
+            "CI; p = two-sided paired t-test; Holm = p adjusted over the m strategies compared "
+            "with random in the same target, mode and evaluation set (m in its column); "
+            "'above random' = Holm p ≤ 0.05 and a positive gain. Strategies reported once "
+            "(Duplicates) are not counted.",
+            "",
+            "| eval set | source | target | mode | strategy | seeds | gain | p | Holm p | m "
+            "| CI above 0 | above random |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        order = {name: i for i, name in enumerate(eval_set_order(g["eval_set"] for g in gains))}
+        for g in sorted(gains, key=lambda g: (order[g["eval_set"]], g["source"], g["target"])):
+            gain = "–" if g["gain"] is None else f"{g['gain']:+.3f}"
+            if g["gain_ci"] is not None:
+                gain += f" ± {g['gain_ci']:.3f}"
+            out.append(
+                f"| {g['eval_set']} | {g['source']} | {g['target']} | {g['mode']} "
+                f"| {g['strategy']} | {g['seeds']} | {gain} | {_p_text(g['p'])} "
+                f"| {_p_text(g['p_holm'])} | {g['family_size']} "
+                f"| {'yes' if g['ci_above_0'] else 'no'} | {'yes' if g['above_random'] else 'no'} |"
+            )
+        out.append("")
+    if duplicates:
+        out += [
+            "## Duplicates",
+            "",
+            "Strategies that selected exactly the same sentences as another in every round of "
+            "every seed are reported once, under the kept strategy's name:",
+            "",
+            *(f"- {d['reason']}: reported as {d['same_as']}." for d in duplicates),
+            "",
+        ]
     if baselines:
         out += [
             "## Baselines",
             "",
+            "`target_only` and `joint` train from scratch and keep the checkpoint that scores "
+            "best on the dev split of their domains (the target's included): their dev and "
+            "merged figures are optimistic, and they are never the reference.",
+            "",
             "| eval set | source | target | baseline | n | target F1 | source F1 |",
             "|---|---|---|---|---|---|---|",
         ]
+        border = {name: i for i, name in enumerate(eval_set_order(k[3] for k in baselines))}
         for (source, target, kind, eval_set), b in sorted(
-            baselines.items(), key=lambda kv: (kv[0][3], kv[0][:3])
+            baselines.items(), key=lambda kv: (border[kv[0][3]], kv[0][:3])
         ):
             out.append(
                 f"| {eval_set} | {source} | {target} | {kind} | {b['n']} "
@@ -683,29 +962,34 @@ def markdown_report(
         lines = []
         for r in rows:
             a = anchors.get((r["target"], r["strategy"]))
-            if a is None or r["source"] != "news" or r["aulc"] is None:
+            if a is None or r["source"] != "news" or r["aulc_labeled"] is None:
                 continue
-            lo = min(REPORT_FRACTIONS[0], r["max_fraction"])
+            hi = r["max_fraction_paper"]
+            lo = min(REPORT_FRACTIONS[0], hi)
             lines.append(
                 f"| {r.get('eval_set', 'dev')} | {r['target']} | {r['strategy']} | {r['mode']} "
-                f"| {_fmt(r['aulc'], r['aulc_ci'])} "
-                f"| {anchor_aulc(a, lo, r['max_fraction']):.3f} | {aulc(a.fractions, a.f1):.3f} "
-                f"| {_fmt(r['f1@0.25'])} | {f1_at(a.fractions, a.f1, 0.25):.3f} "
-                f"| {_fmt(r['f1@0.5'])} | {f1_at(a.fractions, a.f1, 0.5):.3f} |"
+                f"| {hi * 100:.0f} % | {_fmt(r['aulc_labeled'], r['aulc_labeled_ci'])} "
+                f"| {anchor_aulc(a, lo, hi):.3f} | {aulc(a.fractions, a.f1):.3f} "
+                f"| {_fmt(r['f1_paper@0.25'])} | {f1_at(a.fractions, a.f1, 0.25):.3f} "
+                f"| {_fmt(r['f1_paper@0.5'])} | {f1_at(a.fractions, a.f1, 0.5):.3f} |"
             )
         if lines:
             out += [
                 "## Against the paper (mBERT, News source, its protocol: fresh 20 % pool, 5 % "
                 "per round, reset, 10 repeats; its own evaluation split)",
                 "",
-                "| eval set (ours) | target | strategy | mode | our AULC "
-                "| paper AULC (same range) | paper AULC (5–100 %) "
+                "In the paper's x-axis units: shares of the whole target train set (ours hold "
+                "some of it out for evaluation). The paper's curves start at the first labelled "
+                "round, so both AULCs here do too.",
+                "",
+                "| eval set (ours) | target | strategy | mode | our labels at end "
+                "| our AULC | paper AULC (same range) | paper AULC (5–100 %) "
                 "| our F1 @25 % | paper F1 @25 % | our F1 @50 % | paper F1 @50 % |",
-                "|---|---|---|---|---|---|---|---|---|---|---|",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|",
                 *lines,
                 "",
             ]
-    out += ["## Goals", "", *goal_summary(rows), ""]
+    out += ["## Goals", "", *goal_summary(rows, gains), ""]
     return "\n".join(out)
 
 
@@ -714,9 +998,12 @@ def plot_target(
     baselines: dict[tuple[str, str, str, str], dict[str, Any]],
     path: str | Path,
     anchors: dict[tuple[str, str], Anchor] | None = None,
+    same_as: dict[str, list[str]] | None = None,
 ) -> Path:
     """One PNG per (source, target), one panel per evaluation set: strategies (mean ± CI),
-    baselines as horizontal lines, the paper's curves dashed (News source only)."""
+    baselines as horizontal lines, the paper's curves dashed (News source only; the x-axis is
+    then the paper's, shares of the whole target train set). ``same_as`` names the strategies
+    a curve also stands for (duplicates)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -727,7 +1014,9 @@ def plot_target(
         1, len(eval_sets), figsize=(6.5 * len(eval_sets) + 3, 5), squeeze=False
     )
     for ax, eval_set in zip(axes[0], eval_sets, strict=True):
-        _plot_panel(ax, [c for c in curves if c.eval_set == eval_set], baselines, anchors)
+        _plot_panel(
+            ax, [c for c in curves if c.eval_set == eval_set], baselines, anchors, same_as or {}
+        )
     handles, labels = axes[0][-1].get_legend_handles_labels()
     axes[0][-1].legend(
         handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
@@ -745,19 +1034,21 @@ def _plot_panel(
     curves: Sequence[Curve],
     baselines: dict[tuple[str, str, str, str], dict[str, Any]],
     anchors: dict[tuple[str, str], Anchor] | None,
+    same_as: dict[str, list[str]],
 ) -> None:
     source, target, eval_set = curves[0].source, curves[0].target, curves[0].eval_set
+    paper_axis = bool(anchors) and source == "news"
     xmax, ymin, ymax = 0.0, 1.0, 0.0
     for c in curves:
         color = _STRATEGY_COLORS.get(c.strategy)
         mean, ci = mean_ci(c.f1)
-        x = c.fractions * 100
+        x = (c.paper_fractions() if paper_axis else c.fractions) * 100
         xmax = max(xmax, float(x[-1]) if len(x) else 0.0)
         style = "-" if c.mode == "reset" else ":"
         ymin, ymax = min(ymin, float(numpy.min(mean))), max(ymax, float(numpy.max(mean)))
-        (line,) = ax.plot(
-            x, mean, style, marker="o", ms=3, color=color, label=f"{c.strategy} ({c.mode})"
-        )
+        twins = same_as.get(c.strategy, [])
+        name = c.strategy + (f" = {', '.join(twins)}" if twins else "")
+        (line,) = ax.plot(x, mean, style, marker="o", ms=3, color=color, label=f"{name} ({c.mode})")
         if len(c.seeds) > 1:
             lo, hi = numpy.clip(mean - ci, 0, 1), numpy.clip(mean + ci, 0, 1)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
@@ -769,7 +1060,8 @@ def _plot_panel(
                 b["target_f1"], color=color, ls=style, lw=1.2,
                 label=f"{kind} ({b['target_f1']:.3f})",
             )  # fmt: skip
-    if anchors and source == "news":
+    if paper_axis:
+        assert anchors is not None
         for c in {c.strategy: c for c in curves}.values():
             a = anchors.get((target, c.strategy))
             if a is None:
@@ -790,7 +1082,11 @@ def _plot_panel(
         "seed(s)",
         fontsize=9,
     )
-    ax.set_xlabel("labeled share of the target train set (%)")
+    ax.set_xlabel(
+        "labeled share of the whole target train set (%, the paper's x-axis)"
+        if paper_axis
+        else "labeled share of the target train set without the held-out docs (%)"
+    )
     ax.set_ylabel(f"span F1 on {target} ({eval_set})")
     ax.set_ylim(max(0.0, ymin - 0.05), min(1.0, ymax + 0.05))
     ax.set_xlim(left=0)
@@ -807,17 +1103,28 @@ def write_report(
     """Aggregate a results folder into ``report.md``, ``summary.json`` and one PNG per
     (source, target) with a panel per evaluation set.
 
-    ``output_dir`` follows the output policy (:func:`adaptner.util.claim_output_dir`):
-    a folder that ``curves`` did not write is refused unless ``force``.
+    Strategies that select the same sentences as another (:func:`find_duplicates`) are
+    reported once; the gains over random are paired by seed and Holm-corrected
+    (:func:`paired_gains`). ``output_dir`` follows the output policy
+    (:func:`adaptner.util.claim_output_dir`): a folder that ``curves`` did not write is
+    refused unless ``force``.
 
     Returns:
-        {"rows": table rows, "report": Path, "summary": Path, "plots": [Path, ...]}.
+        {"rows", "gains", "duplicates", "report": Path, "summary": Path, "plots": [Path, ...]}.
     """
     records = load_records(input_dir)
-    curves = build_curves(records)
+    duplicates = find_duplicates(records)
+    dropped = {(d["source"], d["target"], d["strategy"], d["mode"]) for d in duplicates}
+    same_as: dict[tuple, list[str]] = defaultdict(list)
+    for d in duplicates:
+        same_as[(d["source"], d["target"], d["mode"], d["same_as"])].append(d["strategy"])
+    curves = {k: c for k, c in build_curves(records).items() if k[:4] not in dropped}
     baselines = baseline_means(load_baselines(input_dir))
     anchors = load_anchors(anchors_dir) if anchors_dir is not None else None
     rows = [summarize_curve(c, baselines) for c in curves.values()]
+    for r in rows:
+        r["same_as"] = same_as.get((r["source"], r["target"], r["mode"], r["strategy"]), [])
+    gains = paired_gains(curves.values())
     output_dir = claim_output_dir(
         output_dir, "curves", force=force, owned_files=("summary.json", "report.md")
     )
@@ -826,23 +1133,37 @@ def write_report(
     for c in curves.values():
         by_pair[(c.source, c.target)].append(c)
     for (source, target), group in sorted(by_pair.items()):
+        twins = {c.strategy: same_as.get((source, target, c.mode, c.strategy), []) for c in group}
         plots.append(
             plot_target(
-                group, baselines, output_dir / f"curves_{source_slug(source)}_{target}.png", anchors
+                group,
+                baselines,
+                output_dir / f"curves_{source_slug(source)}_{target}.png",
+                anchors,
+                twins,
             )
         )
     report = output_dir / "report.md"
-    write_text(report, markdown_report(rows, baselines, anchors))
+    write_text(report, markdown_report(rows, baselines, anchors, gains, duplicates))
     summary = output_dir / "summary.json"
     write_json(
         summary,
         {
             "rows": rows,
+            "gains": gains,
+            "duplicates": duplicates,
             "baselines": [
                 {"source": s, "target": t, "kind": k, "eval_set": e, **v}
                 for (s, t, k, e), v in sorted(baselines.items())
             ],
-            "goals": goal_summary(rows),
+            "goals": goal_summary(rows, gains),
         },
     )
-    return {"rows": rows, "report": report, "summary": summary, "plots": plots}
+    return {
+        "rows": rows,
+        "gains": gains,
+        "duplicates": duplicates,
+        "report": report,
+        "summary": summary,
+        "plots": plots,
+    }

@@ -17,13 +17,14 @@ from spacy.tokens import Doc
 
 from ..errors import AdaptnerError
 from ..readers import available_domains, read_docbin
-from ..scoring import predict, score_ner
+from ..scoring import ner_prf, predict, score_ner
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
 from ..update.features import feature_dir
 from ..update.replay import sample_replay
 from ..update.trainers import (
     get_round_trainer,
     prepare_trainer,
+    resolve_trainer,
     restore_weights,
     snapshot_weights,
 )
@@ -35,10 +36,19 @@ from ..util import (
     write_text,
 )
 from ..util import load_pipeline as load_trained
-from .config import HELDOUT, ALSettings, SimulationConfig, derive_seed, with_legacy_settings
+from .config import (
+    HELDOUT,
+    MERGED,
+    ALSettings,
+    SimulationConfig,
+    derive_seed,
+    with_legacy_settings,
+)
 
 # Purposes of derived seeds (with the run seed and the round).
-_POOL, _QUERY, _REPLAY, _TRAIN, _SOURCE = 0, 1, 2, 3, 4
+_POOL, _QUERY, _REPLAY, _TRAIN = 0, 1, 2, 3
+_STOP = 5  # 4 = the target_full reference's training (baselines)
+_SOURCE = 6  # the source replay sample
 
 
 @dataclass(frozen=True)
@@ -163,9 +173,10 @@ class RunData:
         target_train: The target's train docs (after ``train_limit``); ids index this list.
         al_ids: Ids AL may query and train on (the train docs minus the held-out set).
         heldout_ids: Ids of the held-out evaluation set (never queried nor trained on).
-        evals: Target evaluation sets by name, the primary one first: "heldout" (when
-            ``eval_holdout`` > 0), the evaluation split ("dev" or "test"), and "dev".
-        dev: The target dev docs (early stopping).
+        evals: Target evaluation sets by name (``settings.eval_sets``, plus "test" when it
+            is the run's evaluation split), the primary one first; "merged" is the "heldout"
+            docs followed by the "dev" docs.
+        dev: The target dev docs (early stopping with ``stop_on = "dev"`` only).
         source_eval: The source domains' evaluation split docs (forgetting).
         source_domains: The source domains (those with an evaluation DocBin).
         source_train_dir: The folder of their train DocBins.
@@ -239,18 +250,63 @@ def load_run_data(cfg: SimulationConfig, vocab) -> RunData:
     eval_limit = s.eval_limit or None
     target_train = read_docbin(target_path, vocab)[:limit]
     al_ids, heldout_ids = split_heldout(target_train, s.eval_holdout, s.holdout_seed)
+    names = [s.primary_eval, *s.eval_sets, *(["test"] if cfg.eval_split == "test" else [])]
+    splits: dict[str, list[Doc]] = {}
+
+    def split_docs(split: str) -> list[Doc]:
+        if split not in splits:
+            path = corpus / split / f"{cfg.target}.spacy"
+            if not path.exists():
+                raise AdaptnerError(
+                    f"No {split} split for {cfg.target}: {path} does not exist. Run `adaptner "
+                    f"corpus` on a release with that split, or leave {split} out of eval_sets."
+                )
+            splits[split] = read_docbin(path, vocab)[:eval_limit]
+        return splits[split]
+
+    heldout = [target_train[i] for i in heldout_ids][:eval_limit]
     evals: dict[str, list[Doc]] = {}
-    if heldout_ids:
-        evals[HELDOUT] = [target_train[i] for i in heldout_ids][:eval_limit]
-    for split in dict.fromkeys([cfg.eval_split, "dev"]):
-        evals[split] = read_docbin(corpus / split / f"{cfg.target}.spacy", vocab)[:eval_limit]
+    for name in dict.fromkeys(names):
+        if name == HELDOUT:
+            evals[name] = heldout
+        elif name == MERGED:
+            evals[name] = [*heldout, *split_docs("dev")]
+        else:
+            evals[name] = split_docs(name)
     domains = source_domains_for(cfg.source, eval_dir)
     source_eval: list[Doc] = []
     for domain in domains:
         source_eval.extend(read_docbin(eval_dir / f"{domain}.spacy", vocab)[:eval_limit])
     return RunData(
-        target_train, al_ids, heldout_ids, evals, evals["dev"], source_eval, domains, train_dir
+        target_train, al_ids, heldout_ids, evals, split_docs("dev"), source_eval, domains, train_dir
     )
+
+
+def stopping_split(
+    docs: Sequence[Doc], dev: Sequence[Doc], settings: ALSettings, seed: int
+) -> tuple[list[Doc], list[Doc] | None]:
+    """The docs a round trains on and the docs its early stopping scores (None = fixed epochs).
+
+    ``patience = 0``: all docs, no stopping docs. ``stop_on = "labelled"``: a random
+    ``stop_share`` of the round's docs (seeded by ``seed``) is set aside for stopping and not
+    trained on; a round too small to spare a doc and keep one trains its fixed epochs.
+    ``stop_on = "dev"``: the dev docs (the settings refuse it while dev is evaluated on).
+    """
+    docs = list(docs)
+    if not settings.patience:
+        return docs, None
+    if settings.stop_on == "dev":
+        if settings.dev_evaluated:  # ALSettings refuses this; guard every caller anyway
+            raise AdaptnerError(
+                'Early stopping on dev while dev is an evaluation set: set stop_on = "labelled".'
+            )
+        return docs, list(dev)
+    n_stop = math.floor(settings.stop_share * len(docs) + 1e-9)
+    if n_stop < 1 or n_stop >= len(docs):
+        return docs, None
+    order = numpy.random.default_rng(seed).permutation(len(docs))
+    stop = set(int(i) for i in order[:n_stop])
+    return [d for i, d in enumerate(docs) if i not in stop], [docs[i] for i in sorted(stop)]
 
 
 def factory_params(name: str) -> set[str]:
@@ -359,7 +415,7 @@ def check_folder_settings(output_dir: str | Path, settings: ALSettings) -> Path:
         AdaptnerError: the folder was simulated with other settings (the differing keys named).
     """
     path = Path(output_dir) / SETTINGS_FILE
-    now = json.loads(json.dumps(dataclasses.asdict(settings)))
+    now = settings.as_dict()
     if path.exists():
         try:
             stored = json.loads(path.read_text(encoding="utf8"))["settings"]
@@ -368,7 +424,7 @@ def check_folder_settings(output_dir: str | Path, settings: ALSettings) -> Path:
                 f"{path} is damaged ({e}); it records the settings of the runs in "
                 f"{output_dir}. Restore it, or simulate into another --output folder."
             ) from None
-        defaults = {f.name: f.default for f in dataclasses.fields(ALSettings)}
+        defaults = ALSettings().as_dict()
         stored = with_legacy_settings(stored)
         diff = sorted(k for k in now if stored.get(k, defaults.get(k)) != now[k])
         diff += sorted(k for k in stored if k not in now)
@@ -399,7 +455,7 @@ class Simulation:
         self.path = Path(output_dir) / f"{cfg.run_id}.jsonl"
         self.nlp = load_pipeline(cfg.source_model)
         self.data = load_run_data(cfg, self.nlp.vocab)
-        self.trainer = get_round_trainer(cfg.settings.trainer)
+        self.trainer = get_round_trainer(resolve_trainer(self.nlp, cfg.settings.trainer))
         prepare_trainer(
             self.trainer,
             self.nlp,
@@ -414,6 +470,7 @@ class Simulation:
             chosen = pool_rng.choice(self.sizes.target_size, self.sizes.pool_size, replace=False)
             self.pool_ids = sorted(self.data.al_ids[int(i)] for i in chosen)
         self._strategy = None
+        self.stop_docs = 0  # early-stopping docs of the last retraining (0 = fixed epochs)
 
     # --- one round's pieces ---------------------------------------------------------
     def docs(self, ids: Sequence[int]) -> list[Doc]:
@@ -478,10 +535,12 @@ class Simulation:
     def retrain(self, round_: int, labeled_before: Sequence[int], new: Sequence[int]):
         """Retrain after a round's batch on its target docs (reset: every label; warm: the
         new batch and a replay sample of earlier labels) plus ``source_replay`` source docs
-        per target doc (a sample seeded by the run seed and the round).
+        per target doc it trains on (docs kept for early stopping not counted; a sample
+        seeded by the run seed and the round).
 
         Returns:
-            (UpdateStats, number of target docs, number of source docs) the trainer got.
+            (UpdateStats, number of target docs (stopping docs included), number of source
+            docs).
         """
         cfg, s = self.cfg, self.cfg.settings
         if cfg.mode == "reset" or round_ == 1:
@@ -492,17 +551,21 @@ class Simulation:
             m = round(s.replay_fraction * len(labeled_before))
             replay = sorted(rng.choice(len(labeled_before), m, replace=False)) if m else []
             train_ids = [*new, *(labeled_before[i] for i in replay)]
+        fit, stop = stopping_split(
+            self.docs(train_ids), self.data.dev, s, derive_seed(cfg.seed, round_, _STOP)
+        )
         source_rng = numpy.random.default_rng(derive_seed(cfg.seed, round_, _SOURCE))
         source = sample_replay(
-            self.replay_pool(), len(train_ids), s.source_replay, source_rng, s.source_replay_max
+            self.replay_pool(), len(fit), s.source_replay, source_rng, s.source_replay_max
         )
         stats = self.trainer(
             self.nlp,
-            [*self.docs(train_ids), *source],
-            self.data.dev,
+            [*fit, *source],
+            stop,
             settings=s,
             seed=derive_seed(cfg.seed, round_, _TRAIN),
         )
+        self.stop_docs = len(stop) if stop is not None else 0
         return stats, len(train_ids), len(source)
 
     def evaluate(self) -> dict[str, Any]:
@@ -552,6 +615,7 @@ class Simulation:
             new: list[int] = []
             score_s = train_s = 0.0
             stats, n_train, n_source = None, 0, 0
+            self.stop_docs = 0
             pool: list[int] = []
             if round_ > 0:
                 pool = self.candidates(round_, labeled)
@@ -592,6 +656,7 @@ class Simulation:
                 "pool_ids": pool,
                 **scores,
                 "train_docs": n_train,  # target docs; the trainer also got the source's
+                "stop_docs": self.stop_docs,
                 "source_replay_docs": n_source,
                 "train_epochs": stats.epochs if stats else 0,
                 "train_steps": stats.steps if stats else 0,
@@ -613,12 +678,19 @@ class Simulation:
 
 
 def evaluate_sets(nlp: Language, data: RunData) -> dict[str, Any]:
-    """Span scores on every target evaluation set (``evals``) and on the source's.
+    """Span scores on every target evaluation set (``evals``) and on the source's; a doc in
+    several sets (``merged``) is predicted once.
 
     ``target_f1`` / ``target_p`` / ``target_r`` / ``target_per_label`` repeat the primary set's
     scores (``eval_set`` names it).
     """
-    evals = {name: score_ner(nlp, docs) for name, docs in data.evals.items()}
+    # predict each doc once: "merged" shares its docs with "heldout" and "dev"
+    unique = {id(d): d for docs in data.evals.values() for d in docs}
+    preds = dict(zip(unique, predict(nlp, list(unique.values())), strict=True))
+    evals = {
+        name: {**ner_prf(docs, [preds[id(d)] for d in docs]), "n_docs": len(docs)}
+        for name, docs in data.evals.items()
+    }
     main = evals[data.primary]
     source = score_ner(nlp, data.source_eval) if data.source_eval else None
     return {

@@ -18,7 +18,13 @@ from tqdm import tqdm
 from ..errors import AdaptnerError
 from ..readers import available_domains
 from ..util import exit_with_parent, file_lock
-from .baselines import BASELINES, BaselineConfig, baseline_path, run_baseline
+from .baselines import (
+    BASELINES,
+    BaselineConfig,
+    baseline_path,
+    finetune_settings,
+    run_baseline,
+)
 from .config import MODES, ALSettings, SimulationConfig, resolve_source, source_slug
 from .engine import (
     RunSizes,
@@ -225,6 +231,170 @@ def plan_grid(spec: GridSpec) -> GridPlan:
         if task is not None and all(t.model_dir != task.model_dir for t in trainings):
             trainings.append(task)
     return GridPlan(trainings, runs, baselines, sizes, splits, source_models, Path(spec.output_dir))
+
+
+@dataclass(frozen=True)
+class RoundTiming:
+    """What a round costs, from measured rounds (wall seconds of one process).
+
+    Attributes:
+        rates: Target (``"*"`` = all measured rounds) -> (seconds per training doc-epoch,
+            seconds per candidate doc scored, seconds per evaluation of every set).
+        rounds: How many measured rounds the rates come from.
+    """
+
+    rates: dict[str, tuple[float, float, float]]
+    rounds: int
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict[str, Any]]) -> "RoundTiming":
+        """Rates from simulation records (``<run>.jsonl`` lines): retraining seconds per
+        training doc-epoch, pool scoring seconds per candidate doc, evaluation seconds per
+        round; per target and over all rounds.
+
+        Raises:
+            AdaptnerError: no record with a retraining (round >= 1) to time.
+        """
+        groups: dict[str, list[dict[str, Any]]] = {"*": []}
+        for r in records:
+            if r.get("round", 0) > 0 and r.get("train_docs") and "train_seconds" in r:
+                groups.setdefault(str(r["target"]), []).append(r)
+                groups["*"].append(r)
+        if not groups["*"]:
+            raise AdaptnerError(
+                "No timed rounds (round >= 1 with train_docs and train_seconds) in the timing "
+                "records. Pass a folder of finished `adaptner simulate` runs."
+            )
+        rates = {}
+        for target, rs in groups.items():
+            doc_epochs = sum(r["train_docs"] * max(1, r.get("train_epochs", 1)) for r in rs)
+            scored = sum(len(r.get("pool_ids") or []) or r.get("pool_size", 0) for r in rs)
+            rates[target] = (
+                sum(r["train_seconds"] for r in rs) / doc_epochs,
+                sum(r.get("score_seconds", 0.0) for r in rs) / scored if scored else 0.0,
+                sum(r.get("eval_seconds", 0.0) for r in rs) / len(rs),
+            )
+        return cls(rates, len(groups["*"]))
+
+    def rate(self, target: str) -> tuple[float, float, float]:
+        """The target's rates, or the rates over every measured round."""
+        return self.rates.get(target, self.rates["*"])
+
+
+def round_docs(sizes: RunSizes, settings: ALSettings, mode: str) -> list[tuple[int, int]]:
+    """(training docs, candidate docs scored) of every round after round 0 of a planned run."""
+    out = []
+    for k in range(1, sizes.rounds):
+        before, now = sizes.labeled_after(k - 1), sizes.labeled_after(k)
+        if settings.protocol == "fixed_pool":
+            pool = sizes.pool_size - before
+        else:
+            pool = min(sizes.pool_size, sizes.target_size - before)
+        if mode == "warm" and k > 1:
+            train = now - before + round(settings.replay_fraction * before)
+        else:
+            train = now
+        out.append((train, pool))
+    return out
+
+
+def cost_plan(
+    plan: GridPlan,
+    timing: RoundTiming,
+    *,
+    workers: int = 1,
+    finetune_timing: RoundTiming | None = None,
+) -> dict[str, Any]:
+    """The CPU-hours a grid needs at the measured rates (nothing is run).
+
+    Every round costs its training doc-epochs (``settings.epochs``: an upper bound with
+    early stopping), its scored candidates and one evaluation; a reference
+    (``target_full``, ``target_finetune``) trains once on every AL doc. ``target_finetune``
+    uses ``finetune_timing`` (rounds measured with the ``fine_tune`` trainer) when given,
+    else the round rates (then marked as assumed); it costs nothing when it is the same
+    training as ``target_full``. From-scratch baselines and source training are not
+    estimated (counted in ``not_estimated``).
+
+    Returns:
+        {"rows": [{"target", "task", "count", "rounds", "cpu_hours"}, ...],
+        "cpu_hours", "wall_hours" (at ``workers`` processes), "workers", "timing_rounds",
+        "finetune_assumed", "not_estimated": [task names]}.
+    """
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(target: str, task: str, seconds: float, rounds: int) -> None:
+        row = rows.setdefault(
+            (target, task),
+            {"target": target, "task": task, "count": 0, "rounds": 0, "cpu_hours": 0.0},
+        )
+        row["count"] += 1
+        row["rounds"] += rounds
+        row["cpu_hours"] += seconds / 3600
+
+    for run in plan.runs:
+        s = run.settings
+        train_rate, score_rate, eval_s = timing.rate(run.target)
+        seconds = eval_s  # round 0
+        rounds = round_docs(plan.sizes[run.target], s, run.mode)
+        for train, pool in rounds:
+            seconds += train * s.epochs * train_rate + pool * score_rate + eval_s
+        add(run.target, f"runs ({run.mode})", seconds, len(rounds))
+    not_estimated = []
+    for b in plan.baselines:
+        s = b.settings
+        train_rate, _, eval_s = timing.rate(b.target)
+        docs = plan.sizes[b.target].target_size
+        if b.kind == "source_only":
+            add(b.target, b.kind, eval_s, 0)
+        elif b.kind == "target_full":
+            add(b.target, b.kind, docs * s.epochs * train_rate + eval_s, 0)
+        elif b.kind == "target_finetune":
+            ft = finetune_settings(s)
+            if ft == s:
+                add(b.target, b.kind + " (= target_full)", 0.0, 0)
+                continue
+            rate = (finetune_timing or timing).rate(b.target)[0]
+            add(b.target, b.kind, docs * ft.epochs * rate + eval_s, 0)
+        else:
+            not_estimated.append(b.baseline_id)
+    not_estimated += [t.name for t in plan.trainings if not t.done()]
+    total = sum(r["cpu_hours"] for r in rows.values())
+    return {
+        "rows": [rows[k] for k in sorted(rows)],
+        "cpu_hours": total,
+        "wall_hours": total / max(1, workers),
+        "workers": workers,
+        "timing_rounds": timing.rounds,
+        "finetune_assumed": finetune_timing is None
+        and any(
+            b.kind == "target_finetune" and finetune_settings(b.settings) != b.settings
+            for b in plan.baselines
+        ),
+        "not_estimated": not_estimated,
+    }
+
+
+def format_cost_plan(cost: dict[str, Any]) -> str:
+    """A :func:`cost_plan` as a Markdown table and a closing line with the totals."""
+    lines = [
+        "| target | task | count | rounds | CPU-hours |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['target']} | {r['task']} | {r['count']} | {r['rounds']} | {r['cpu_hours']:.2f} |"
+            for r in cost["rows"]
+        ),
+        "",
+        f"Total {cost['cpu_hours']:.1f} CPU-hours; {cost['wall_hours']:.1f} h wall with "
+        f"{cost['workers']} worker(s) (rates from {cost['timing_rounds']} measured rounds).",
+    ]
+    if cost["finetune_assumed"]:
+        lines.append(
+            "target_finetune is costed at the round trainer's rate (no fine_tune timing given): "
+            "full fine-tuning of an encoder costs far more."
+        )
+    if cost["not_estimated"]:
+        lines.append(f"Not estimated: {', '.join(cost['not_estimated'])}.")
+    return "\n".join(lines)
 
 
 def _task_name(kind: str, cfg: Any) -> str:

@@ -379,6 +379,26 @@ def prepare_trainer(
         prepare(nlp, docs, cache_dir=cache_dir)
 
 
+#: The trainer name that stands for the pipeline's default (:func:`resolve_trainer`).
+AUTO = "auto"
+
+
+def has_transformer(nlp: Language) -> bool:
+    """Whether the pipeline has a transformer component (enabled or not)."""
+    return any(nlp.get_pipe_meta(name).factory == "transformer" for name in nlp.component_names)
+
+
+def resolve_trainer(nlp: Language, name: str) -> str:
+    """The registered round trainer ``name`` stands for: ``auto`` is ``top_layers`` for a
+    pipeline with a transformer (its top layers and the head learn on cached lower layers:
+    the real model at a fraction of full fine-tuning's cost) and ``fine_tune`` otherwise;
+    any other name is itself. Sessions and simulations resolve ``auto`` with this.
+    """
+    if name != AUTO:
+        return name
+    return "top_layers" if has_transformer(nlp) else "fine_tune"
+
+
 def get_round_trainer(name: str, **params: Any) -> RoundTrainer:
     """Create a registered per-round trainer.
 
