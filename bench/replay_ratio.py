@@ -130,7 +130,7 @@ def main(
             results.setdefault(f"{ratio:g}", []).append(
                 {
                     "seed": seed,
-                    "target_f1": [r["target_f1"] for r in records],
+                    "target_f1": [r["evals"]["heldout"]["ents_f"] for r in records],
                     "dev_f1": [r["evals"]["dev"]["ents_f"] for r in records],
                     "source_f1": [r["source_f1"] for r in records],
                     "train_docs": [r["train_docs"] for r in records],

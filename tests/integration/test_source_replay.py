@@ -118,6 +118,42 @@ def test_simulation_rounds_train_on_source_docs_in_the_ratio(
     assert [[d.text for d in split_call(c, *again_ids)[1]] for c in again_calls] == samples
 
 
+def test_source_docs_are_trained_on_never_used_for_early_stopping(
+    tiny_news_model, corpus_dir, tmp_path
+):
+    """With patience, a slice of the round's labels picks the epoch; the source docs go with
+    the rest (2 per target doc trained on) and never into that slice."""
+    cfg = SimulationConfig(
+        source="news",
+        target="social_media",
+        strategy="random",
+        mode="reset",
+        seed=0,
+        settings=SETTINGS.replace(source_replay=2.0, patience=2, epochs=2),
+        source_model=tiny_news_model,
+        corpus_dir=corpus_dir,
+    )
+    sim = Simulation(cfg, tmp_path)
+    calls: list[tuple[list, list | None]] = []
+    inner = sim.trainer
+
+    def spy(nlp, train_docs, dev_docs, *, settings, seed):
+        calls.append((list(train_docs), None if dev_docs is None else list(dev_docs)))
+        return inner(nlp, train_docs, dev_docs, settings=settings, seed=seed)
+
+    sim.trainer = spy
+    records = sim.run()
+    ids = ({id(d) for d in sim.data.target_train}, {id(d) for d in sim.replay_pool()})
+    # 8 labels: 1 kept for stopping, 7 trained on; 16: 3 and 13
+    assert [r["stop_docs"] for r in records[1:]] == [1, 3]
+    assert [r["source_replay_docs"] for r in records[1:]] == [14, 26]
+    for (train, stop), rec in zip(calls, records[1:], strict=True):
+        fit, source = split_call(train, *ids)
+        stop_target, stop_source = split_call(stop, *ids)
+        assert stop_source == [] and len(stop_target) == rec["stop_docs"]
+        assert len(source) == 2 * len(fit) and len(fit) + len(stop) == rec["train_docs"]
+
+
 # --- sessions -------------------------------------------------------------------------------
 N_POOL, N_BATCH = 60, 10
 
@@ -277,6 +313,11 @@ def test_source_docs_checked_at_train(
     )
     assert code == 1 and "session 'sm' has no source docs to replay" in out
     assert "--source-docs" in out
+    code, out = run_cli(
+        monkeypatch, capsys, "session", "import", "sm", tmp_path / "answers1.jsonl", "--db", db,
+        "--source-replay", "1",
+    )  # fmt: skip
+    assert code == 1 and "--source-replay goes with --next N" in out
     # without an explicit ratio a session without source docs trains on its answers only
     r = train_round(db, "sm", settings=UpdateSettings(max_epochs=1, patience=1))
     assert r.metrics["n_source_replay"] == 0

@@ -181,8 +181,9 @@ def test_nothing_selects_on_dev_while_dev_is_evaluated(tiny, tmp_path):
     for sets in (("heldout", "dev", "merged"), ("merged",), ("dev",)):
         with pytest.raises(AdaptnerError, match='with stop_on = "dev" would pick epochs on the'):
             ALSettings(patience=2, stop_on="dev", eval_sets=sets)
-    # fixed epochs: the trainer gets no stopping docs at all
-    settings = PAPER.replace(trainer="spy_stopping_h12")
+    # fixed epochs: the trainer gets no stopping docs at all (and only the round's labels:
+    # source replay off; tests/integration/test_source_replay.py covers it with stopping)
+    settings = PAPER.replace(trainer="spy_stopping_h12", source_replay=0.0)
     records = run_simulation(make_cfg(tiny, settings=settings), tmp_path / "fixed")
     assert calls and all(stop is None for _, stop in calls)
     assert all(r["stop_docs"] == 0 for r in records)

@@ -288,13 +288,15 @@ def import_cmd(
 
     if fmt is not None and fmt not in ANSWER_FORMATS:
         raise AdaptnerError(f"Unknown --format {fmt!r}; choose one of {', '.join(ANSWER_FORMATS)}.")
-    if (
-        output is not None or batch_format is not None or background or source_replay is not None
-    ) and not next_n:
+    if (output is not None or batch_format is not None or background) and not next_n:
         raise AdaptnerError(
-            "--output, --batch-format, --background and --source-replay go with --next N (the "
-            f"size of the next batch), e.g. `adaptner session import {name} {answers} --next 50 "
-            "-o batch.jsonl`."
+            "--output, --batch-format and --background go with --next N (the size of the next "
+            f"batch), e.g. `adaptner session import {name} {answers} --next 50 -o batch.jsonl`."
+        )
+    if source_replay is not None and not next_n:
+        raise AdaptnerError(
+            "--source-replay goes with --next N (only then does import train a round); or "
+            f"train with `adaptner session train {name} --source-replay ...`."
         )
     if next_n and output is None:
         raise AdaptnerError("--next needs --output/-o: the file to write the next batch to.")
