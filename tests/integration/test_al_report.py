@@ -35,7 +35,11 @@ def make_spy():
 
 
 def test_merged_set_and_no_early_stopping_on_dev(corpus_dir, tiny_news_model, tmp_path):
-    settings = load_al_settings(TINY_AL, trainer="spy_dansk_stopping", patience=1, epochs=3)
+    # source replay off: the round's training docs are then exactly its labels (replay with
+    # early stopping is tested in test_source_replay.py)
+    settings = load_al_settings(
+        TINY_AL, trainer="spy_dansk_stopping", patience=1, epochs=3, source_replay=0.0
+    )
     assert settings.eval_sets == ("heldout", "dev", "merged") and settings.stop_on == "labelled"
     cfg = SimulationConfig(
         source="news", target="legal", strategy="margin", mode="reset", seed=0,
