@@ -71,6 +71,9 @@ ROWS: dict[str, Row] = {
     "news-len33": Row(CONFIG, 33, 600, {}, "news"),
     "news-llrd-len33": Row(CONFIG, 33, 600, _LLRD, "news"),
     "news-bs150-llrd-len33": Row(CONFIG, 33, 150, _LLRD, "news"),
+    "news-bs150-llrd-mix4-len33": Row(
+        CONFIG, 33, 150, {**_LLRD, "components.bio_ner.model.tok2vec.mix_layers": 4}, "news"
+    ),
 }
 
 

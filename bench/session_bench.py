@@ -72,6 +72,7 @@ def run_mode(
     seed: int,
     settings: UpdateSettings | None = None,
     background: bool = False,
+    source_docs: Path | None = None,
 ) -> dict:
     """One session of ``rounds`` rounds in ``mode``; per-round timings and held-out F1."""
     mode_dir = work / mode
@@ -87,6 +88,7 @@ def run_mode(
         strategy=strategy,
         seed=seed,
         session_dir=mode_dir / "session",
+        source_docs=source_docs,
     )
     name = f"bench-{mode}"
     settings = settings or DEFAULT_SETTINGS[mode]
@@ -209,6 +211,9 @@ def main(
     background: bool = typer.Option(
         False, help="Write each batch before the round trains (session import --background)."
     ),
+    source_docs: Path | None = typer.Option(
+        None, help="The source's gold docs, replayed every round (session init --source-docs)."
+    ),
     tag: str = typer.Option("", help="Suffix for the work dirs (to compare settings)."),
     seed: int = typer.Option(0, help="The one seed."),
     work: Path = typer.Option(ROOT / "training" / "bench_session", help="Work directory."),
@@ -266,6 +271,7 @@ def main(
             seed=seed,
             settings=settings,
             background=background,
+            source_docs=source_docs,
         )
         if cli:
             last = sorted(Path(res["db"]).parent.glob("batch-0*.jsonl"))[-1]
