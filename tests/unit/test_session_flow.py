@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy
@@ -438,11 +439,13 @@ def test_review_html(tmp_path, session):
 
 
 # --- loop -----------------------------------------------------------------------------------
-def test_loop_chains_rounds(tmp_path, session):
-    workdir = tmp_path / "work"
+@contextmanager
+def simulated_annotator(workdir: Path):
+    """A thread that answers every ``batch-NNNN.jsonl`` appearing in ``workdir`` with the gold
+    (``answers-NNNN.jsonl``, written under another name, then renamed), until the block ends."""
     stop = threading.Event()
 
-    def annotator():
+    def annotate():
         done = set()
         while not stop.is_set():
             for batch in sorted(workdir.glob("batch-*.jsonl")):
@@ -455,10 +458,19 @@ def test_loop_chains_rounds(tmp_path, session):
                 done.add(batch.name)
             time.sleep(0.05)
 
-    thread = threading.Thread(target=annotator, daemon=True)
+    thread = threading.Thread(target=annotate, daemon=True)
     thread.start()
-    messages = []
     try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_loop_chains_rounds(tmp_path, session):
+    workdir = tmp_path / "work"
+    messages = []
+    with simulated_annotator(workdir):
         timings = run_loop(
             session,
             "demo",
@@ -471,9 +483,6 @@ def test_loop_chains_rounds(tmp_path, session):
             timeout=60,
             echo=messages.append,
         )
-    finally:
-        stop.set()
-        thread.join()
     assert len(timings) == 2 and all(t["total"] > 0 for t in timings)
     assert sorted(p.name for p in workdir.glob("batch-*.jsonl")) == [
         "batch-0001.jsonl",

@@ -33,6 +33,7 @@ from .test_session_flow import (
     answer_batch,
     make_docs,
     run_cli,
+    simulated_annotator,
     tiny_pipeline,
 )
 
@@ -272,29 +273,12 @@ def test_background_writes_the_batch_before_the_round(tmp_path, db, monkeypatch)
 
 def test_loop_in_background(tmp_path, db):
     workdir = tmp_path / "work"
-    stop = threading.Event()
-
-    def annotator():
-        done = set()
-        while not stop.is_set():
-            for batch in sorted(workdir.glob("batch-*.jsonl")):
-                if batch.name not in done:
-                    answers = workdir / batch.name.replace("batch-", "answers-")
-                    answer_batch(batch, workdir / "tmp.jsonl").rename(answers)
-                    done.add(batch.name)
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=annotator, daemon=True)
-    thread.start()
     messages = []
-    try:
+    with simulated_annotator(workdir):
         timings = run_loop(
             db, "demo", n=4, workdir=workdir, rounds=2, settings=SMALL, poll=0.05,
             settle=0.1, timeout=60, echo=messages.append, background=True,
         )  # fmt: skip
-    finally:
-        stop.set()
-        thread.join()
     assert len(timings) == 2 and all("train" not in t for t in timings)
     st = session_status(db, "demo")
     # both answered batches were trained on before the loop returned
