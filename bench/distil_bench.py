@@ -46,6 +46,8 @@ from ablation import limit_threads, load_results, measure_speed
 ROOT = Path(__file__).resolve().parents[1]
 
 VECTORS = {"components.tok2vec.model.embed.include_static_vectors": True}
+#: Distillation switched on in a config that does not set it (α 0.5, T 1, as bio_cnn_distil.cfg).
+DISTIL = {"components.bio_ner.distill_weight": 0.5, "components.bio_ner.temperature": 1.0}
 TARGETS = ("conversation", "legal", "social_media")
 
 
@@ -71,6 +73,10 @@ LEVERS = {
               "configs/bio_cnn_distil.cfg", teacher=True),
         Lever("distil_e5vec", "+ both", "configs/bio_cnn_distil.cfg", teacher=True,
               vectors=True, overrides=dict(VECTORS)),
+        Lever("e5sub", "+ subword vectors (configs/bio_cnn_e5sub.cfg)",
+              "configs/bio_cnn_e5sub.cfg"),
+        Lever("distil_e5sub", "+ subword vectors + distillation (α 0.5, T 1)",
+              "configs/bio_cnn_e5sub.cfg", teacher=True, overrides=dict(DISTIL)),
     )
 }
 TRANSFER = {
@@ -78,6 +84,12 @@ TRANSFER = {
                            "configs/bio_cnn.cfg"),
     "news_distil": Lever("news_distil", "News gold + teacher on News and target texts",
                          "configs/bio_cnn_distil.cfg", teacher=True),
+    "news_e5sub": Lever("news_e5sub", "News gold, configs/bio_cnn_e5sub.cfg (subword vectors)",
+                        "configs/bio_cnn_e5sub.cfg"),
+    "news_distil_e5sub": Lever("news_distil_e5sub",
+                               "News gold + teacher on News and target texts, subword vectors",
+                               "configs/bio_cnn_e5sub.cfg", teacher=True,
+                               overrides=dict(DISTIL)),
 }
 
 

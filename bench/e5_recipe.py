@@ -67,6 +67,8 @@ ROWS: dict[str, Row] = {
     "emb-len6": Row(CONFIG, 6, 600, {"initialize.after_init.patterns": []}),
     "first-len6": Row(CONFIG, 6, 600, _FIRST),
     "mix4-len6": Row(CONFIG, 6, 600, {"components.bio_ner.model.tok2vec.mix_layers": 4}),
+    "bs300-llrd-len6": Row(CONFIG, 6, 300, _LLRD),
+    "cache4-llrd-len10": Row(CONFIG, 10, 600, {**_LLRD, "initialize.after_init.cache_layers": 4}),
     "ner-len6": Row("configs/ner_trf_e5.cfg", 6, 600, {}),
     "news-len33": Row(CONFIG, 33, 600, {}, "news"),
     "news-llrd-len33": Row(CONFIG, 33, 600, _LLRD, "news"),
