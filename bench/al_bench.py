@@ -11,9 +11,16 @@
     # ... one slice of it, e.g. to time a run:
     python bench/al_bench.py paper-grid -t legal --strategy margin -m reset -n 1
 
-    # active learning on the pretrained encoder (e5 fine-tuned on News; round trainer
-    # cached_head, configs/al/e5.cfg), the same grid as paper-grid:
+    # active learning on the pretrained encoder (e5 fine-tuned on News; configs/al/e5.cfg:
+    # round trainer cached_head, source replay 2), the paper's range (to 100 %), reset, 10 seeds:
     python bench/al_bench.py e5-grid -j 2
+    # the careful experiment: two source models (seed k adapts model k mod 2), top layers
+    # fine-tuned each round; first its CPU hours (runs nothing), then the grid:
+    python bench/al_bench.py plan --grid e5 --timing T --source-model A --source-model B \
+        --trainer top_layers --strategy random --strategy margin --strategy least_confidence -n 6
+    python bench/al_bench.py e5-grid --source-model A --source-model B --trainer top_layers \
+        --strategy random --strategy margin --strategy least_confidence --seeds 6 \
+        -o metrics/al_e5_top
     # what the cached-feature shortcut costs: cached_head vs full fine-tuning per round,
     # the same labelled docs (random strategy, one seed, 5-20 %):
     python bench/al_bench.py shortcut -t legal
@@ -38,9 +45,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from adaptner.errors import AdaptnerError
 from adaptner.simulation.config import SimulationConfig, load_al_settings
 from adaptner.simulation.curves import load_records, write_report
 from adaptner.simulation.engine import read_records, run_simulation
@@ -62,9 +71,11 @@ STRATEGIES = ["random", "least_confidence", "margin", "vocab", "mnlp", "hybrid"]
 #: of results/al/report.md (fixed 20 % pool): cartography .540, mnlp .536 (hybrid .532).
 PAPER_STRATEGIES = ["random", "least_confidence", "margin", "vocab", "mnlp", "cartography"]
 
-#: The grids below reproduce tables measured before rounds replayed source docs
-#: (bench/replay_ratio.py measures the replay).
+#: The CNN grids below reproduce tables measured before rounds replayed source docs
+#: (bench/replay_ratio.py measures the replay); e5-grid takes the AL config's (--source-replay).
 NO_REPLAY = {"source_replay": 0.0}
+#: The round trainers e5-grid offers (adaptner.update.trainers).
+E5_TRAINERS = ("cached_head", "top_layers", "fine_tune")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -146,7 +157,7 @@ def paper_grid(
     round from round 1 by the strategy, F1 on the held-out 20 % of each target's train set and
     on dev, baselines source_only and target_full, the paper's curves alongside."""
     spec = news_grid(
-        "default.cfg", "bio_cnn.cfg", output, targets, strategies, modes, seeds, budget
+        "default.cfg", "bio_cnn.cfg", output, targets, strategies, modes, seeds, budget, **NO_REPLAY
     )
     run_and_report(spec, workers=workers, backend=backend)
 
@@ -160,17 +171,20 @@ def news_grid(
     modes: list[str],
     seeds: int,
     budget: float,
-    source_model: Path | None = None,
+    source_model: list[Path] | None = None,
+    **overrides: Any,
 ) -> GridSpec:
-    """A News-source grid with configs/al/<al_config> and baselines source_only and the two
-    references, target_full (the round trainer) and target_finetune (full fine-tuning)."""
+    """A News-source grid with configs/al/<al_config> (``overrides``: settings that win over
+    it, None = the config's) and baselines source_only and the two references, target_full
+    (the round trainer) and target_finetune (full fine-tuning). Several ``source_model``:
+    seed k adapts the (k mod n)-th."""
     return GridSpec(
         sources=["news"],
         targets=targets,
         strategies=strategies,
         modes=modes,
         seeds=list(range(seeds)),
-        settings=load_al_settings(ROOT / "configs" / "al" / al_config, budget=budget, **NO_REPLAY),
+        settings=load_al_settings(ROOT / "configs" / "al" / al_config, budget=budget, **overrides),
         train_config=ROOT / "configs" / train_config,
         corpus_dir=ROOT / "corpus",
         output_dir=output,
@@ -204,24 +218,61 @@ E5_SOURCE = ROOT / "training" / "bio_trf_e5" / "news" / "model-best"  # project 
 @app.command("e5-grid")
 def e5_grid(
     output: Path = typer.Option(ROOT / "metrics" / "al_e5", "--output", "-o", help="Results."),
-    source_model: Path = typer.Option(
-        E5_SOURCE, "--source-model", help="e5 + bio_ner fine-tuned on News (train-e5-source)."
+    source_models: list[Path] = typer.Option(
+        [E5_SOURCE],
+        "--source-model",
+        help="e5 + bio_ner fine-tuned on News (train-e5-source). Repeat for several source "
+        "models: seed k adapts the (k mod n)-th (10 seeds over 2 = 5 each), baselines too.",
     ),
     targets: list[str] = typer.Option(TARGETS, "--target", "-t", help="Targets (repeat)."),
     strategies: list[str] = typer.Option(
         PAPER_STRATEGIES, "--strategy", help="Strategies (repeat)."
     ),
-    modes: list[str] = typer.Option(["reset", "warm"], "--mode", "-m", help="Modes (repeat)."),
-    seeds: int = typer.Option(3, "--seeds", "-n", help="Seeds per setting (0..n-1)."),
-    budget: float = typer.Option(0.5, "--budget", help="Largest labeled share (0.5 = 50 %)."),
+    modes: list[str] = typer.Option(["reset"], "--mode", "-m", help="Modes (repeat)."),
+    seeds: int = typer.Option(10, "--seeds", "-n", help="Seeds per setting (0..n-1)."),
+    budget: float = typer.Option(
+        1.0, "--budget", help="Largest labeled share (1.0 = 100 %, the paper's range)."
+    ),
+    trainer: str | None = typer.Option(
+        None,
+        "--trainer",
+        help=f"Round trainer: {' | '.join(E5_TRAINERS)} (default: the AL config's, cached_head).",
+    ),
+    source_replay: float | None = typer.Option(
+        None,
+        "--source-replay",
+        min=0.0,
+        help="Source docs replayed per target doc each round (default: the AL config's, 2; "
+        "0 = the runs in bench/results/al_e5/).",
+    ),
     workers: int = typer.Option(2, "--workers", "-j", help="Parallel processes."),
 ) -> None:
-    """paper-grid on the pretrained encoder: the News-fine-tuned e5 pipeline as the source,
-    rounds retrain the head on cached encoder outputs (configs/al/e5.cfg)."""
-    spec = news_grid(
-        "e5.cfg", "bio_trf_e5.cfg", output, targets, strategies, modes, seeds, budget, source_model
-    )
+    """The paper's grid on the pretrained encoder: News-fine-tuned e5 pipeline(s) as the
+    source, configs/al/e5.cfg (evaluation sets heldout, dev, merged; rounds retrain the head
+    on cached encoder outputs unless --trainer says otherwise)."""
+    spec = e5_spec(output, source_models, targets, strategies, modes, seeds, budget, trainer,
+                   source_replay)  # fmt: skip
     run_and_report(spec, workers=workers)
+
+
+def e5_spec(
+    output: Path,
+    source_models: list[Path],
+    targets: list[str],
+    strategies: list[str],
+    modes: list[str],
+    seeds: int,
+    budget: float,
+    trainer: str | None,
+    source_replay: float | None,
+) -> GridSpec:
+    """e5-grid's grid (also what ``plan --grid e5`` costs)."""
+    if trainer is not None and trainer not in E5_TRAINERS:
+        raise typer.BadParameter(f"--trainer {trainer!r}: choose from {', '.join(E5_TRAINERS)}")
+    return news_grid(
+        "e5.cfg", "bio_trf_e5.cfg", output, targets, strategies, modes, seeds, budget,
+        source_models, trainer=trainer, source_replay=source_replay,
+    )  # fmt: skip
 
 
 @app.command()
@@ -506,7 +557,8 @@ def plan(
     timing: Path = typer.Option(
         ROOT / "bench" / "results" / "al_paper" / "runs.tar.gz",
         "--timing",
-        help="Measured rounds: a folder of <run>.jsonl or a runs.tar.gz.",
+        help="Measured rounds: a folder of <run>.jsonl or a runs.tar.gz (made with the "
+        "grid's round trainer; the plan says when they were not).",
     ),
     finetune_timing: Path | None = typer.Option(
         None,
@@ -514,28 +566,59 @@ def plan(
         help="Rounds measured with the fine_tune trainer, the target_finetune reference's rate "
         "(e5: bench/results/al_e5/shortcut/fine_tune).",
     ),
-    grid_name: str = typer.Option("paper", "--grid", help="paper (CNN) | e5 (cached_head)."),
+    grid_name: str = typer.Option("paper", "--grid", help="paper (CNN) | e5 (e5-grid)."),
     targets: list[str] = typer.Option(TARGETS, "--target", "-t", help="Targets (repeat)."),
     strategies: list[str] = typer.Option(
         PAPER_STRATEGIES, "--strategy", help="Strategies (repeat)."
     ),
-    modes: list[str] = typer.Option(["reset", "warm"], "--mode", "-m", help="Modes (repeat)."),
-    seeds: int = typer.Option(5, "--seeds", "-n", help="Seeds per setting."),
+    modes: list[str] = typer.Option(
+        [], "--mode", "-m", help="Modes (repeat; default: e5 reset, paper reset and warm)."
+    ),
+    seeds: int | None = typer.Option(
+        None, "--seeds", "-n", help="Seeds per setting (default: e5 10, paper 5)."
+    ),
     budget: float = typer.Option(
         1.0, "--budget", help="Largest labeled share (1.0 = the paper's range)."
+    ),
+    source_models: list[Path] = typer.Option(
+        [],
+        "--source-model",
+        help="e5: the source model(s) as for e5-grid (repeat; default the train-e5-source "
+        "pipeline); paper: a trained CNN source (default: trained from configs/bio_cnn.cfg).",
+    ),
+    trainer: str | None = typer.Option(
+        None,
+        "--trainer",
+        help=f"e5: round trainer, {' | '.join(E5_TRAINERS)} (default: the AL config's).",
+    ),
+    source_replay: float | None = typer.Option(
+        None,
+        "--source-replay",
+        min=0.0,
+        help="Source docs replayed per target doc (default: e5 the AL config's, 2; paper 0 "
+        "as paper-grid).",
     ),
     workers: int = typer.Option(2, "--workers", "-j", help="Parallel processes."),
 ) -> None:
     """The CPU-hour plan of paper-grid / e5-grid at the rates of measured rounds (per training
-    doc-epoch, scored candidate and evaluation; adaptner.simulation.grid.cost_plan)."""
+    doc-epoch, replayed source docs included, per scored candidate and evaluation;
+    adaptner.simulation.grid.cost_plan). Runs nothing."""
     if grid_name not in GRIDS:
         raise typer.BadParameter(f"--grid {grid_name!r}: choose from {', '.join(GRIDS)}")
-    al_config, train_config = GRIDS[grid_name]
-    source = E5_SOURCE if grid_name == "e5" else None
     output = ROOT / "metrics" / f"al_plan_{grid_name}"  # named only: nothing is written
-    spec = news_grid(
-        al_config, train_config, output, targets, strategies, modes, seeds, budget, source
-    )
+    if grid_name == "e5":
+        modes = modes or ["reset"]
+        seeds = 10 if seeds is None else seeds
+        spec = e5_spec(output, source_models or [E5_SOURCE], targets, strategies, modes, seeds,
+                       budget, trainer, source_replay)  # fmt: skip
+    else:
+        if trainer is not None:
+            raise typer.BadParameter("--trainer: only for --grid e5 (paper-grid uses fine_tune)")
+        modes = modes or ["reset", "warm"]
+        seeds = 5 if seeds is None else seeds
+        replay = NO_REPLAY["source_replay"] if source_replay is None else source_replay
+        spec = news_grid("default.cfg", "bio_cnn.cfg", output, targets, strategies, modes, seeds,
+                         budget, source_models or None, source_replay=replay)  # fmt: skip
     with contextlib.ExitStack() as stack:
         rates = RoundTiming.from_records(load_records(stack.enter_context(runs_folder(timing))))
         ft = None
@@ -543,10 +626,13 @@ def plan(
             folder = stack.enter_context(runs_folder(finetune_timing))
             ft = RoundTiming.from_records(load_records(folder))
     grid_plan = plan_grid(spec)
+    s = spec.settings
+    n_models = max(len(m) for m in grid_plan.source_models.values())
     typer.echo(
         f"{grid_name} grid: {len(targets)} targets x {len(strategies)} strategies x "
         f"{'/'.join(modes)} x {seeds} seeds to {budget:.0%} ({len(grid_plan.runs)} runs, "
-        f"{len(grid_plan.baselines)} baselines); rates from {timing}"
+        f"{len(grid_plan.baselines)} baselines); trainer {s.trainer}, source replay "
+        f"{s.source_replay:g}, {n_models} source model(s); rates from {timing}"
         + (f", fine-tuning from {finetune_timing}" if finetune_timing else "")
         + "\n"
     )
@@ -616,4 +702,8 @@ def time_round(
 
 
 if __name__ == "__main__":
-    app()
+    try:
+        app()
+    except AdaptnerError as e:  # a bad grid: one line, no traceback
+        typer.secho(f"✘ {e}", fg=typer.colors.RED, err=True)
+        raise SystemExit(1) from None

@@ -1,11 +1,13 @@
 """The paper's AL protocol and the held-out evaluation set on real DANSK files, with the tiny
 configs (configs/test/bio_cnn.cfg source, configs/al/test/tiny.cfg settings)."""
 
+import json
 from pathlib import Path
 
 import numpy
 import pytest
 
+from adaptner.errors import AdaptnerError
 from adaptner.scoring import predict
 from adaptner.simulation import (
     TIMING_FIELDS,
@@ -139,3 +141,100 @@ def test_grid_heldout_is_shared_and_reported(corpus_dir, tiny_news_model, tmp_pa
         "curves_news_legal.png",
         "curves_news_social_media.png",
     ]
+
+
+@pytest.fixture(scope="module")
+def second_news_model(corpus_dir, tmp_path_factory) -> Path:
+    """configs/test/bio_cnn.cfg trained on DANSK News with another seed: a second source."""
+    from adaptner.training import train_pipeline
+
+    return train_pipeline(
+        ROOT / "configs" / "test" / "bio_cnn.cfg",
+        tmp_path_factory.mktemp("news_seed1") / "news",
+        train_path=corpus_dir / "train",
+        dev_path=corpus_dir / "dev",
+        train_domains="news",
+        seed=1,
+        verbose=False,
+    )
+
+
+def test_grid_with_two_source_models(corpus_dir, tiny_news_model, second_news_model, tmp_path):
+    models = [tiny_news_model, second_news_model]
+    spec = GridSpec(
+        sources=["news"],
+        targets=["legal"],
+        strategies=["random", "margin"],
+        modes=["reset"],
+        seeds=[0, 1, 2],
+        settings=load_al_settings(TINY_AL),
+        train_config=ROOT / "configs" / "test" / "bio_cnn.cfg",
+        corpus_dir=corpus_dir,
+        output_dir=tmp_path / "grid",
+        models_dir=tmp_path / "training",
+        source_model=models,
+        baselines=["source_only", "target_full"],
+    )
+    logs: list[str] = []
+    run_grid(spec, progress=False, log=logs.append)
+    assert any("news: 2 source models, seed k adapts model k mod 2" in line for line in logs)
+    out = tmp_path / "grid"
+    runs = {p.stem: read_records(p)[0] for p in out.glob("*.jsonl")}
+    assert sorted(runs) == sorted(
+        f"news_legal_{s}_reset_m{k % 2}_s{k}" for s in ("random", "margin") for k in (0, 1, 2)
+    )
+    baselines = {p.stem: json.loads(p.read_text()) for p in (out / "baselines").glob("*.json")}
+    assert sorted(baselines) == sorted(
+        f"news_legal_{kind}_m{k % 2}_s{k}"
+        for kind in ("source_only", "target_full")
+        for k in (0, 1, 2)
+    )
+    start = {}
+    for recs in runs.values():
+        seed = recs[0]["seed"]
+        assert recs[-1]["last"] and len(recs) == 4
+        assert {r["source_model"] for r in recs} == {str(models[seed % 2])}
+        # round 0 is the seed's source model: its source_only baseline scores the same
+        only = baselines[f"news_legal_source_only_m{seed % 2}_s{seed}"]
+        assert only["source_model"] == str(models[seed % 2])
+        assert recs[0]["target_f1"] == pytest.approx(only["target_f1"])
+        assert recs[0]["source_f1"] == pytest.approx(only["source_f1"])
+        start[seed] = recs[0]["target_f1"]
+    assert start[0] == pytest.approx(start[2]) and start[0] != pytest.approx(start[1])
+    full = baselines["news_legal_target_full_m1_s1"]
+    assert full["source_model"] == str(models[1]) and full["params"]["source_index"] == 1
+
+    # resume: one run loses its last round, one baseline its file; the rest is not redone
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.rglob("*.js*")}
+    cut = out / "news_legal_margin_reset_m1_s1.jsonl"
+    cut.write_text("".join(cut.read_text().splitlines(keepends=True)[:3]))
+    (out / "baselines" / "news_legal_target_full_m0_s2.json").unlink()
+    logs.clear()
+    run_grid(spec, progress=False, log=logs.append)
+    assert any("(28/30 rounds done, 2 tasks to run" in line for line in logs), logs
+    redone = {"news_legal_margin_reset_m1_s1.jsonl", "news_legal_target_full_m0_s2.json"}
+    assert {
+        p.name for p in out.rglob("*.js*") if p.stat().st_mtime_ns != stamps.get(p.name)
+    } == redone
+    again = {p.stem: read_records(p)[0] for p in out.glob("*.jsonl")}
+    assert {k: strip_timing(v) for k, v in again.items()} == {
+        k: strip_timing(v) for k, v in runs.items()
+    }
+
+    # the report names the models and the seeds each served; seeds pair across them
+    result = write_report(out, tmp_path / "report")
+    assert result["source_models"] == {"news": {str(models[0]): [0, 2], str(models[1]): [1]}}
+    text = result["report"].read_text()
+    assert (
+        f"Source models: news: 2 source models, `{models[0]}` (seeds 0, 2); `{models[1]}` "
+        "(seed 1)." in text
+    )
+    assert all(r["seeds"] == 3 for r in result["rows"])
+    assert {g["seeds"] for g in result["gains"]} == {3}
+
+    # a one-source run of seed 0 in the same folder would pair two models' runs: refused
+    twin = out / "news_legal_random_reset_s0.jsonl"
+    recs = read_records(out / "news_legal_random_reset_m0_s0.jsonl")[0]
+    twin.write_text("".join(json.dumps({**r, "run_id": twin.stem}) + "\n" for r in recs))
+    with pytest.raises(AdaptnerError, match=r"Two runs of seed 0 for news/legal/random/reset"):
+        write_report(out, tmp_path / "report2")

@@ -1,5 +1,6 @@
 """Unit tests of ``adaptner simulate`` and ``adaptner curves`` (through the real entry point)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -119,3 +120,30 @@ def test_simulate_bad_input(tiny, tmp_path, monkeypatch, capsys, args, message):
 def test_curves_without_results(tmp_path, monkeypatch, capsys):
     assert run_cli(monkeypatch, "curves", "-i", tmp_path / "none") == 1
     assert "✘ Results folder" in capsys.readouterr().err
+
+
+def test_simulate_with_two_source_models(tiny, tmp_path, monkeypatch, capsys):
+    corpus, source = tiny
+    second = make_source_pipeline(tmp_path / "second", corpus, epochs=2)
+    out = tmp_path / "al"
+    args = [
+        "simulate", "-t", "legal", "--strategy", "random", "-m", "reset", "-n", "2",
+        "--source-model", source, "--source-model", second, "--corpus", corpus, "-o", out,
+        "--al-config", ROOT / "configs" / "al" / "test" / "tiny.cfg", "--budget", "0.2",
+        "--baselines", "source_only", "--quiet",
+    ]  # fmt: skip
+    assert run_cli(monkeypatch, *args) == 0
+    text = capsys.readouterr().out
+    assert f"news: 2 source models, seed k adapts model k mod 2: {source} (seed 0); " in text
+    assert sorted(p.name for p in out.glob("*.jsonl")) == [
+        "news_legal_random_reset_m0_s0.jsonl",
+        "news_legal_random_reset_m1_s1.jsonl",
+    ]
+    assert sorted(p.name for p in (out / "baselines").glob("*.json")) == [
+        "news_legal_source_only_m0_s0.json",
+        "news_legal_source_only_m1_s1.json",
+    ]
+    run = (out / "news_legal_random_reset_m1_s1.jsonl").read_text().splitlines()[0]
+    assert json.loads(run)["source_model"] == str(second)
+    assert run_cli(monkeypatch, *args[:-1], "-n", "1") == 1
+    assert "✘ 2 source models but seeds [0] leave" in capsys.readouterr().err

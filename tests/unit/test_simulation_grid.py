@@ -14,7 +14,13 @@ import spacy
 from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
 from adaptner.simulation import ALSettings, GridSpec, plan_grid, read_records, run_grid
-from adaptner.simulation.grid import RoundTiming, cost_plan, format_cost_plan, round_docs
+from adaptner.simulation.grid import (
+    RoundTiming,
+    cost_plan,
+    describe_source_models,
+    format_cost_plan,
+    round_docs,
+)
 from adaptner.simulation.pipelines import TrainTask, ensure_trained
 from tests.unit.test_simulation_engine import make_source_pipeline, strip_timing, write_tiny_corpus
 
@@ -211,11 +217,13 @@ def test_cpu_hour_plan_from_measured_rounds(tiny, tmp_path):
     assert timing.rounds == 2
     assert timing.rate("legal") == pytest.approx((0.1, 0.02, 0.5))
     assert timing.rate("news") == timing.rate("legal")  # unmeasured targets: every round's rates
-    plan = plan_grid(spec(tiny, tmp_path, baselines=["source_only", "target_full",
-                                                     "target_finetune"]))  # fmt: skip
+    no_replay = SETTINGS.replace(source_replay=0.0)
+    plan = plan_grid(spec(tiny, tmp_path, settings=no_replay, baselines=[
+        "source_only", "target_full", "target_finetune"]))  # fmt: skip
     # legal: 32 AL docs; 3 then 6 labels (budget 20 %); fresh pools of 16
-    assert round_docs(plan.sizes["legal"], SETTINGS, "reset") == [(3, 16), (6, 16)]
-    assert round_docs(plan.sizes["legal"], SETTINGS, "warm") == [(3, 16), (5, 16)]  # 3 + 2 replayed
+    assert round_docs(plan.sizes["legal"], no_replay, "reset") == [(3, 16), (6, 16)]
+    # warm: 3 new + 2 replayed
+    assert round_docs(plan.sizes["legal"], no_replay, "warm") == [(3, 16), (5, 16)]
     cost = cost_plan(plan, timing, workers=2)
     # reset run: 0.5 + (0.3 + 0.32 + 0.5) + (0.6 + 0.32 + 0.5) = 3.04 s; warm: 2.94 s
     # (2 strategies each); source_only 0.5 s; target_full 32 x 0.1 + 0.5 = 3.7 s;
@@ -234,7 +242,7 @@ def test_cpu_hour_plan_from_measured_rounds(tiny, tmp_path):
         "Total 0.0 CPU-hours; 0.0 h wall with 2 worker(s) (rates from 2 measured rounds)." in text
     )
     # a reference that fine-tunes differently: costed at the fine_tune rounds' rate
-    other = plan_grid(spec(tiny, tmp_path, settings=SETTINGS.replace(reference_epochs=3),
+    other = plan_grid(spec(tiny, tmp_path, settings=no_replay.replace(reference_epochs=3),
                            baselines=["target_finetune"]))  # fmt: skip
     slow = RoundTiming.from_records([timed_round(4, 1, 4.0, 1, 0.0, 0.5)])  # 1 s per doc-epoch
     ft = cost_plan(other, timing, finetune_timing=slow)
@@ -246,3 +254,110 @@ def test_cpu_hour_plan_from_measured_rounds(tiny, tmp_path):
     assert "target_finetune is costed at the round trainer's rate" in format_cost_plan(assumed)
     with pytest.raises(AdaptnerError, match="No timed rounds"):
         RoundTiming.from_records([{"target": "legal", "round": 0}])
+
+
+def test_cpu_hour_plan_counts_source_replay_and_names_the_trainer(tiny, tmp_path):
+    # rounds that trained 4 target + 6 source docs for 1 epoch in 2 s: 0.2 s per doc-epoch
+    rec = {**timed_round(4, 1, 2.0, 10, 0.0, 0.5), "source_replay_docs": 6,
+           "params": {"trainer": "cached_head"}}  # fmt: skip
+    timing = RoundTiming.from_records([rec])
+    assert timing.rate("legal")[0] == pytest.approx(0.2) and timing.trainers == ("cached_head",)
+    # SETTINGS replay 2 source docs per target doc (the tiny corpus has 30 news train docs):
+    # reset rounds train 3 + 6 and 6 + 12 docs, warm 3 + 6 and 5 + 10 (1 epoch each)
+    plan = plan_grid(spec(tiny, tmp_path, strategies=["random"], baselines=[]))
+    cost = cost_plan(plan, timing)
+    rows = {r["task"]: r["cpu_hours"] * 3600 for r in cost["rows"]}
+    # each run: round 0's evaluation + per round docs x 0.2 + 16 candidates x 0 + 0.5
+    assert rows["runs (reset)"] == pytest.approx(0.5 + (9 * 0.2 + 0.5) + (18 * 0.2 + 0.5))
+    assert rows["runs (warm)"] == pytest.approx(0.5 + (9 * 0.2 + 0.5) + (15 * 0.2 + 0.5))
+    capped = plan_grid(spec(tiny, tmp_path, strategies=["random"], modes=["reset"], baselines=[],
+                            settings=SETTINGS.replace(source_replay_max=4)))  # fmt: skip
+    seconds = cost_plan(capped, timing)["cpu_hours"] * 3600
+    assert seconds == pytest.approx(0.5 + (7 * 0.2 + 0.5) + (10 * 0.2 + 0.5))
+    # the grid's rounds use fine_tune (SETTINGS), the rates are cached_head's: said
+    assert cost["trainers"] == ["fine_tune"] and cost["timing_trainers"] == ["cached_head"]
+    assert (
+        "The rates were measured with the cached_head trainer; this grid's rounds use fine_tune"
+        in format_cost_plan(cost)
+    )
+    same = cost_plan(plan, RoundTiming.from_records([{**rec, "params": {"trainer": "fine_tune"}}]))
+    assert "The rates were measured" not in format_cost_plan(same)
+
+
+@pytest.fixture(scope="module")
+def second_source(tiny, tmp_path_factory):
+    """Another source pipeline on the tiny corpus (fewer epochs: other weights)."""
+    return make_source_pipeline(tmp_path_factory.mktemp("second") / "source", tiny[0], epochs=2)
+
+
+def test_plan_with_two_source_models(tiny, second_source, tmp_path):
+    first = tiny[1]
+    kinds = ["source_only", "target_full", "target_finetune", "target_only"]
+    plan = plan_grid(
+        spec(
+            tiny, tmp_path, source_model=[first, second_source], seeds=[0, 1, 2, 3], baselines=kinds
+        )  # fmt: skip
+    )
+    assert plan.source_models == {"news": (first, second_source)}
+    # seed k adapts model k mod 2: seeds 0 and 2 the first, 1 and 3 the second
+    for run in plan.runs:
+        assert run.source_index == run.seed % 2
+        assert run.source_model == (first, second_source)[run.seed % 2]
+        assert run.params()["source_index"] == run.seed % 2
+        assert run.run_id.endswith(f"_m{run.seed % 2}_s{run.seed}")
+    ids = [r.run_id for r in plan.runs]
+    assert len(ids) == len(set(ids)) == 2 * 2 * 4
+    assert "news_legal_margin_warm_m1_s3" in ids
+    # the baselines that start from the source use the seed's model; target_only does not
+    by_id = {b.baseline_id: b for b in plan.baselines}
+    assert len(by_id) == len(plan.baselines) == 4 * 4
+    for seed in range(4):
+        for kind in ("source_only", "target_full", "target_finetune"):
+            b = by_id[f"news_legal_{kind}_m{seed % 2}_s{seed}"]
+            assert b.source_model == (first, second_source)[seed % 2]
+            assert b.params()["source_index"] == seed % 2
+        assert "source_index" not in by_id[f"news_legal_target_only_s{seed}"].params()
+    assert describe_source_models(plan) == [
+        f"news: 2 source models, seed k adapts model k mod 2: {first} (seeds 0, 2); "
+        f"{second_source} (seeds 1, 3)"
+    ]
+    # a plan is stable: planning again gives the same ids for the same tasks
+    again = plan_grid(spec(tiny, tmp_path, source_model=[first, second_source],
+                           seeds=[0, 1, 2, 3], baselines=kinds))  # fmt: skip
+    assert [r.run_id for r in again.runs] == ids
+
+
+def test_one_source_model_keeps_the_run_ids(tiny, tmp_path):
+    for given in (tiny[1], str(tiny[1]), [tiny[1]]):
+        plan = plan_grid(spec(tiny, tmp_path, source_model=given, seeds=[0, 1]))
+        assert sorted(r.run_id for r in plan.runs) == sorted(
+            f"news_legal_{s}_{m}_s{k}"
+            for s in ("random", "margin")
+            for m in ("reset", "warm")
+            for k in (0, 1)
+        )
+        assert sorted(b.baseline_id for b in plan.baselines) == [
+            "news_legal_source_only_s0", "news_legal_source_only_s1",
+            "news_legal_target_full_s0", "news_legal_target_full_s1",
+        ]  # fmt: skip
+        assert all(r.source_index is None and "source_index" not in r.params() for r in plan.runs)
+        assert describe_source_models(plan) == []
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"seeds": [0, 2]}, r"2 source models but seeds \[0, 2\] leave .* without a run"),
+        ({"sources": ["news", "all-but-target"]}, "--source-model gives the 2 pipelines of one"),
+    ],
+)
+def test_two_source_models_errors(tiny, second_source, tmp_path, changes, message):
+    with pytest.raises(AdaptnerError, match=message):
+        plan_grid(spec(tiny, tmp_path, source_model=[tiny[1], second_source], **changes))
+    with pytest.raises(AdaptnerError, match="names .* more than once"):
+        plan_grid(spec(tiny, tmp_path, source_model=[tiny[1], tiny[1]], seeds=[0, 1]))
+
+
+def test_unknown_round_trainer(tiny, tmp_path):
+    with pytest.raises(AdaptnerError, match=r"Unknown AL trainer 'top_layer'; choose from .*top_l"):
+        plan_grid(spec(tiny, tmp_path, settings=SETTINGS.replace(trainer="top_layer")))

@@ -98,10 +98,12 @@ def simulate_cmd(
         help="AL settings (the \\[simulation] section): a .cfg path or the name of one that "
         "ships with adaptner (default, e5, fixed_pool, full_pool); the options below override it.",
     ),
-    source_model: Path | None = typer.Option(
-        None,
+    source_models: list[Path] = typer.Option(
+        [],
         "--source-model",
-        help="Use this trained pipeline as the source (one --source only) instead of training.",
+        help="Use this trained pipeline as the source (one --source only) instead of training. "
+        "Repeat for several source models: seed k adapts the (k mod n)-th, and so do its "
+        "source_only/target_full/target_finetune baselines (run ids then end in _m<k>_s<seed>).",
     ),
     corpus: Path = typer.Option(
         Path("corpus"), "--corpus", help="Corpus folder with train/, dev/ (and test/)."
@@ -259,7 +261,7 @@ def simulate_cmd(
         corpus_dir=corpus,
         output_dir=output,
         models_dir=models_dir,
-        source_model=source_model,
+        source_model=source_models or None,
         eval_split=eval_split,
         baselines=parse_baselines(baselines),
         strategy_params=parse_strategy_params(strategy_params),

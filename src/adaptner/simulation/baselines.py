@@ -17,6 +17,7 @@ from .config import (
     ALSettings,
     SimulationConfig,
     derive_seed,
+    model_suffix,
     source_slug,
     with_legacy_settings,
 )
@@ -50,6 +51,8 @@ BASELINES: tuple[str, ...] = (
 )
 #: The references "95 % of the reference" may use (the stronger one counts).
 REFERENCES: tuple[str, ...] = ("target_full", "target_finetune")
+#: The baselines that start from the source pipeline (the others train from scratch).
+FROM_SOURCE: tuple[str, ...] = ("source_only", *REFERENCES)
 
 
 def finetune_settings(settings: ALSettings) -> ALSettings:
@@ -78,8 +81,10 @@ class BaselineConfig:
     """One baseline of one (source, target, seed).
 
     Attributes:
-        source / target / seed / settings / source_model / corpus_dir / eval_split: as in
-            :class:`~adaptner.simulation.config.SimulationConfig`.
+        source / target / seed / settings / source_model / corpus_dir / eval_split /
+            source_index / source_model_label: as in
+            :class:`~adaptner.simulation.config.SimulationConfig` (a grid sets
+            ``source_index`` only for the kinds in :data:`FROM_SOURCE`).
         kind: One of :data:`BASELINES`.
         train_config: The training config for ``target_only`` and ``joint`` (e.g.
             configs/bio_cnn.cfg); model selection uses the dev split of the trained domains.
@@ -97,22 +102,30 @@ class BaselineConfig:
     corpus_dir: Path = Path("corpus")
     eval_split: str = "dev"
     models_dir: Path = Path("training")
+    source_index: int | None = None
+    source_model_label: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in BASELINES:
             raise AdaptnerError(
                 f"Unknown baseline {self.kind!r}; choose from {', '.join(BASELINES)}."
             )
+        self.source_model_label = self.source_model_label or str(self.source_model)
 
     @property
     def baseline_id(self) -> str:
-        """``<source>_<target>_<kind>_s<seed>`` (the JSON file stem)."""
-        return f"{source_slug(self.source)}_{self.target}_{self.kind}_s{self.seed}"
+        """``<source>_<target>_<kind>_s<seed>`` (the JSON file stem); with a
+        ``source_index``, ``..._<kind>_m<source_index>_s<seed>``."""
+        return (
+            f"{source_slug(self.source)}_{self.target}_{self.kind}"
+            f"{model_suffix(self.source_index)}_s{self.seed}"
+        )
 
     def params(self) -> dict[str, Any]:
         """What determines the result (paths excluded)."""
         out = {
             "source": self.source,
+            **({} if self.source_index is None else {"source_index": self.source_index}),
             "target": self.target,
             "kind": self.kind,
             "seed": self.seed,
@@ -167,6 +180,8 @@ class BaselineConfig:
             source_model=self.source_model,
             corpus_dir=self.corpus_dir,
             eval_split=self.eval_split,
+            source_index=self.source_index,
+            source_model_label=self.source_model_label,
         )
 
 
@@ -237,6 +252,7 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
         "target": cfg.target,
         "kind": cfg.kind,
         "seed": cfg.seed,
+        "source_model": cfg.source_model_label if cfg.kind in FROM_SOURCE else None,
         "eval_split": cfg.eval_split,
         "eval_set": data.primary,
         "train_domains": train_domains,

@@ -3,15 +3,18 @@
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confection import Config
 
 from ..errors import AdaptnerError
 from ..update.replay import DEFAULT_SOURCE_REPLAY, check_ratio
 from ..util import closest_hint, find_config
+
+T = TypeVar("T")
 
 #: Retraining modes: start again from the source pipeline on all labels, or continue.
 MODES = ("reset", "warm")
@@ -260,6 +263,23 @@ def source_slug(source: str) -> str:
     return source.replace(":", "-").replace(",", "+")
 
 
+def source_model_for(seed: int, models: Sequence[T]) -> tuple[int | None, T]:
+    """The source model of a seed among a grid's ``models``: seed k uses model k mod n.
+
+    Returns:
+        (its index, or None when there is one model; the model).
+    """
+    if len(models) == 1:
+        return None, models[0]
+    index = seed % len(models)
+    return index, models[index]
+
+
+def model_suffix(source_index: int | None) -> str:
+    """The run and baseline id part naming a source model: ``_m<index>``, or none."""
+    return "" if source_index is None else f"_m{source_index}"
+
+
 def derive_seed(*parts: int) -> int:
     """A 32-bit seed derived from several integers (run seed, round, purpose)."""
     import numpy
@@ -285,6 +305,12 @@ class SimulationConfig:
         eval_split: "dev" or "test": the split of the source evaluation (forgetting); "test"
             is also scored on the target when ``settings.eval_sets`` does not name it.
         strategy_params: Keyword arguments for the strategy factory.
+        source_index: Which of a grid's several source models this run adapts (seed k uses
+            model k mod n, :func:`source_model_for`); None when the grid has one. Part of
+            the run id and the parameters only when set, so one-source runs keep theirs.
+        source_model_label: How the records name the source model: its path as the grid was
+            given it (default ``str(source_model)``). A Ray worker's local copy of the model
+            keeps the label of the original.
     """
 
     source: str
@@ -297,22 +323,30 @@ class SimulationConfig:
     corpus_dir: Path = Path("corpus")
     eval_split: str = "dev"
     strategy_params: dict[str, Any] = field(default_factory=dict)
+    source_index: int | None = None
+    source_model_label: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise AdaptnerError(f"Unknown retraining mode {self.mode!r}; choose from {MODES}.")
         self.source_model = Path(self.source_model)
         self.corpus_dir = Path(self.corpus_dir)
+        self.source_model_label = self.source_model_label or str(self.source_model)
 
     @property
     def run_id(self) -> str:
-        """``<source>_<target>_<strategy>_<mode>_s<seed>`` (also the JSONL file stem)."""
-        return f"{source_slug(self.source)}_{self.target}_{self.strategy}_{self.mode}_s{self.seed}"
+        """``<source>_<target>_<strategy>_<mode>_s<seed>`` (also the JSONL file stem); with
+        several source models ``..._<mode>_m<source_index>_s<seed>``."""
+        return (
+            f"{source_slug(self.source)}_{self.target}_{self.strategy}_{self.mode}"
+            f"{model_suffix(self.source_index)}_s{self.seed}"
+        )
 
     def params(self) -> dict[str, Any]:
         """Everything that determines the run's records (paths excluded: files may move)."""
         return {
             "source": self.source,
+            **({} if self.source_index is None else {"source_index": self.source_index}),
             "target": self.target,
             "strategy": self.strategy,
             "mode": self.mode,

@@ -310,17 +310,66 @@ def build_curves(
     records: Iterable[dict[str, Any]],
 ) -> dict[tuple[str, str, str, str, str], Curve]:
     """Group records by (source, target, strategy, mode) and align seeds by round; one curve
-    per evaluation set the records score (:func:`record_evals`)."""
+    per evaluation set the records score (:func:`record_evals`).
+
+    Raises:
+        AdaptnerError: two runs of the same seed in a group (e.g. one grid made with one
+            source model and one with two, in the same folder): seeds would not pair.
+    """
     runs: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    run_of: dict[tuple, str] = {}
     for rec in records:
         key = (rec["source"], rec["target"], rec["strategy"], rec["mode"])
-        runs[key][int(rec["seed"])].append(rec)
+        seed = int(rec["seed"])
+        run_id = str(rec.get("run_id", ""))
+        other = run_of.setdefault((*key, seed), run_id)
+        if other != run_id:
+            raise AdaptnerError(
+                f"Two runs of seed {seed} for {'/'.join(key)}: {other} and {run_id}. A results "
+                "folder holds one grid (a grid's seeds each adapt one source model); move one "
+                "of them to another folder."
+            )
+        runs[key][seed].append(rec)
     curves = {}
     for key, by_seed in sorted(runs.items()):
         for eval_set in record_evals(next(iter(by_seed.values()))[0]):
             curve = _build_curve(key, by_seed, eval_set)
             curves[curve.key] = curve
     return dict(sorted(curves.items()))
+
+
+#: How a report names a source model its runs did not record (runs made before they did).
+UNRECORDED = "not recorded"
+
+
+def source_model_seeds(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[int]]]:
+    """Source spec -> source model (as the runs recorded it) -> the seeds it served."""
+    seeds: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for rec in records:
+        seeds[rec["source"]][rec.get("source_model") or UNRECORDED].add(int(rec["seed"]))
+    return {
+        src: {model: sorted(s) for model, s in sorted(by_model.items(), key=lambda kv: min(kv[1]))}
+        for src, by_model in sorted(seeds.items())
+    }
+
+
+def source_models_line(models: dict[str, dict[str, list[int]]]) -> str:
+    """The report's sentence on the source models: how many per source and whose seeds."""
+    parts = []
+    for src, by_model in models.items():
+        n = len(by_model)
+        served = "; ".join(
+            f"{model if model == UNRECORDED else f'`{model}`'} "
+            f"(seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))})"
+            for model, seeds in by_model.items()
+        )
+        parts.append(f"{src}: {n} source model{'s' if n != 1 else ''}, {served}")
+    return (
+        "Source models: "
+        + ". ".join(parts)
+        + ". A seed's runs all start from its source model, so the gains over random pair "
+        "runs on the same model."
+    )
 
 
 def _build_curve(key: tuple, by_seed: dict[int, list[dict]], eval_set: str) -> Curve:
@@ -831,11 +880,13 @@ def markdown_report(
     anchors: dict[tuple[str, str], Anchor] | None = None,
     gains: Sequence[dict[str, Any]] | None = None,
     duplicates: Sequence[dict[str, Any]] | None = None,
+    source_models: dict[str, dict[str, list[int]]] | None = None,
 ) -> str:
     """The Markdown report: one table per evaluation set (target x strategy), the paired
     gains over random (Holm-corrected), strategies reported once because they select another
     one's sentences, baselines per evaluation set, the paper's curves next to ours (in the
-    paper's x-axis units), and the goals."""
+    paper's x-axis units), and the goals. ``source_models``
+    (:func:`source_model_seeds`) adds which source model served which seeds."""
     out = ["# Active-learning simulation results", ""]
     pools = sorted({r["pool_fraction"] for r in rows})
     protocols = sorted({r.get("protocol", "fixed_pool") for r in rows})
@@ -864,6 +915,8 @@ def markdown_report(
         "last round (forgetting).",
         "",
     ]
+    if source_models:
+        out += [source_models_line(source_models), ""]
     header = (
         "| eval set | source | target | strategy | mode | seeds | labels at end "
         + "".join(f"| F1 @{a * 100:.0f} % " for a in REPORT_FRACTIONS)
@@ -1110,7 +1163,8 @@ def write_report(
     refused unless ``force``.
 
     Returns:
-        {"rows", "gains", "duplicates", "report": Path, "summary": Path, "plots": [Path, ...]}.
+        {"rows", "gains", "duplicates", "source_models" (:func:`source_model_seeds`),
+        "report": Path, "summary": Path, "plots": [Path, ...]}.
     """
     records = load_records(input_dir)
     duplicates = find_duplicates(records)
@@ -1125,6 +1179,7 @@ def write_report(
     for r in rows:
         r["same_as"] = same_as.get((r["source"], r["target"], r["mode"], r["strategy"]), [])
     gains = paired_gains(curves.values())
+    models = source_model_seeds(records)
     output_dir = claim_output_dir(
         output_dir, "curves", force=force, owned_files=("summary.json", "report.md")
     )
@@ -1144,7 +1199,7 @@ def write_report(
             )
         )
     report = output_dir / "report.md"
-    write_text(report, markdown_report(rows, baselines, anchors, gains, duplicates))
+    write_text(report, markdown_report(rows, baselines, anchors, gains, duplicates, models))
     summary = output_dir / "summary.json"
     write_json(
         summary,
@@ -1152,6 +1207,7 @@ def write_report(
             "rows": rows,
             "gains": gains,
             "duplicates": duplicates,
+            "source_models": models,
             "baselines": [
                 {"source": s, "target": t, "kind": k, "eval_set": e, **v}
                 for (s, t, k, e), v in sorted(baselines.items())
@@ -1163,6 +1219,7 @@ def write_report(
         "rows": rows,
         "gains": gains,
         "duplicates": duplicates,
+        "source_models": models,
         "report": report,
         "summary": summary,
         "plots": plots,

@@ -639,6 +639,7 @@ class Simulation:
                 "strategy": self.cfg.strategy,
                 "mode": self.cfg.mode,
                 "seed": self.cfg.seed,
+                "source_model": self.cfg.source_model_label,
                 "round": round_,
                 "protocol": self.cfg.settings.protocol,
                 "eval_split": self.cfg.eval_split,

@@ -17,15 +17,24 @@ from tqdm import tqdm
 
 from ..errors import AdaptnerError
 from ..readers import available_domains
+from ..update.replay import replay_count
 from ..util import exit_with_parent, file_lock
 from .baselines import (
     BASELINES,
+    FROM_SOURCE,
     BaselineConfig,
     baseline_path,
     finetune_settings,
     run_baseline,
 )
-from .config import MODES, ALSettings, SimulationConfig, resolve_source, source_slug
+from .config import (
+    MODES,
+    ALSettings,
+    SimulationConfig,
+    resolve_source,
+    source_model_for,
+    source_slug,
+)
 from .engine import (
     RunSizes,
     al_train_size,
@@ -62,7 +71,12 @@ class GridSpec:
         corpus_dir: Corpus folder (train/, dev/, optional test/).
         output_dir: Results: ``<run_id>.jsonl`` per run, ``baselines/*.json``.
         models_dir: Source pipelines (``source/<name>/``) and baseline pipelines.
-        source_model: Use this pipeline as the source instead of training one (one source only).
+        source_model: Use this pipeline as the source instead of training one (one source
+            only), or several: seed k then adapts model k mod n (10 seeds over 2 models = 5
+            each), and so do that seed's source_only / target_full / target_finetune
+            baselines. With n > 1 run and baseline ids gain ``_m<index>`` before ``_s<seed>``
+            (one model: the ids of one-source grids); keep the order of the models when
+            resuming.
         eval_split: "auto" (test when present, else dev), "dev" or "test".
         baselines: Baseline kinds to compute (see BASELINES).
         strategy_params: Per-strategy keyword arguments, e.g. {"margin": {"aggregation": "max"}}.
@@ -79,7 +93,7 @@ class GridSpec:
     corpus_dir: Path = Path("corpus")
     output_dir: Path = Path("metrics/al")
     models_dir: Path = Path("training")
-    source_model: Path | None = None
+    source_model: Path | str | Sequence[Path | str] | None = None
     eval_split: str = "auto"
     baselines: Sequence[str] = BASELINES
     strategy_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -88,14 +102,17 @@ class GridSpec:
 
 @dataclass
 class GridPlan:
-    """The tasks of a grid and how much of it is done."""
+    """The tasks of a grid and how much of it is done.
+
+    ``source_models``: source spec -> its pipelines (seed k adapts the (k mod n)-th).
+    """
 
     trainings: list[TrainTask]
     runs: list[SimulationConfig]
     baselines: list[BaselineConfig]
     sizes: dict[str, RunSizes]
     eval_splits: dict[str, str]
-    source_models: dict[str, Path]
+    source_models: dict[str, tuple[Path, ...]]
     output_dir: Path
 
     def run_path(self, cfg: SimulationConfig) -> Path:
@@ -129,14 +146,35 @@ def count_docs(path: Path) -> int:
     return len(DocBin().from_disk(path))
 
 
+def source_model_paths(source_model: Path | str | Sequence[Path | str] | None) -> list[Path]:
+    """:attr:`GridSpec.source_model` as a list of paths (empty: train the source).
+
+    Raises:
+        AdaptnerError: a model named twice.
+    """
+    if source_model is None:
+        return []
+    if isinstance(source_model, str | os.PathLike):
+        return [Path(source_model)]
+    paths = [Path(p) for p in source_model]
+    twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+    if twice:
+        raise AdaptnerError(
+            f"--source-model names {', '.join(twice)} more than once; give each source model "
+            "once (seed k adapts the (k mod n)-th of the n models)."
+        )
+    return paths
+
+
 def plan_grid(spec: GridSpec) -> GridPlan:
     """Expand a grid into source trainings, baselines and runs (nothing is run).
 
     Raises:
-        AdaptnerError: unknown targets/modes/strategies/baselines, or a --source-model with
-            several sources.
+        AdaptnerError: unknown targets/modes/strategies/baselines/round trainer, a
+            --source-model with several sources, or more source models than seeds.
     """
     from ..strategies import strategy_names
+    from ..update.trainers import AUTO, trainers_registry
 
     corpus = Path(spec.corpus_dir)
     train_dir = corpus / "train"
@@ -160,19 +198,35 @@ def plan_grid(spec: GridSpec) -> GridPlan:
         raise AdaptnerError(
             "Empty grid: give at least one source, target, strategy, mode and seed."
         )
+    trainers = sorted([*trainers_registry.get_all(), AUTO])
+    if spec.settings.trainer not in trainers:
+        raise AdaptnerError(
+            f"Unknown AL trainer {spec.settings.trainer!r}; choose from {', '.join(trainers)}."
+        )
     pairs = [(resolve_source(s, t), t) for s in spec.sources for t in spec.targets]
     resolved = list(dict.fromkeys(src for src, _ in pairs))
     for src in resolved:
         source_domains_for(src, train_dir)  # unknown domains -> a clear error
     trainings: list[TrainTask] = []
-    source_models: dict[str, Path] = {}
-    if spec.source_model is not None:
+    source_models: dict[str, tuple[Path, ...]] = {}
+    given = source_model_paths(spec.source_model)
+    if given:
         if len(resolved) > 1:
+            what = (
+                "one pipeline" if len(given) == 1 else f"the {len(given)} pipelines of one source"
+            )
             raise AdaptnerError(
-                f"--source-model gives one pipeline but the grid has {len(resolved)} sources "
+                f"--source-model gives {what} but the grid has {len(resolved)} sources "
                 f"({', '.join(resolved)}); pass one --source."
             )
-        source_models[resolved[0]] = Path(spec.source_model)
+        seeds = sorted(set(spec.seeds))
+        idle = [str(m) for i, m in enumerate(given) if not any(k % len(given) == i for k in seeds)]
+        if len(given) > 1 and idle:
+            raise AdaptnerError(
+                f"{len(given)} source models but seeds {seeds} leave {', '.join(idle)} without "
+                "a run (seed k adapts model k mod n): give at least as many seeds as models."
+            )
+        source_models[resolved[0]] = tuple(given)
     else:
         for src in resolved:
             task = TrainTask(
@@ -184,7 +238,7 @@ def plan_grid(spec: GridSpec) -> GridPlan:
                 seed=spec.source_seed,
             )
             trainings.append(task)
-            source_models[src] = task.model
+            source_models[src] = (task.model,)
     settings = spec.settings
     sizes = {
         t: plan_sizes(al_train_size(count_docs(train_dir / f"{t}.spacy"), settings), settings)
@@ -194,6 +248,7 @@ def plan_grid(spec: GridSpec) -> GridPlan:
     runs, baselines = [], []
     for src, target in pairs:
         for seed in spec.seeds:
+            index, model = source_model_for(seed, source_models[src])
             for kind in spec.baselines:
                 baselines.append(
                     BaselineConfig(
@@ -202,16 +257,18 @@ def plan_grid(spec: GridSpec) -> GridPlan:
                         kind=kind,
                         seed=seed,
                         settings=spec.settings,
-                        source_model=source_models[src],
+                        source_model=model,
                         train_config=Path(spec.train_config),
                         corpus_dir=corpus,
                         eval_split=splits[target],
                         models_dir=Path(spec.models_dir),
+                        source_index=index if kind in FROM_SOURCE else None,
                     )
                 )
         for strategy in spec.strategies:
             for mode in spec.modes:
                 for seed in spec.seeds:
+                    index, model = source_model_for(seed, source_models[src])
                     runs.append(
                         SimulationConfig(
                             source=src,
@@ -220,10 +277,11 @@ def plan_grid(spec: GridSpec) -> GridPlan:
                             mode=mode,
                             seed=seed,
                             settings=spec.settings,
-                            source_model=source_models[src],
+                            source_model=model,
                             corpus_dir=corpus,
                             eval_split=splits[target],
                             strategy_params=dict(spec.strategy_params.get(strategy, {})),
+                            source_index=index,
                         )
                     )
     for b in baselines:
@@ -231,6 +289,24 @@ def plan_grid(spec: GridSpec) -> GridPlan:
         if task is not None and all(t.model_dir != task.model_dir for t in trainings):
             trainings.append(task)
     return GridPlan(trainings, runs, baselines, sizes, splits, source_models, Path(spec.output_dir))
+
+
+def describe_source_models(plan: GridPlan) -> list[str]:
+    """One line per source spec with several source models: which seeds each serves."""
+    seeds = sorted({r.seed for r in plan.runs} | {b.seed for b in plan.baselines})
+    lines = []
+    for src, models in plan.source_models.items():
+        if len(models) < 2:
+            continue
+        parts = []
+        for i, model in enumerate(models):
+            mine = [str(k) for k in seeds if k % len(models) == i]
+            parts.append(f"{model} (seed{'s' if len(mine) != 1 else ''} {', '.join(mine)})")
+        served = "; ".join(parts)
+        lines.append(
+            f"{src}: {len(models)} source models, seed k adapts model k mod {len(models)}: {served}"
+        )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -241,16 +317,19 @@ class RoundTiming:
         rates: Target (``"*"`` = all measured rounds) -> (seconds per training doc-epoch,
             seconds per candidate doc scored, seconds per evaluation of every set).
         rounds: How many measured rounds the rates come from.
+        trainers: The round trainers of those rounds (as their records name them; empty
+            when the records do not say).
     """
 
     rates: dict[str, tuple[float, float, float]]
     rounds: int
+    trainers: tuple[str, ...] = ()
 
     @classmethod
     def from_records(cls, records: Sequence[dict[str, Any]]) -> "RoundTiming":
         """Rates from simulation records (``<run>.jsonl`` lines): retraining seconds per
-        training doc-epoch, pool scoring seconds per candidate doc, evaluation seconds per
-        round; per target and over all rounds.
+        training doc-epoch (target docs and replayed source docs), pool scoring seconds per
+        candidate doc, evaluation seconds per round; per target and over all rounds.
 
         Raises:
             AdaptnerError: no record with a retraining (round >= 1) to time.
@@ -267,14 +346,19 @@ class RoundTiming:
             )
         rates = {}
         for target, rs in groups.items():
-            doc_epochs = sum(r["train_docs"] * max(1, r.get("train_epochs", 1)) for r in rs)
+            doc_epochs = sum(
+                (r["train_docs"] + r.get("source_replay_docs", 0))
+                * max(1, r.get("train_epochs", 1))
+                for r in rs
+            )
             scored = sum(len(r.get("pool_ids") or []) or r.get("pool_size", 0) for r in rs)
             rates[target] = (
                 sum(r["train_seconds"] for r in rs) / doc_epochs,
                 sum(r.get("score_seconds", 0.0) for r in rs) / scored if scored else 0.0,
                 sum(r.get("eval_seconds", 0.0) for r in rs) / len(rs),
             )
-        return cls(rates, len(groups["*"]))
+        trainers = {r["params"]["trainer"] for r in groups["*"] if "trainer" in r.get("params", {})}
+        return cls(rates, len(groups["*"]), tuple(sorted(trainers)))
 
     def rate(self, target: str) -> tuple[float, float, float]:
         """The target's rates, or the rates over every measured round."""
@@ -308,7 +392,9 @@ def cost_plan(
     """The CPU-hours a grid needs at the measured rates (nothing is run).
 
     Every round costs its training doc-epochs (``settings.epochs``: an upper bound with
-    early stopping), its scored candidates and one evaluation; a reference
+    early stopping; the round's target docs plus ``source_replay`` source docs per target
+    doc, at most ``source_replay_max`` and the source's train docs), its scored candidates
+    and one evaluation; a reference
     (``target_full``, ``target_finetune``) trains once on every AL doc. ``target_finetune``
     uses ``finetune_timing`` (rounds measured with the ``fine_tune`` trainer) when given,
     else the round rates (then marked as assumed); it costs nothing when it is the same
@@ -318,9 +404,25 @@ def cost_plan(
     Returns:
         {"rows": [{"target", "task", "count", "rounds", "cpu_hours"}, ...],
         "cpu_hours", "wall_hours" (at ``workers`` processes), "workers", "timing_rounds",
+        "timing_trainers" (the measured rounds' trainers), "trainers" (the grid's),
         "finetune_assumed", "not_estimated": [task names]}.
     """
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    source_docs: dict[tuple[str, str, Path], int] = {}
+
+    def replayed(run: SimulationConfig, train: int) -> int:
+        s = run.settings
+        if not s.source_replay:
+            return 0
+        key = (run.source, run.target, run.corpus_dir)
+        if key not in source_docs:
+            train_dir = run.corpus_dir / "train"
+            source_docs[key] = sum(
+                count_docs(train_dir / f"{d}.spacy")
+                for d in source_domains_for(run.source, train_dir)
+                if d != run.target
+            )
+        return replay_count(train, s.source_replay, source_docs[key], s.source_replay_max)
 
     def add(target: str, task: str, seconds: float, rounds: int) -> None:
         row = rows.setdefault(
@@ -337,7 +439,8 @@ def cost_plan(
         seconds = eval_s  # round 0
         rounds = round_docs(plan.sizes[run.target], s, run.mode)
         for train, pool in rounds:
-            seconds += train * s.epochs * train_rate + pool * score_rate + eval_s
+            docs = train + replayed(run, train)
+            seconds += docs * s.epochs * train_rate + pool * score_rate + eval_s
         add(run.target, f"runs ({run.mode})", seconds, len(rounds))
     not_estimated = []
     for b in plan.baselines:
@@ -365,6 +468,8 @@ def cost_plan(
         "wall_hours": total / max(1, workers),
         "workers": workers,
         "timing_rounds": timing.rounds,
+        "timing_trainers": list(timing.trainers),
+        "trainers": sorted({r.settings.trainer for r in plan.runs}),
         "finetune_assumed": finetune_timing is None
         and any(
             b.kind == "target_finetune" and finetune_settings(b.settings) != b.settings
@@ -387,6 +492,15 @@ def format_cost_plan(cost: dict[str, Any]) -> str:
         f"Total {cost['cpu_hours']:.1f} CPU-hours; {cost['wall_hours']:.1f} h wall with "
         f"{cost['workers']} worker(s) (rates from {cost['timing_rounds']} measured rounds).",
     ]
+    # "auto" depends on the pipeline (top_layers for a transformer, else fine_tune): not flagged
+    other = sorted(set(cost.get("trainers", ())) - {*(cost.get("timing_trainers") or ()), "auto"})
+    if cost.get("timing_trainers") and other:
+        lines.append(
+            f"The rates were measured with the {', '.join(cost['timing_trainers'])} trainer; "
+            f"this grid's rounds use {', '.join(other)}, so their cost is not this estimate: "
+            "time a few of its rounds first (the same grid with --budget 0.1, one seed, one "
+            "source model) and pass that folder as --timing."
+        )
     if cost["finetune_assumed"]:
         lines.append(
             "target_finetune is costed at the round trainer's rate (no fine_tune timing given): "
@@ -583,6 +697,8 @@ def _run_plan(
     for target, split in plan.eval_splits.items():
         if split == "dev":
             log(f"ℹ {target}: no test split in {spec.corpus_dir}; evaluating on dev")
+    for line in describe_source_models(plan):
+        log(f"ℹ {line}")
     errors: list[dict[str, Any]] = []
 
     def execute(tasks: list[tuple[str, Any, int]], bar: tqdm) -> list[dict[str, Any]]:
