@@ -325,6 +325,16 @@ def test_resume_rejects_other_parameters(tiny, tmp_path):
         run_simulation(cfg, tmp_path)
 
 
+def test_resume_rejects_another_source_model(tiny, tmp_path):
+    """A run file written from one source model is not continued from another (e.g. several
+    --source-model given in another order on resume)."""
+    cfg = make_cfg(tiny)
+    run_simulation(cfg, tmp_path)
+    other = make_cfg(tiny, source_model_label="training/other-source/model-best")
+    with pytest.raises(AdaptnerError, match=r"line 1: adapted source model .* in the order"):
+        run_simulation(other, tmp_path)
+
+
 def test_damaged_file_is_reported(tiny, tmp_path):
     cfg = make_cfg(tiny)
     path = tmp_path / f"{cfg.run_id}.jsonl"

@@ -385,6 +385,14 @@ def check_records(records: Sequence[dict[str, Any]], cfg: SimulationConfig, path
                 f"{path}, line {i}: written with different parameters ({detail}). Delete the "
                 "file, or write to another --output directory."
             )
+        recorded = rec.get("source_model")
+        if recorded is not None and recorded != cfg.source_model_label:
+            raise AdaptnerError(
+                f"{path}, line {i}: adapted source model {recorded!r}, but this run's is "
+                f"{cfg.source_model_label!r}. With several --source-model, seed k adapts model "
+                "k mod n: give them in the order the run was started with, or write to another "
+                "--output directory."
+            )
         if rec.get("round") != i - 1:
             found = rec.get("round")
             what = (
