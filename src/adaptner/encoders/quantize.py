@@ -9,18 +9,33 @@ fly (``torch.ao.quantization.quantize_dynamic``). Layers whose module name match
 fp32. The weights on disk stay fp32, so the same directory or wheel can be loaded without the
 component (``spacy.load(path, exclude=["int8_transformer"])``) for training or for reference.
 
+Dynamic quantization gives a whole activation tensor one scale, so a few input channels far
+larger than the rest (after a LayerNorm, after the GELU) crush the others to a few levels.
+*Smoothing* moves that range into the weights, where int8 scales are per output channel: from
+a calibration pass over sample docs (:func:`calibrate`, the per-input-channel max |x_j| of each
+linear layer), each layer gets scales ``s_j = max|x_j|**alpha / max|W[:, j]|**(1 - alpha)``
+(:func:`smoothing_scales`); its weight columns are multiplied by ``s`` and its input divided
+by ``s`` (:class:`SmoothedLinear`, an explicit multiply before the layer), which in fp32 is
+the same function. The 1/s is not folded into the LayerNorm before q/k/v or the intermediate
+layer: in these post-LN encoders that LayerNorm's output also feeds the residual connection,
+so folding would change the model. The scales are saved with the component
+(``smooth_scales.msgpack``) and applied at load before quantizing: loading needs no
+calibration data. A component saved without scales loads as before.
+
 A quantized pipeline is for inference only: its linear layers have no gradient.
-``adaptner encoder quantize MODEL -o OUT`` adds the component to a trained pipeline;
-``adaptner package OUT`` ships it like any other pipeline.
+``adaptner encoder quantize MODEL -o OUT [--calibrate corpus/train]`` adds the component to a
+trained pipeline; ``adaptner package OUT`` ships it like any other pipeline.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy
 import srsly
 from spacy.language import Language
 from spacy.tokens import Doc
@@ -29,11 +44,24 @@ from ..errors import AdaptnerError
 from .training import transformer_modules
 
 FACTORY = "int8_transformer"
-#: Linear layers kept in fp32 unless told otherwise: the attention and feed-forward output
-#: projections. On an e5-small pipeline (dev 72.9) every linear layer in int8 cost 7.3 dev F1
-#: (10.8 with per-tensor scales); with these two kept in fp32, 2.4, at 1.28x fp32's words/s
-#: (`python bench/e5_bench.py int8 MODEL`, bench/results/e5/int8.md).
+#: Linear layers kept in fp32 unless told otherwise (without calibration): the attention and
+#: feed-forward output projections. On an e5-small pipeline (dev 72.9) every linear layer in
+#: int8 cost 7.3 dev F1 (10.8 with per-tensor scales); with these two kept in fp32, 2.4, at
+#: 1.28x fp32's words/s (`python bench/e5_bench.py int8 MODEL`, bench/results/e5/int8.md).
+#: With smoothing (``--calibrate``) see :data:`DEFAULT_KEEP_FP32_SMOOTHED`.
 DEFAULT_KEEP_FP32 = (r"output\.dense",)
+#: Linear layers kept in fp32 with smoothing (``--calibrate``, alpha 0.5): MEASURED_BELOW.
+DEFAULT_KEEP_FP32_SMOOTHED: tuple[str, ...] = (r"output\.dense",)
+#: Smoothing strength: 0 leaves the activations as they are, 1 moves all their range into the
+#: weights.
+DEFAULT_ALPHA = 0.5
+#: Calibration docs sampled from ``--calibrate`` by default.
+DEFAULT_CALIBRATION_DOCS = 256
+#: The component's file of smoothing scales (msgpack: one ``{layer name: float32 array}`` per
+#: transformer, plus how they were made).
+SCALES_FILE = "smooth_scales.msgpack"
+#: Floor for a channel's max |x| or max |W| in the scale formula (all-zero channels get s = 1).
+_EPS = 1e-5
 
 
 def _linear_layers(module: Any, keep_fp32: Iterable[str]) -> list[str]:
@@ -48,25 +76,219 @@ def _linear_layers(module: Any, keep_fp32: Iterable[str]) -> list[str]:
     ]
 
 
-def quantize_module(module: Any, keep_fp32: Iterable[str] = (), per_channel: bool = True) -> int:
-    """Quantize a PyTorch module's linear layers in place; returns how many were quantized."""
+@functools.cache
+def _smoothed_linear_class() -> type:
+    import torch
+
+    class SmoothedLinear(torch.nn.Module):
+        """``linear(x * inv_scale)``: a linear layer whose weight columns were scaled by s."""
+
+        def __init__(self, linear: torch.nn.Module, inv_scale: torch.Tensor) -> None:
+            super().__init__()
+            self.linear = linear
+            self.register_buffer("inv_scale", inv_scale)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x * self.inv_scale)
+
+    return SmoothedLinear
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SmoothedLinear":  # torch is imported only when it is asked for
+        return _smoothed_linear_class()
+    raise AttributeError(name)
+
+
+def calibrate(
+    nlp: Language, docs: Sequence[Doc], *, batch_size: int = 32
+) -> list[dict[str, numpy.ndarray]]:
+    """Run the fp32 pipeline over ``docs`` and record each linear layer's input range.
+
+    Args:
+        nlp: A transformer pipeline, not quantized and not smoothed.
+        docs: Calibration docs; their tokens are copied (annotations are not used).
+        batch_size: ``nlp.pipe`` batch size.
+
+    Returns:
+        Per transformer of the pipeline (:func:`transformer_modules` order), the max |x| of
+        every input channel of every ``nn.Linear`` layer (float32, one value per input).
+
+    Raises:
+        AdaptnerError: no transformer, an already quantized one, or no docs.
+    """
+    import torch
+
+    from ..scoring import fresh_doc
+
+    modules = transformer_modules(nlp)
+    if not modules:
+        raise AdaptnerError(f"Calibration needs a transformer pipeline; got {nlp.pipe_names}.")
+    if any(getattr(m, "_adaptner_int8", False) for m in modules):
+        raise AdaptnerError(
+            "Calibrate the fp32 pipeline: this one is already quantized. Load it with "
+            f"spacy.load(path, exclude=[{FACTORY!r}])."
+        )
+    if not docs:
+        raise AdaptnerError("No calibration docs.")
+    found: list[dict[str, torch.Tensor]] = [{} for _ in modules]
+    handles = []
+
+    def recorder(store: dict, name: str):
+        def hook(_module, args):
+            x = args[0].detach()
+            amax = x.abs().reshape(-1, x.shape[-1]).amax(dim=0).float()
+            store[name] = torch.maximum(store[name], amax) if name in store else amax
+
+        return hook
+
+    for module, store in zip(modules, found, strict=True):
+        for name, sub in module.named_modules():
+            if isinstance(sub, torch.nn.Linear):
+                handles.append(sub.register_forward_pre_hook(recorder(store, name)))
+    try:
+        copies = [fresh_doc(doc, nlp.vocab) for doc in docs]
+        for _ in nlp.pipe(copies, batch_size=batch_size):
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [{k: v.cpu().numpy().astype("float32") for k, v in store.items()} for store in found]
+
+
+def smoothing_scales(
+    module: Any,
+    act_max: dict[str, numpy.ndarray],
+    alpha: float = DEFAULT_ALPHA,
+    keep_fp32: Iterable[str] = (),
+) -> dict[str, numpy.ndarray]:
+    """Per-input-channel scales ``s_j = max|x_j|**alpha / max|W[:, j]|**(1 - alpha)``.
+
+    Args:
+        module: The fp32 transformer whose weights ``act_max`` was recorded on.
+        act_max: From :func:`calibrate`, for this module.
+        alpha: 0 to 1; how much of the activation range moves into the weights.
+        keep_fp32: Regexes of the layers that stay fp32 (not smoothed either), as for
+            :func:`quantize_module`.
+
+    Returns:
+        ``{layer name: float32 scales}``; a channel that is all zero in x or in W gets 1.
+
+    Raises:
+        AdaptnerError: alpha out of range, a layer missing from the calibration, or a width
+            that does not match.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise AdaptnerError(f"The smoothing alpha must be between 0 and 1, got {alpha}.")
+    layers = dict(module.named_modules())
+    scales = {}
+    for name in _linear_layers(module, keep_fp32):
+        if name not in act_max:
+            raise AdaptnerError(
+                f"Linear layer {name!r} was not seen in the calibration pass; calibrate this "
+                "pipeline (fp32, not smoothed) again."
+            )
+        layer = layers[name]
+        x = numpy.asarray(act_max[name], dtype="float64")
+        w = layer.weight.detach().abs().amax(dim=0).double().cpu().numpy()
+        if x.shape != w.shape:
+            raise AdaptnerError(
+                f"Layer {name!r} has {w.shape[0]} inputs but its calibration {x.shape[0]}; "
+                "calibrate this pipeline again."
+            )
+        s = numpy.maximum(x, _EPS) ** alpha / numpy.maximum(w, _EPS) ** (1.0 - alpha)
+        s[(x <= 0) | (w <= 0) | ~numpy.isfinite(s)] = 1.0
+        scales[name] = s.astype("float32")
+    return scales
+
+
+def smooth_module(module: Any, scales: dict[str, numpy.ndarray]) -> list[str]:
+    """Scale the named linear layers' weight columns by s and wrap each so its input is
+    divided by s (:class:`SmoothedLinear`); in fp32 the module computes the same function.
+
+    Returns:
+        The names of the wrapped ``nn.Linear`` layers (``<name>.linear``).
+
+    Raises:
+        AdaptnerError: a named layer that is not a linear layer of the module, or a width
+            that does not match.
+    """
+    import torch
+
+    wrapper = _smoothed_linear_class()
+    layers = dict(module.named_modules())
+    wrapped = []
+    for name, s in scales.items():
+        layer = layers.get(name)
+        if not isinstance(layer, torch.nn.Linear):
+            raise AdaptnerError(
+                f"The saved smoothing scales name {name!r}, which is not a linear layer of this "
+                "transformer; quantize the pipeline again with `adaptner encoder quantize`."
+            )
+        scale = torch.tensor(numpy.array(s, dtype="float32"), device=layer.weight.device)
+        if scale.shape != (layer.in_features,):
+            raise AdaptnerError(
+                f"The saved smoothing scales of {name!r} have {tuple(scale.shape)} values for "
+                f"{layer.in_features} inputs; quantize the pipeline again."
+            )
+        with torch.no_grad():
+            layer.weight.mul_(scale)
+        parent_name, _, child = name.rpartition(".")
+        parent = layers[parent_name] if parent_name else module
+        setattr(parent, child, wrapper(layer, 1.0 / scale))
+        wrapped.append(f"{name}.linear")
+    return wrapped
+
+
+def quantize_module(
+    module: Any,
+    keep_fp32: Iterable[str] = (),
+    per_channel: bool = True,
+    scales: dict[str, numpy.ndarray] | None = None,
+) -> int:
+    """Quantize a PyTorch module's linear layers in place; returns how many were quantized.
+
+    With ``scales`` (:func:`smoothing_scales`), those layers are smoothed first.
+    """
     import torch
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
-    spec = {name: qconfig for name in _linear_layers(module, keep_fp32)}
+    names = _linear_layers(module, keep_fp32)
+    if scales:
+        smooth_module(module, scales)
+        names = [f"{name}.linear" if name in scales else name for name in names]
+    spec = dict.fromkeys(names, qconfig)
     if spec:
         torch.ao.quantization.quantize_dynamic(module, qconfig_spec=spec, dtype=torch.qint8,
                                                inplace=True)  # fmt: skip
     return len(spec)
 
 
-class Int8Transformer:
-    """A pass-through component that quantizes the pipeline's transformers when it is loaded."""
+def _pack_scales(scales: list[dict[str, numpy.ndarray]], info: dict) -> dict[str, Any]:
+    arrays = [{k: numpy.asarray(v, dtype="float32") for k, v in s.items()} for s in scales]
+    return {"scales": arrays, "info": info}
 
-    def __init__(
-        self, nlp: Language, name: str, keep_fp32: list[str], per_channel: bool
-    ) -> None:
+
+def _unpack_scales(packed: Any, where: str) -> tuple[list[dict[str, numpy.ndarray]], dict]:
+    scales = packed.get("scales") if isinstance(packed, dict) else None
+    if not isinstance(scales, list) or not all(isinstance(s, dict) for s in scales):
+        raise AdaptnerError(
+            f"{where} holds no smoothing scales (expected a list of layer -> scales); quantize "
+            "the pipeline again with `adaptner encoder quantize --calibrate`."
+        )
+    arrays = [{str(k): numpy.asarray(v, dtype="float32") for k, v in s.items()} for s in scales]
+    return arrays, dict(packed.get("info") or {})
+
+
+class Int8Transformer:
+    """A pass-through component that quantizes the pipeline's transformers when it is loaded.
+
+    ``scales`` (one ``{layer name: float32 array}`` per transformer, or None) smooth those
+    layers before they are quantized; ``smoothing`` records how they were made (alpha, docs).
+    """
+
+    def __init__(self, nlp: Language, name: str, keep_fp32: list[str], per_channel: bool) -> None:
         self.nlp, self.name = nlp, name
         self.keep_fp32, self.per_channel = list(keep_fp32), bool(per_channel)
         for pattern in self.keep_fp32:
@@ -75,21 +297,30 @@ class Int8Transformer:
             except re.error as e:
                 raise AdaptnerError(f"keep_fp32 pattern {pattern!r} is not a regex: {e}") from e
         self.quantized = 0
+        self.scales: list[dict[str, numpy.ndarray]] | None = None
+        self.smoothing: dict[str, Any] = {}
 
     def __call__(self, doc: Doc) -> Doc:
         return doc
 
     def quantize(self) -> int:
-        """Quantize every transformer of the pipeline (idempotent); returns the layer count."""
+        """Smooth and quantize every transformer of the pipeline (idempotent); returns the
+        number of layers quantized."""
         modules = transformer_modules(self.nlp)
         if not modules:
             raise AdaptnerError(
                 f"The {FACTORY} component found no transformer in {self.nlp.pipe_names}."
             )
+        if self.scales is not None and len(self.scales) != len(modules):
+            raise AdaptnerError(
+                f"The {FACTORY} component has smoothing scales for {len(self.scales)} "
+                f"transformer(s) but the pipeline has {len(modules)}; quantize it again."
+            )
         count = 0
-        for module in modules:
+        for i, module in enumerate(modules):
             if not getattr(module, "_adaptner_int8", False):
-                count += quantize_module(module, self.keep_fp32, self.per_channel)
+                scales = self.scales[i] if self.scales is not None else None
+                count += quantize_module(module, self.keep_fp32, self.per_channel, scales)
                 module._adaptner_int8 = True
         self.quantized += count
         return count
@@ -97,20 +328,42 @@ class Int8Transformer:
     def initialize(self, get_examples=None, *, nlp=None) -> None:
         return None
 
+    def _settings(self) -> dict[str, Any]:
+        return {"keep_fp32": self.keep_fp32, "per_channel": self.per_channel,
+                "smoothing": self.smoothing or None}  # fmt: skip
+
     def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
-        return srsly.msgpack_dumps({"keep_fp32": self.keep_fp32, "per_channel": self.per_channel})
+        data = self._settings()
+        if self.scales is not None:
+            data["smooth"] = _pack_scales(self.scales, self.smoothing)
+        return srsly.msgpack_dumps(data)
 
     def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> Int8Transformer:
+        msg = srsly.msgpack_loads(data)
+        if isinstance(msg, dict) and msg.get("smooth") is not None:
+            self.scales, self.smoothing = _unpack_scales(msg["smooth"], f"The {FACTORY} bytes")
         self.quantize()
         return self
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / "int8.json", {"keep_fp32": self.keep_fp32,
-                                        "per_channel": self.per_channel})  # fmt: skip
+        srsly.write_json(path / "int8.json", self._settings())
+        if self.scales is not None:
+            packed = _pack_scales(self.scales, self.smoothing)
+            (path / SCALES_FILE).write_bytes(srsly.msgpack_dumps(packed))
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> Int8Transformer:
+        scales_file = Path(path) / SCALES_FILE
+        if scales_file.exists():
+            try:
+                packed = srsly.msgpack_loads(scales_file.read_bytes())
+            except Exception as e:  # noqa: BLE001 - any decoding error of a damaged file
+                raise AdaptnerError(
+                    f"{scales_file} is damaged ({type(e).__name__}: {e}); quantize the "
+                    "pipeline again with `adaptner encoder quantize --calibrate`."
+                ) from e
+            self.scales, self.smoothing = _unpack_scales(packed, str(scales_file))
         self.quantize()
         return self
 
@@ -126,6 +379,46 @@ def make_int8_transformer(
     return Int8Transformer(nlp, name, keep_fp32, per_channel)
 
 
+def calibration_docs(
+    path: str | Path, n_docs: int = DEFAULT_CALIBRATION_DOCS, seed: int = 0
+) -> list[Doc]:
+    """``n_docs`` docs sampled with ``seed`` from a ``.spacy`` file or a corpus split directory
+    (all its ``<domain>.spacy`` files); all of them when there are fewer.
+
+    Raises:
+        AdaptnerError: a missing path, a directory without DocBins, no docs with tokens, or
+            ``n_docs`` < 1.
+    """
+    from spacy.vocab import Vocab
+
+    from ..readers import available_domains, load_domain_docs, read_docbin
+
+    path = Path(path)
+    remedy = (
+        "Pass --calibrate a DANSK split directory (e.g. corpus/train, made by `adaptner "
+        "corpus`) or one .spacy file."
+    )
+    if n_docs < 1:
+        raise AdaptnerError(f"--calibration-docs must be at least 1, got {n_docs}.")
+    if not path.exists():
+        raise AdaptnerError(f"Calibration data {path} does not exist. {remedy}")
+    vocab = Vocab()
+    if path.is_dir():
+        if not available_domains(path):
+            raise AdaptnerError(f"Calibration directory {path} holds no <domain>.spacy files. "
+                                f"{remedy}")  # fmt: skip
+        docs = load_domain_docs(path, "all", vocab)
+    else:
+        docs = read_docbin(path, vocab)
+    docs = [doc for doc in docs if len(doc)]
+    if not docs:
+        raise AdaptnerError(f"Calibration data {path} holds no documents with tokens. {remedy}")
+    if len(docs) <= n_docs:
+        return docs
+    rng = numpy.random.default_rng(seed)
+    return [docs[i] for i in sorted(rng.choice(len(docs), n_docs, replace=False))]
+
+
 def quantize_pipeline(
     model_dir: str | Path,
     output: str | Path,
@@ -133,20 +426,31 @@ def quantize_pipeline(
     keep_fp32: Iterable[str] | None = None,
     per_channel: bool = True,
     force: bool = False,
+    calibrate_on: str | Path | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    calibration_n: int = DEFAULT_CALIBRATION_DOCS,
+    seed: int = 0,
 ) -> int:
     """Write ``model_dir`` to ``output`` with the ``int8_transformer`` component added.
 
-    ``keep_fp32`` None keeps :data:`DEFAULT_KEEP_FP32` in fp32; ``[]`` quantizes every
-    linear layer.
+    ``keep_fp32`` None keeps :data:`DEFAULT_KEEP_FP32` in fp32 (with ``calibrate_on``,
+    :data:`DEFAULT_KEEP_FP32_SMOOTHED`); ``[]`` quantizes every linear layer. With
+    ``calibrate_on`` (a ``.spacy`` file or split directory), ``calibration_n`` docs sampled
+    with ``seed`` calibrate smoothing scales (``alpha``) for the layers that will be quantized;
+    they are saved with the component.
 
     Returns:
         The number of linear layers that will be quantized at load time.
 
     Raises:
-        AdaptnerError: not a transformer pipeline, a bad pattern, an output the policy refuses.
+        AdaptnerError: not a transformer pipeline, a bad pattern, bad calibration data, an
+            output the policy refuses.
     """
     from ..util import atomic_output, load_pipeline
 
+    if not 0.0 <= alpha <= 1.0:
+        raise AdaptnerError(f"--smooth-alpha must be between 0 and 1, got {alpha}.")
+    docs = calibration_docs(calibrate_on, calibration_n, seed) if calibrate_on else None
     nlp = load_pipeline(model_dir, "Pass a trained transformer pipeline (its model-best).")
     if FACTORY in nlp.pipe_names:
         raise AdaptnerError(f"{model_dir} already has an {FACTORY} component.")
@@ -155,9 +459,18 @@ def quantize_pipeline(
             f"{model_dir} has no transformer component (pipeline {nlp.pipe_names}); int8 "
             "quantization is for transformer pipelines."
         )
-    keep = list(DEFAULT_KEEP_FP32 if keep_fp32 is None else keep_fp32)
+    default = DEFAULT_KEEP_FP32_SMOOTHED if docs is not None else DEFAULT_KEEP_FP32
+    keep = list(default if keep_fp32 is None else keep_fp32)
     config = {"keep_fp32": keep, "per_channel": per_channel}
     pipe = nlp.add_pipe(FACTORY, after="transformer", config=config)
+    modules = transformer_modules(nlp)
+    if docs is not None:
+        act_max = calibrate(nlp, docs)
+        pipe.scales = [
+            smoothing_scales(m, a, alpha, keep) for m, a in zip(modules, act_max, strict=True)
+        ]
+        pipe.smoothing = {"alpha": alpha, "docs": len(docs), "seed": seed,
+                          "calibration": str(calibrate_on)}  # fmt: skip
     with atomic_output(output, "encoder quantize", force=force) as tmp:
         nlp.to_disk(tmp)
-    return sum(len(_linear_layers(m, pipe.keep_fp32)) for m in transformer_modules(nlp))
+    return sum(len(_linear_layers(m, pipe.keep_fp32)) for m in modules)
