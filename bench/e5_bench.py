@@ -192,6 +192,8 @@ INT8_VARIANTS = {
     "smooth-a0.8": ([], True, 0.8),
     "smooth-a0.5-ffn-out-fp32": ([r"output\.dense"], True, 0.5),
     "smooth-a0.8-ffn-out-fp32": ([r"output\.dense"], True, 0.8),
+    "smooth-auto": ([], True, "auto"),
+    "smooth-auto-ffn-out-fp32": ([r"output\.dense"], True, "auto"),
 }
 UNSMOOTHED = [name for name, (_, _, alpha) in INT8_VARIANTS.items() if alpha is None]
 
@@ -212,6 +214,7 @@ def int8(
 ) -> None:
     """fp32 against int8 variants of one pipeline, side by side in one process: dev F1 and
     nlp.pipe words/s (batch 64, all dev texts; the median of alternating timed passes)."""
+    import collections
     import statistics
 
     import spacy
@@ -229,21 +232,21 @@ def int8(
     if unknown:
         raise typer.BadParameter(f"unknown variants {unknown}; known: {list(INT8_VARIANTS)}")
     pipes = {"fp32": spacy.load(model_dir)}
-    act_max = None
+    calib = []
     if any(INT8_VARIANTS[n][2] is not None for n in names[1:]):
         calib = quantize.calibration_docs(calibrate, calibration_docs, seed=0)
-        start = time.perf_counter()
-        act_max = quantize.calibrate(pipes["fp32"], calib)
-        print(f"calibrated on {len(calib)} docs of {calibrate} in "
-              f"{time.perf_counter() - start:.0f} s")  # fmt: skip
     for name in names[1:]:
         nlp = spacy.load(model_dir)
         keep, per_channel, alpha = INT8_VARIANTS[name]
-        for i, module in enumerate(transformer_modules(nlp)):
-            scales = None
-            if alpha is not None:
-                scales = quantize.smoothing_scales(module, act_max[i], alpha, keep)
-            quantize.quantize_module(module, keep, per_channel, scales)
+        scales = [None] * len(transformer_modules(nlp))
+        if alpha is not None:  # calibrated on the fp32 pipeline, as `encoder quantize` does
+            start = time.perf_counter()
+            scales, info = quantize.smooth_pipeline(nlp, calib, alpha, keep, per_channel)
+            chosen = [dict(collections.Counter(a.values())) for a in info.get("alphas", [])]
+            seconds = time.perf_counter() - start
+            print(f"{name}: calibrated on {len(calib)} docs in {seconds:.0f} s; alphas {chosen}")
+        for module, module_scales in zip(transformer_modules(nlp), scales, strict=True):
+            quantize.quantize_module(module, keep, per_channel, module_scales)
         pipes[name] = nlp
     speeds: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(repeats):

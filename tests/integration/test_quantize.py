@@ -3,6 +3,7 @@ is exact in fp32, its scales are saved with the component and re-applied at load
 calibration data), old int8 directories load as before, and bad calibration data is named.
 """
 
+import json
 import re
 import shutil
 import sys
@@ -14,12 +15,17 @@ import srsly
 from spacy.tokens import DocBin
 
 from adaptner.encoders.quantize import (
+    ALPHA_GRID,
     FACTORY,
     SCALES_FILE,
     calibrate,
     calibration_docs,
+    int8_error,
+    parse_alpha,
     quantize_pipeline,
+    search_alpha,
     smooth_module,
+    smooth_pipeline,
     smoothing_scales,
 )
 from adaptner.encoders.training import transformer_modules
@@ -75,7 +81,7 @@ def int8_layers(nlp) -> int:
 def test_smoothing_is_exact_in_fp32(tiny_trf, corpus_dir, dev, alpha):
     nlp = spacy.load(tiny_trf["best"])
     hidden, probs = outputs(nlp, dev)
-    (act_max,) = calibrate(nlp, calibration_docs(corpus_dir / "train", N_CALIBRATION, seed=0))
+    (act_max,) = calibrate(nlp, calibration_docs(corpus_dir / "train", N_CALIBRATION, 0)).act_max
     (module,) = transformer_modules(nlp)
     linear = [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
     assert sorted(act_max) == sorted(linear)
@@ -104,13 +110,16 @@ def test_smoothing_is_exact_in_fp32(tiny_trf, corpus_dir, dev, alpha):
 
 def test_keep_fp32_layers_are_not_smoothed(tiny_trf, corpus_dir):
     nlp = spacy.load(tiny_trf["best"])
-    (act_max,) = calibrate(nlp, calibration_docs(corpus_dir / "train", 8, seed=0))
+    (act_max,) = calibrate(nlp, calibration_docs(corpus_dir / "train", 8, seed=0)).act_max
     (module,) = transformer_modules(nlp)
     scales = smoothing_scales(module, act_max, 0.5, keep_fp32=[r"output\.dense"])
     assert scales and not any("output.dense" in name for name in scales)
     assert any(name.endswith("attention.self.query") for name in scales)
     with pytest.raises(AdaptnerError, match="between 0 and 1"):
         smoothing_scales(module, act_max, 1.5)
+    query = "encoder.layer.0.attention.self.query"
+    per_layer = smoothing_scales(module, act_max, {"pooler.dense": None, query: 0.5})
+    assert list(per_layer) == [query]  # None and layers not named: not smoothed
     del act_max["pooler.dense"]
     with pytest.raises(AdaptnerError, match="'pooler.dense' was not seen in the calibration"):
         smoothing_scales(module, act_max, 0.5)
@@ -132,7 +141,7 @@ def test_scales_round_trip_and_load_without_calibration_data(tiny_trf, corpus_di
 
     # in memory: the same calibration, scales and quantization, without a disk round trip
     mem = spacy.load(tiny_trf["best"])
-    (act_max,) = calibrate(mem, calibration_docs(calib, N_CALIBRATION, seed=3))
+    (act_max,) = calibrate(mem, calibration_docs(calib, N_CALIBRATION, seed=3)).act_max
     pipe = mem.add_pipe(FACTORY, after="transformer", config={"keep_fp32": []})
     pipe.scales = [smoothing_scales(transformer_modules(mem)[0], act_max, 0.5)]
     assert pipe.quantize() == count
@@ -162,6 +171,63 @@ def test_scales_round_trip_and_load_without_calibration_data(tiny_trf, corpus_di
     assert max_diff(outputs(plain, dev)[0], got[0]) > 0
     fp32 = outputs(spacy.load(tiny_trf["best"]), dev)
     assert max_diff(got[1], fp32[1]) < 0.5
+
+
+def test_auto_alpha_per_layer_round_trips(tiny_trf, corpus_dir, dev, tmp_path):
+    out = tmp_path / "int8"
+    calib = corpus_dir / "train"
+    count = quantize_pipeline(tiny_trf["best"], out, keep_fp32=[], calibrate_on=calib,
+                              alpha="auto", calibration_n=N_CALIBRATION)  # fmt: skip
+    info = json.loads((out / FACTORY / "int8.json").read_text())["smoothing"]
+    assert info["alpha"] == "auto" and info["docs"] == N_CALIBRATION
+    (alphas,) = info["alphas"]
+    assert len(alphas) == count and set(alphas.values()) <= set(ALPHA_GRID)
+    assert alphas["pooler.dense"] is None or alphas["pooler.dense"] in ALPHA_GRID
+    smoothed = [name for name, a in alphas.items() if a is not None]
+    (saved,) = srsly.msgpack_loads((out / FACTORY / SCALES_FILE).read_bytes())["scales"]
+    assert sorted(saved) == sorted(smoothed)
+
+    mem = spacy.load(tiny_trf["best"])
+    scales, made = smooth_pipeline(mem, calibration_docs(calib, N_CALIBRATION, 0), "auto", [])
+    assert made["alphas"] == [alphas]
+    pipe = mem.add_pipe(FACTORY, after="transformer", config={"keep_fp32": []})
+    pipe.scales = scales
+    assert pipe.quantize() == count
+    loaded = spacy.load(out)
+    assert smoothed_layers(loaded) == len(smoothed) and int8_layers(loaded) == count
+    assert max_diff(outputs(loaded, dev)[1], outputs(mem, dev)[1]) == 0.0
+
+
+def test_search_alpha_smooths_an_outlier_channel():
+    """A layer whose input has a few channels 50x larger than the rest: int8 without smoothing
+    loses most channels to the outliers' scale; the searched alpha does far better."""
+    gen = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(64, 32)
+    layer.eval()
+
+    def rows(n):
+        x = torch.randn(n, 64, generator=gen)
+        x[:, :3] *= 50
+        return x
+
+    fit, held = rows(512), rows(512)
+    module = torch.nn.Sequential()
+    module.add_module("dense", layer)
+    act_max = {"dense": fit.abs().amax(0).numpy()}
+    (chosen,) = search_alpha(module, act_max, {"dense": held.numpy()}).values()
+    assert chosen is not None
+    (scale,) = smoothing_scales(module, act_max, chosen).values()
+    plain = int8_error(layer, held, None, per_channel=True)
+    assert int8_error(layer, held, scale, per_channel=True) < plain / 2
+    with pytest.raises(AdaptnerError, match="No calibration inputs sampled for layer 'dense'"):
+        search_alpha(module, act_max, {})
+
+
+def test_parse_alpha():
+    assert parse_alpha("AUTO") == "auto" and parse_alpha("0.8") == 0.8 and parse_alpha(1) == 1.0
+    for bad in ("high", "1.5", "-0.1", "nan"):
+        with pytest.raises(AdaptnerError, match=r"--smooth-alpha must be 'auto' or a number"):
+            parse_alpha(bad)
 
 
 def test_old_int8_directory_loads_as_before(tiny_trf, dev, tmp_path):

@@ -238,13 +238,12 @@ def quantize_cmd(
         "directory (e.g. corpus/train) or .spacy file; the scales are saved with the pipeline, "
         "so loading it needs no calibration data.",
     ),
-    smooth_alpha: float | None = typer.Option(
+    smooth_alpha: str | None = typer.Option(
         None,
         "--smooth-alpha",
-        min=0.0,
-        max=1.0,
-        help="With --calibrate: how much of the activations' range moves into the weights "
-        "(0 to 1; default 0.5).",
+        help="With --calibrate: how much of the activations' range moves into the weights, 0 to "
+        "1, or 'auto' (each layer's best alpha on held-out calibration docs); default: "
+        "auto.",
     ),
     calibration_docs: int = typer.Option(
         256, "--calibration-docs", min=1, help="With --calibrate: docs sampled for calibration."
@@ -265,6 +264,7 @@ def quantize_cmd(
         DEFAULT_ALPHA,
         DEFAULT_KEEP_FP32,
         DEFAULT_KEEP_FP32_SMOOTHED,
+        parse_alpha,
         quantize_pipeline,
     )
     from ..errors import AdaptnerError
@@ -273,7 +273,7 @@ def quantize_cmd(
         raise AdaptnerError("--smooth-alpha needs --calibrate (e.g. --calibrate corpus/train).")
     default = DEFAULT_KEEP_FP32 if calibrate is None else DEFAULT_KEEP_FP32_SMOOTHED
     keep = [] if all_linear else (keep_fp32 or list(default))
-    alpha = DEFAULT_ALPHA if smooth_alpha is None else smooth_alpha
+    alpha = parse_alpha(DEFAULT_ALPHA if smooth_alpha is None else smooth_alpha)
     count = quantize_pipeline(
         model_dir,
         output,
