@@ -21,7 +21,7 @@ import typer
 
 # Run as a script, Python puts bench/ first on sys.path: the ablation's helpers import as is.
 from ablation import load_results
-from distil_bench import Lever, run_one, table
+from distil_bench import TARGETS, Lever, run_one, table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +65,12 @@ def main(
     output_dir: Path = typer.Option(ROOT / "bench/results/distil_sweep", "--output"),
     max_steps: int = typer.Option(0, "--max-steps", min=0,
                                   help="Cap training steps (0 = the config's)."),
+    transfer: bool = typer.Option(
+        False, "--transfer",
+        help="News-only training as `distil_bench.py --transfer`: News gold + the teacher on News "
+        "and the target domains' texts (model selection on News dev), scored on News, "
+        "conversation, legal and social media dev.",
+    ),
 ) -> None:
     """Train and score the student for every α × T × seed; JSON lines and a table."""
     from spacy.vocab import Vocab
@@ -77,7 +83,7 @@ def main(
     levers = sweep_levers(config, _floats(alphas, "--alphas"),
                           _floats(temperatures, "--temperatures"))
     seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    args = {"transfer": False, "train": teacher_corpus, "dev": dev,
+    args = {"transfer": transfer, "train": teacher_corpus, "dev": dev,
             "teacher_corpus": teacher_corpus, "vectors": None, "models_dir": models_dir,
             "max_steps": max_steps}  # fmt: skip
     out_jsonl, out_md = output_dir / "sweep.jsonl", output_dir / "sweep.md"
@@ -85,7 +91,8 @@ def main(
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-    gold = load_eval_docs(dev, "all", Vocab())
+    domains = ["news", *TARGETS] if transfer else DOMAINS
+    gold = load_eval_docs(dev, ",".join(domains) if transfer else "all", Vocab())
     texts = [doc.text for docs in gold.values() for doc in docs]
     done = {(r["lever"], r["seed"]) for r in load_results(out_jsonl)}
     for seed in seed_list:
@@ -100,7 +107,7 @@ def main(
         f"# Distillation sweep: α × T on {teacher_corpus}\n\n"
         "dev F1 (%) with adaptner's scorer, all dev domains; words per CPU-second of "
         "`nlp.pipe` over the dev texts, one thread.\n\n"
-        + table(load_results(out_jsonl), list(levers), DOMAINS)
+        + table(load_results(out_jsonl), list(levers), domains)
     )
     write_text(out_md, md)
     print(md)

@@ -368,10 +368,13 @@ def test_transformer_wheel_carries_its_weights(dansk_corpus, fresh_trf_venv, tmp
     layers = quantize_pipeline(model, tmp_path / "trf_int8")  # output projections kept fp32
     assert layers == 2 * 4 + 1
     result = package_pipeline(
-        model, packages, int8=True, eval_dir=dansk_corpus / "dev", eval_domains="news"
-    )
+        model, packages, int8=True, eval_dir=dansk_corpus / "dev", eval_domains="news",
+        calibrate=dansk_corpus / "train" / "news.spacy",
+    )  # fmt: skip
     name = "da_adaptner_news_news_bio_trf_int8"
     assert result.name == name
+    with zipfile.ZipFile(result.wheel) as zf:  # the smoothing scales ship with the component
+        assert zf.getinfo(f"{name}/{name}-0.1.0/int8_transformer/smooth_scales.msgpack").file_size
     _install_offline(fresh_trf_venv, packages, name)
     got = _load_in_venv(fresh_trf_venv, name, tmp_path / "run_int8")
     assert got["pipeline"] == ["transformer", "int8_transformer", "bio_ner"]
