@@ -58,8 +58,9 @@ DEFAULT_KEEP_FP32 = (r"output\.dense",)
 #: pipeline (dev 78.46 in fp32) these two in fp32 and the rest smoothed with per-layer alphas
 #: (``auto``) scored 78.51 (unsmoothed: 77.44; alpha 0.5: 77.88); every layer in int8 cost
 #: 0.9 to 1.0 F1 smoothed (alpha 0.8: 77.54, auto: 77.42; alpha 0.5: 67.90; unsmoothed
-#: 74.35), so ``--all-linear`` is the faster choice at that cost. Speed ratios as above
-#: (bench/results/e5/int8_smooth_shared_machine.md, measured on a shared machine: F1 only).
+#: 74.35), so ``--all-linear`` is the faster choice at that cost. On 2 idle cores: fp32 1,779
+#: words/s, these defaults smoothed 2,208 (1.24x), every layer smoothed 2,508 (1.41x), every
+#: layer unsmoothed 2,778 (1.56x) (bench/results/e5/int8_smooth.md).
 DEFAULT_KEEP_FP32_SMOOTHED: tuple[str, ...] = DEFAULT_KEEP_FP32
 #: ``--smooth-alpha auto``: each layer's alpha searched on held-out calibration docs.
 AUTO = "auto"
