@@ -273,9 +273,7 @@ def int8_error(layer: Any, x: Any, scale: numpy.ndarray | None, per_channel: boo
     import copy
 
     import torch
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 
-    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     with torch.no_grad():
         reference = layer(x)
         twin = torch.nn.Sequential(copy.deepcopy(layer))
@@ -283,9 +281,7 @@ def int8_error(layer: Any, x: Any, scale: numpy.ndarray | None, per_channel: boo
             s = torch.tensor(scale)
             twin[0].weight.mul_(s)
             x = x / s
-        torch.ao.quantization.quantize_dynamic(
-            twin, {torch.nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
-        )
+        quantize_module(twin, per_channel=per_channel)
         error = (twin(x) - reference).norm() / reference.norm().clamp_min(1e-12)
     return float(error)
 

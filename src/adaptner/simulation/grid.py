@@ -220,7 +220,8 @@ def plan_grid(spec: GridSpec) -> GridPlan:
                 f"({', '.join(resolved)}); pass one --source."
             )
         seeds = sorted(set(spec.seeds))
-        idle = [str(m) for i, m in enumerate(given) if not any(k % len(given) == i for k in seeds)]
+        served = {source_model_for(k, given)[1] for k in seeds}
+        idle = [str(m) for m in given if m not in served]
         if len(given) > 1 and idle:
             raise AdaptnerError(
                 f"{len(given)} source models but seeds {seeds} leave {', '.join(idle)} without "
@@ -299,8 +300,8 @@ def describe_source_models(plan: GridPlan) -> list[str]:
         if len(models) < 2:
             continue
         parts = []
-        for i, model in enumerate(models):
-            mine = [str(k) for k in seeds if k % len(models) == i]
+        for model in models:
+            mine = [str(k) for k in seeds if source_model_for(k, models)[1] == model]
             parts.append(f"{model} (seed{'s' if len(mine) != 1 else ''} {', '.join(mine)})")
         served = "; ".join(parts)
         lines.append(
