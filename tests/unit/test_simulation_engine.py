@@ -320,9 +320,44 @@ def test_resume_after_interruption(tiny, tmp_path, mode):
 
 def test_resume_rejects_other_parameters(tiny, tmp_path):
     cfg = make_cfg(tiny)
-    run_simulation(make_cfg(tiny, settings=SETTINGS.replace(budget=0.2)), tmp_path)
-    with pytest.raises(AdaptnerError, match=r"line 1: written with different parameters \(budget"):
+    run_simulation(make_cfg(tiny, settings=SETTINGS.replace(epochs=1)), tmp_path)
+    with pytest.raises(AdaptnerError, match=r"line 1: written with different parameters \(epochs"):
         run_simulation(cfg, tmp_path)
+
+
+def without_budget(records):
+    """Records as a run to any budget writes them: the budget, its hash and where it stopped
+    dropped."""
+    drop = {"params", "params_hash", "last"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in strip_timing(records)]
+
+
+@pytest.mark.parametrize("mode", ["reset", "warm"])
+def test_finished_run_grows_to_a_larger_budget(tiny, tmp_path, mode):
+    """A run finished at 20 % goes on to 50 % from its last round, with exactly the rounds a
+    run to 50 % makes; running it again at 20 % afterwards is refused."""
+    small = make_cfg(tiny, mode=mode, settings=PAPER.replace(budget=0.2))
+    large = make_cfg(tiny, mode=mode, settings=PAPER)
+    first = run_simulation(small, tmp_path / "grow")
+    # legal: 32 AL docs, 3 labels per round: 6 = 20 % after round 2, 16 = 50 % after round 5
+    assert [r["labeled_count"] for r in first] == [0, 3, 6] and first[-1]["last"]
+    grown = run_simulation(large, tmp_path / "grow")
+    direct = run_simulation(large, tmp_path / "direct")
+    assert [r["labeled_count"] for r in grown] == [0, 3, 6, 9, 12, 16]
+    assert without_budget(grown) == without_budget(direct)
+    assert grown[:3] == first  # the saved rounds are kept as they are
+    assert run_simulation(large, tmp_path / "grow") == grown  # finished: not run again
+    with pytest.raises(AdaptnerError, match=r"line 4 was run to a budget of 0.5, more than the "
+                       r"0.2 asked for now. Pass --budget 0.5"):  # fmt: skip
+        run_simulation(small, tmp_path / "grow")
+
+
+def test_run_stopped_off_the_query_steps_does_not_grow(tiny, tmp_path):
+    # budget 25 % of 40 docs = 10 labels, 4 per round: round 3 labeled 2, a larger budget's 4
+    run_simulation(make_cfg(tiny, settings=SETTINGS.replace(budget=0.25)), tmp_path)
+    with pytest.raises(AdaptnerError, match=r"10 labeled docs after round 3, where the larger "
+                       r"budget's round 3 labels 12 .* Delete the file"):  # fmt: skip
+        run_simulation(make_cfg(tiny, settings=SETTINGS.replace(budget=0.5)), tmp_path)
 
 
 def test_resume_rejects_another_source_model(tiny, tmp_path):

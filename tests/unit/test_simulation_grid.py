@@ -134,6 +134,26 @@ def test_run_grid_resumes(tiny, tmp_path):
     assert any("(14/14 rounds done, 0 tasks to run" in line for line in logs), logs
 
 
+def test_grid_grows_to_a_larger_budget(tiny, tmp_path):
+    """A grid finished at one budget continues to a larger one: every run from its last
+    round, the baselines (which no budget changes) read back, the folder's settings updated."""
+    out = tmp_path / "metrics"
+    run_grid(spec(tiny, tmp_path), progress=False, log=lambda _: None)
+    before = all_records(out)
+    baselines = {p.name: p.read_text() for p in (out / "baselines").glob("*.json")}
+    logs: list[str] = []
+    grown = spec(tiny, tmp_path, settings=SETTINGS.replace(budget=0.3))
+    run_grid(grown, progress=False, log=logs.append)
+    # 32 AL docs, 3 labels a round: 20 % = 6 docs after round 2, 30 % = 9 after round 3
+    assert any("(14/18 rounds done, 4 tasks to run" in line for line in logs), logs  # + 2 baselines
+    after = all_records(out)
+    assert all(after[k][:3] == before[k] and len(after[k]) == 4 for k in before)
+    assert {p.name: p.read_text() for p in (out / "baselines").glob("*.json")} == baselines
+    assert json.loads((out / "simulation.json").read_text())["settings"]["budget"] == 0.3
+    with pytest.raises(AdaptnerError, match=r"was run to a budget of 0.3, more than the 0.2"):
+        run_grid(spec(tiny, tmp_path), progress=False, log=lambda _: None)
+
+
 def test_failed_tasks_are_reported_after_the_rest(tiny, tmp_path):
     s = spec(tiny, tmp_path, strategy_params={"margin": {"aggregation": "median"}}, baselines=[])
     with pytest.raises(AdaptnerError, match=r"2 of 4 tasks failed; first: news_legal_margin_.*"):

@@ -17,9 +17,9 @@ from .config import (
     ALSettings,
     SimulationConfig,
     derive_seed,
+    fixed_params,
     model_suffix,
     source_slug,
-    with_legacy_settings,
 )
 from .engine import (
     RunData,
@@ -207,7 +207,7 @@ def run_baseline(cfg: BaselineConfig, output_dir: str | Path) -> dict[str, Any]:
         except json.JSONDecodeError:
             old = None
         if old is not None:
-            if with_legacy_settings(old.get("params") or {}) != params:
+            if fixed_params(old.get("params") or {}) != fixed_params(params):
                 raise AdaptnerError(
                     f"{path} was written with different parameters; delete it or write to "
                     "another --output directory."

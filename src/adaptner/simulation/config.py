@@ -51,6 +51,32 @@ def with_legacy_settings(stored: dict[str, Any]) -> dict[str, Any]:
     return {**LEGACY_SETTINGS, **stored}
 
 
+#: Settings a finished run or folder may be resumed with a larger value of: ``budget`` only
+#: says when a run stops (its rounds up to the old budget are those a larger budget makes), so
+#: a grid run to 30 % can later be continued to 100 %. Baselines do not depend on it.
+GROWABLE_SETTINGS = ("budget",)
+
+
+def fixed_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Stored or current parameters without :data:`GROWABLE_SETTINGS` (legacy keys filled in):
+    what must match exactly for a file to be resumed."""
+    return {k: v for k, v in with_legacy_settings(params).items() if k not in GROWABLE_SETTINGS}
+
+
+def check_budget_growth(stored: Any, now: float, where: str) -> None:
+    """Refuse to resume files written to a larger budget than ``now`` (shrinking would leave
+    rounds beyond the budget in the results).
+
+    Raises:
+        AdaptnerError: ``stored`` exceeds ``now``.
+    """
+    if isinstance(stored, (int, float)) and stored > now + 1e-12:
+        raise AdaptnerError(
+            f"{where} was run to a budget of {stored:g}, more than the {now:g} asked for now. "
+            f"Pass --budget {stored:g} (or more), or write to another --output folder."
+        )
+
+
 #: Record fields that measure time; they differ between identical runs.
 TIMING_FIELDS = ("train_seconds", "score_seconds", "eval_seconds", "round_seconds")
 

@@ -37,11 +37,14 @@ from ..util import (
 )
 from ..util import load_pipeline as load_trained
 from .config import (
+    GROWABLE_SETTINGS,
     HELDOUT,
     MERGED,
     ALSettings,
     SimulationConfig,
+    check_budget_growth,
     derive_seed,
+    fixed_params,
     with_legacy_settings,
 )
 
@@ -373,10 +376,12 @@ def check_records(records: Sequence[dict[str, Any]], cfg: SimulationConfig, path
     Raises:
         AdaptnerError: different parameters (the differing keys named) or a gap in rounds.
     """
-    params = cfg.params()
+    params = fixed_params(json.loads(json.dumps(cfg.params())))
     for i, rec in enumerate(records, start=1):
-        theirs = with_legacy_settings(rec.get("params", {}))
-        if theirs != json.loads(json.dumps(params)):
+        theirs = fixed_params(rec.get("params", {}))
+        check_budget_growth(rec.get("params", {}).get("budget"), cfg.settings.budget,
+                            f"{path}, line {i}")  # fmt: skip
+        if theirs != params:
             diff = sorted(k for k in set(params) | set(theirs) if params.get(k) != theirs.get(k))
             detail = ", ".join(
                 f"{k}: file {theirs.get(k)!r} vs now {params.get(k)!r}" for k in diff
@@ -404,6 +409,32 @@ def check_records(records: Sequence[dict[str, Any]], cfg: SimulationConfig, path
                 f"{path}, line {i} {what}. Delete line {i} and every line after it, then re-run "
                 f"the same command: the run resumes at round {i - 1}."
             )
+
+
+def run_finished(records: Sequence[dict[str, Any]], sizes: RunSizes, path: Path) -> bool:
+    """Whether a run's saved rounds reach its budget (or used up the pool).
+
+    A run saved as finished at a smaller budget is not finished at a larger one: it goes on
+    from its last round, provided that round labeled what the larger budget's round labels (a
+    budget off the 5 % steps cuts its last batch short; such a run must start again).
+
+    Raises:
+        AdaptnerError: the run stopped at a budget off the query steps and cannot grow.
+    """
+    if not records or not records[-1].get("last"):
+        return False
+    last = records[-1]
+    if last.get("pool_left") == 0 or last["labeled_count"] >= sizes.budget:
+        return True
+    round_ = len(records) - 1
+    if last["labeled_count"] != sizes.labeled_after(round_):
+        raise AdaptnerError(
+            f"{path}: the run stopped at its budget with {last['labeled_count']} labeled docs "
+            f"after round {round_}, where the larger budget's round {round_} labels "
+            f"{sizes.labeled_after(round_)} (the old budget was not a multiple of the query "
+            "share). Delete the file to run it again from round 0."
+        )
+    return False
 
 
 #: The file in a simulation folder that records the settings its runs were made with.
@@ -434,7 +465,9 @@ def check_folder_settings(output_dir: str | Path, settings: ALSettings) -> Path:
             ) from None
         defaults = ALSettings().as_dict()
         stored = with_legacy_settings(stored)
-        diff = sorted(k for k in now if stored.get(k, defaults.get(k)) != now[k])
+        check_budget_growth(stored.get("budget"), settings.budget, f"{output_dir} ({path})")
+        fixed = [k for k in now if k not in GROWABLE_SETTINGS]
+        diff = sorted(k for k in fixed if stored.get(k, defaults.get(k)) != now[k])
         diff += sorted(k for k in stored if k not in now)
         if diff:
             detail = ", ".join(f"{k}: folder {stored.get(k)!r}, now {now.get(k)!r}" for k in diff)
@@ -442,8 +475,9 @@ def check_folder_settings(output_dir: str | Path, settings: ALSettings) -> Path:
                 f"{output_dir} holds runs made with other settings ({detail}; see {path}). "
                 "Re-run with the folder's settings, or write to another --output folder."
             )
-        return path
-    write_json(path, {"settings": now})
+        if stored.get("budget") == now["budget"]:
+            return path
+    write_json(path, {"settings": now})  # first use, or the runs grow to a larger budget
     return path
 
 
@@ -614,7 +648,7 @@ class Simulation:
             write_text(
                 self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             )
-        if records and records[-1].get("last"):
+        if run_finished(records, self.sizes, self.path):
             return list(records)
         labeled = self.restore(records)
         round_ = len(records)

@@ -43,6 +43,7 @@ from .engine import (
     eval_split_for,
     plan_sizes,
     read_records,
+    run_finished,
     run_simulation,
     source_domains_for,
 )
@@ -128,7 +129,7 @@ class GridPlan:
         for r in self.runs:
             records, _ = read_records(self.run_path(r))
             check_records(records, r, self.run_path(r))  # finished runs too
-            if records and records[-1].get("last"):
+            if run_finished(records, self.sizes[r.target], self.run_path(r)):
                 continue
             out.append(("run", r, max(1, self.sizes[r.target].rounds - len(records))))
         return out
