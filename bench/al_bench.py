@@ -231,7 +231,10 @@ def e5_grid(
     modes: list[str] = typer.Option(["reset"], "--mode", "-m", help="Modes (repeat)."),
     seeds: int = typer.Option(10, "--seeds", "-n", help="Seeds per setting (0..n-1)."),
     budget: float = typer.Option(
-        1.0, "--budget", help="Largest labeled share (1.0 = 100 %, the paper's range)."
+        1.0,
+        "--budget",
+        help="Largest labeled share (1.0 = 100 %, the paper's range); a larger one than the "
+        "--output folder's grows its finished runs.",
     ),
     trainer: str | None = typer.Option(
         None,

@@ -164,7 +164,10 @@ def simulate_cmd(
         None, "--query-fraction", help="Docs per round as a share of the target train set."
     ),
     budget: float | None = typer.Option(
-        None, "--budget", help="Stop at this labeled share of the target train set."
+        None,
+        "--budget",
+        help="Stop at this labeled share of the target train set. A larger one than a "
+        "finished --output folder's continues its runs from their last round.",
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Retraining epochs per round."),
     patience: int | None = typer.Option(
