@@ -76,6 +76,8 @@ PAPER_STRATEGIES = ["random", "least_confidence", "margin", "vocab", "mnlp", "ca
 NO_REPLAY = {"source_replay": 0.0}
 #: The round trainers e5-grid offers (adaptner.update.trainers).
 E5_TRAINERS = ("cached_head", "top_layers", "fine_tune")
+#: Round trainers with their own AL config under configs/al/ (the rest override e5.cfg's).
+E5_TRAINER_CONFIGS = {"top_layers": "e5_top_layers.cfg"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -239,7 +241,8 @@ def e5_grid(
     trainer: str | None = typer.Option(
         None,
         "--trainer",
-        help=f"Round trainer: {' | '.join(E5_TRAINERS)} (default: the AL config's, cached_head).",
+        help=f"Round trainer: {' | '.join(E5_TRAINERS)} (default cached_head, configs/al/e5.cfg; "
+        "top_layers runs configs/al/e5_top_layers.cfg).",
     ),
     source_replay: float | None = typer.Option(
         None,
@@ -272,9 +275,12 @@ def e5_spec(
     """e5-grid's grid (also what ``plan --grid e5`` costs)."""
     if trainer is not None and trainer not in E5_TRAINERS:
         raise typer.BadParameter(f"--trainer {trainer!r}: choose from {', '.join(E5_TRAINERS)}")
+    # a trainer with its own AL config (its rates and epochs) uses it; others override e5.cfg's
+    al_config = E5_TRAINER_CONFIGS.get(trainer or "", "e5.cfg")
     return news_grid(
-        "e5.cfg", "bio_trf_e5.cfg", output, targets, strategies, modes, seeds, budget,
-        source_models, trainer=trainer, source_replay=source_replay,
+        al_config, "bio_trf_e5.cfg", output, targets, strategies, modes, seeds, budget,
+        source_models, trainer=None if al_config != "e5.cfg" else trainer,
+        source_replay=source_replay,
     )  # fmt: skip
 
 

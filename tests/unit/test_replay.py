@@ -56,7 +56,7 @@ def test_bad_ratio_is_refused(changes, message):
 
 
 def test_shipped_al_configs_replay_the_source():
-    for name in ("default", "e5", "fixed_pool", "full_pool"):
+    for name in ("default", "e5", "e5_top_layers", "fixed_pool", "full_pool"):
         settings = load_al_settings(name)
         assert settings.source_replay == ALSettings().source_replay > 0
     assert load_al_settings("default", source_replay=0.0).source_replay == 0.0

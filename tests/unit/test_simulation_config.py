@@ -53,6 +53,14 @@ def test_shipped_al_configs_load(name):
     assert 0 < s.pool_fraction <= 1 and 0 < s.query_fraction <= s.pool_fraction
 
 
+def test_top_layers_al_config_is_e5_with_the_real_model():
+    """e5_top_layers.cfg is e5.cfg with the top_layers trainer at the trainer's own rates."""
+    base = load_al_settings(ROOT / "configs" / "al" / "e5.cfg").as_dict()
+    top = load_al_settings(ROOT / "configs" / "al" / "e5_top_layers.cfg").as_dict()
+    assert {k for k in base if base[k] != top[k]} == {"trainer", "epochs", "learn_rate"}
+    assert (top["trainer"], top["epochs"], top["learn_rate"]) == ("top_layers", 10, None)
+
+
 def test_default_al_config_is_the_papers_protocol():
     s = load_al_settings(ROOT / "configs" / "al" / "default.cfg")
     assert (s.pool_fraction, s.query_fraction, s.budget) == (0.2, 0.05, 1.0)
