@@ -240,13 +240,36 @@ def test_goal_summary_needs_every_target():
     assert any("AULC above random on every target (legal): margin" in x for x in goal_summary(rows))
 
 
+def test_worst_round_against_the_source_model():
+    """A first batch that makes the model worse is found and named (seed means, round 0 = the
+    source); a curve that never dips reports its smallest gain."""
+    dip = [[0.5, 0.40, 0.55, 0.6, 0.7], [0.5, 0.46, 0.49, 0.6, 0.7]]  # means .43 .52 at 5/10 %
+    recs = make_records("random", dip) + make_records("margin", MARGIN)
+    rows = {r["strategy"]: r for r in map(summarize_curve, build_curves(recs).values(),
+                                          [{}] * 2)}  # fmt: skip
+    assert rows["random"]["below_source"] == pytest.approx(-0.07)
+    assert rows["random"]["below_source_at"] == pytest.approx(0.05)
+    assert rows["margin"]["below_source"] == pytest.approx(0.21)  # .71 - .5, its lowest round
+    lines = goal_summary(list(rows.values()))
+    assert "- [dev] source news, reset: every round at or above the source model (seed mean): " \
+        "no, below it: legal/random (-0.070 @5 %)" in lines
+    assert "every round at or above the source model (seed mean): yes (1 curves)" in "\n".join(
+        goal_summary([rows["margin"]])
+    )
+    report = markdown_report(list(rows.values()), {})
+    assert "| worst round − round 0 |" in report and "| -0.070 @5 % |" in report
+
+
 def test_markdown_report(anchors):
     base = baseline_means(BASELINES)
     rows = [summarize_curve(c, base) for c in build_curves(make_records("margin", MARGIN)).values()]
     text = markdown_report(rows, base, anchors)
     assert "## Evaluation set: dev" in text
     assert "| dev | news | legal | margin | reset | 2 | 20 % (20 %) | 0.710 ± 0.127 |" in text
-    assert "| – | – | 0.755 ± 0.032 | 20 % (seeds 18 ± 32 %) | > 20 % (0/2 seeds) " in text
+    assert (
+        "| – | – | 0.755 ± 0.032 | +0.210 @5 % | 20 % (seeds 18 ± 32 %) | > 20 % (0/2 seeds) "
+        in text
+    )
     assert "| **0.890** | – | 0.800 → 0.760 |" in text  # the reference in bold
     assert "## Baselines" in text
     assert "| dev | news | legal | target_full | 2 | 0.890 ± 0.127 |" in text
