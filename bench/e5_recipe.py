@@ -84,17 +84,19 @@ ROWS: dict[str, Row] = {
 }
 
 
-def _steps_per_epoch(batch_size: int, domains: str = "all") -> int:
-    """Batches in one epoch of DANSK train (the row's domains) with the config's batcher."""
+def _steps_per_epoch(batch_size: int, domains: str = "all", train_dir: Path | None = None) -> int:
+    """Batches in one epoch of DANSK train (or ``train_dir``; the row's domains) with the
+    config's batcher."""
     import spacy
     from spacy.tokens import DocBin
     from spacy.util import registry
 
     nlp = spacy.blank("da")
+    train_dir = train_dir or ROOT / "corpus" / "train"
     docs = [
         doc
         for domain in domains.split(",")
-        for doc in DocBin().from_disk(ROOT / f"corpus/train/{domain}.spacy").get_docs(nlp.vocab)
+        for doc in DocBin().from_disk(train_dir / f"{domain}.spacy").get_docs(nlp.vocab)
     ]
     batcher = registry.batchers.get("spacy.batch_by_padded.v1")(
         size=batch_size, buffer=256, discard_oversize=False
