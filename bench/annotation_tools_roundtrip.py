@@ -122,8 +122,10 @@ def prepare_session(
     n_pool: int,
     n_heldout: int,
     strategy: str = "random",
+    source_docs: Path | None = None,
 ) -> tuple[Path, dict[str, list[dict]]]:
-    """A session over a Legal pool slice; returns the store and the pool's gold entities."""
+    """A session over a Legal pool slice; returns the store and the pool's gold entities.
+    ``source_docs``: the source's gold DocBin, replayed in every round."""
     from adaptner.corpus import convert_corpus
     from adaptner.training import train_pipeline
 
@@ -163,6 +165,7 @@ def prepare_session(
         heldout=workdir / "heldout.spacy",
         strategy=strategy,
         session_dir=workdir / "sdir",
+        source_docs=source_docs,
     )
     return db, gold
 

@@ -105,16 +105,18 @@ def run(
     record: Path | None,
     command: str,
     trainer: str = "auto",
+    source_docs: Path | None = None,
 ) -> dict[str, Any]:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     t0 = time.perf_counter()
-    db, gold = prepare_session(workdir, corpus, source, n_pool, 150, strategy)
+    db, gold = prepare_session(workdir, corpus, source, n_pool, 150, strategy, source_docs)
     log: dict[str, Any] = {
         "command": command,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "strategy": strategy,
         "trainer": trainer,
+        "source_docs": None if source_docs is None else str(source_docs),
         "pool": n_pool,
         "session_ready_s": round(time.perf_counter() - t0, 1),
         "rounds": [],
@@ -310,6 +312,12 @@ def main(
         help="session serve --trainer: auto (top_layers for a transformer source, fine_tune "
         "for a CNN) | top_layers | cached_head | fine_tune.",
     ),
+    source_docs: Path | None = typer.Option(
+        None,
+        "--source-docs",
+        help="The source's gold DocBin (e.g. corpus/train/news.spacy): every round replays a "
+        "sample of it (session init --source-docs).",
+    ),
     ls_url: str | None = typer.Option(
         None, "--ls-url", help="A running Label Studio (else one is started here)."
     ),
@@ -333,6 +341,7 @@ def main(
         record=record,
         command=command.strip(),
         trainer=trainer,
+        source_docs=source_docs,
     )
     print(json.dumps({"next_batch_s": log["next_batch_s"], "latency_s": log["latency_s"]}))
 
