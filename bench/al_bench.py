@@ -40,6 +40,7 @@ compares with the paper's mBERT curves in ../shared/anchors/ when present.
 
 import contextlib
 import shutil
+import sys
 import tarfile
 import tempfile
 import time
@@ -75,6 +76,8 @@ PAPER_STRATEGIES = ["random", "least_confidence", "margin", "vocab", "mnlp", "ca
 #: (bench/replay_ratio.py measures the replay); e5-grid takes the AL config's (--source-replay).
 NO_REPLAY = {"source_replay": 0.0}
 #: The round trainers e5-grid offers (adaptner.update.trainers).
+#: How this run was started (named in reports and under figures).
+COMMAND = "python bench/al_bench.py " + " ".join(sys.argv[1:])
 E5_TRAINERS = ("cached_head", "top_layers", "fine_tune")
 #: Round trainers with their own AL config under configs/al/ (the rest override e5.cfg's).
 E5_TRAINER_CONFIGS = {"top_layers": "e5_top_layers.cfg"}
@@ -134,7 +137,7 @@ def grid(
     run_grid(spec, workers=workers, backend=backend, log=typer.echo)
     typer.echo(f"Grid wall time: {time.perf_counter() - start:.0f} s")
     anchors = ANCHORS if (ANCHORS / "paper_al_curves").is_dir() else None
-    result = write_report(output, output / "report", anchors_dir=anchors)
+    result = write_report(output, output / "report", anchors_dir=anchors, command=COMMAND)
     typer.echo(result["report"].read_text(encoding="utf8"))
     for path in result["plots"]:
         typer.echo(f"plot: {path}")
@@ -208,7 +211,9 @@ def run_and_report(spec: GridSpec, *, workers: int, backend: str = "local") -> N
         f"{sum(r['round_seconds'] for r in rounds) / max(1, len(rounds)):.1f} s per round"
     )
     anchors = ANCHORS if (ANCHORS / "paper_al_curves").is_dir() else None
-    result = write_report(spec.output_dir, spec.output_dir / "report", anchors_dir=anchors)
+    result = write_report(
+        spec.output_dir, spec.output_dir / "report", anchors_dir=anchors, command=COMMAND
+    )
     typer.echo(result["report"].read_text(encoding="utf8"))
     for path in result["plots"]:
         typer.echo(f"plot: {path}")
@@ -545,7 +550,7 @@ def report(
         output = runs.parent if runs.is_file() else runs / "report"
     anchors = ANCHORS if (ANCHORS / "paper_al_curves").is_dir() else None
     with runs_folder(runs) as folder, tempfile.TemporaryDirectory(prefix="al_report_") as tmp:
-        result = write_report(folder, Path(tmp) / "report", anchors_dir=anchors)
+        result = write_report(folder, Path(tmp) / "report", anchors_dir=anchors, command=COMMAND)
         output.mkdir(parents=True, exist_ok=True)
         for path in [result["report"], result["summary"], *result["plots"]]:
             shutil.copyfile(path, output / path.name)

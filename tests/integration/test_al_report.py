@@ -98,6 +98,7 @@ def test_cli_smoke_report_has_every_column(
         "| labels at end | F1 @5 % |",
         "| AULC from 0 | worst round − round 0 | 95 % at | 99 % at | round trainer F1 |",
         "every round at or above the source model (seed mean): ",
+        f"Made by `adaptner curves -i {out} -o {out / 'report'}",  # and the date
         "| gain | p | Holm p | m | CI above 0 | above random |",
         "- cartography selects margin's sentences on legal (source news, reset: the same docs "
         "in all 2 rounds of 2 seeds): reported as margin.",

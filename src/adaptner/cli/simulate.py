@@ -353,7 +353,10 @@ def curves_cmd(
     from ..simulation.curves import write_report
 
     output = output if output is not None else input_dir / "report"
-    result = write_report(input_dir, output, anchors_dir=anchors, force=force)
+    command = f"adaptner curves -i {input_dir} -o {output}" + (
+        f" --anchors {anchors}" if anchors is not None else ""
+    )
+    result = write_report(input_dir, output, anchors_dir=anchors, force=force, command=command)
     for path in result["plots"]:
         typer.echo(f"✔ {path}")
     typer.echo(f"✔ {result['report']} ({len(result['rows'])} curves)")

@@ -7,6 +7,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -1085,11 +1086,13 @@ def plot_target(
     path: str | Path,
     anchors: dict[tuple[str, str], Anchor] | None = None,
     same_as: dict[str, list[str]] | None = None,
+    caption: str | None = None,
 ) -> Path:
     """One PNG per (source, target), one panel per evaluation set: strategies (mean ± CI),
     baselines as horizontal lines, the paper's curves dashed (News source only; the x-axis is
     then the paper's, shares of the whole target train set). ``same_as`` names the strategies
-    a curve also stands for (duplicates)."""
+    a curve also stands for (duplicates); ``caption`` (the command and date that drew it)
+    goes under the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1108,6 +1111,9 @@ def plot_target(
         handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
     )
     fig.tight_layout()
+    if caption:
+        fig.subplots_adjust(bottom=0.16)
+        fig.text(0.005, 0.005, caption, fontsize=7, ha="left", va="bottom", wrap=True)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -1185,9 +1191,11 @@ def write_report(
     *,
     anchors_dir: str | Path | None = None,
     force: bool = False,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Aggregate a results folder into ``report.md``, ``summary.json`` and one PNG per
-    (source, target) with a panel per evaluation set.
+    (source, target) with a panel per evaluation set. ``command`` (what made the report) is
+    named with the date at the top of the report and under every figure.
 
     Strategies that select the same sentences as another (:func:`find_duplicates`) are
     reported once; the gains over random are paired by seed and Holm-corrected
@@ -1216,6 +1224,8 @@ def write_report(
     output_dir = claim_output_dir(
         output_dir, "curves", force=force, owned_files=("summary.json", "report.md")
     )
+    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    caption = f"{command}  ({made})" if command else f"drawn {made}"
     plots = []
     by_pair: dict[tuple[str, str], list[Curve]] = defaultdict(list)
     for c in curves.values():
@@ -1229,10 +1239,13 @@ def write_report(
                 output_dir / f"curves_{source_slug(source)}_{target}.png",
                 anchors,
                 twins,
+                caption,
             )
         )
     report = output_dir / "report.md"
-    write_text(report, markdown_report(rows, baselines, anchors, gains, duplicates, models))
+    text = markdown_report(rows, baselines, anchors, gains, duplicates, models)
+    head, _, rest = text.partition("\n\n")
+    write_text(report, f"{head}\n\nMade by `{command or 'adaptner curves'}` ({made}).\n\n{rest}")
     summary = output_dir / "summary.json"
     write_json(
         summary,
