@@ -276,6 +276,8 @@ def plot(log: dict[str, Any], path: Path) -> None:
     a1.bar([v + width / 2 for v in x], [r["latency_s"] for r in rows], width,
            color="tab:blue", label="-> a model that learnt it")  # fmt: skip
     a1.axhline(10, color="tab:red", ls="--", lw=1, label="target 10 s")
+    tallest = max([10.0, *(r["latency_s"] for r in rows)])
+    a1.set_ylim(0, tallest * 1.5)  # room for the legend above the bars
     a1.set_xlabel("annotation (round before it)")
     a1.set_ylabel("seconds after the submission")
     a1.set_title(f"annotation submitted (trainer {log.get('trainer', 'auto')})", fontsize=9)
