@@ -81,7 +81,7 @@ def test_one_command_round_on_a_transformer(trf_session, monkeypatch, capsys):
     real_load = loop_mod.load_pipeline
     monkeypatch.setattr(loop_mod, "load_pipeline", lambda p: loads.append(p) or real_load(p))
     out_path = sdir.parent / "b2.jsonl"
-    argv = ["adaptner", "session", "import", "trf", str(answers), "--next", "8"]
+    argv = ["adaptner", "session", "import", "trf", str(answers), "--next", "8", "--no-background"]
     monkeypatch.setattr(sys, "argv", [*argv, "-o", str(out_path), "--db", str(db)])
     try:
         main()
@@ -111,6 +111,29 @@ def test_one_command_round_on_a_transformer(trf_session, monkeypatch, capsys):
     tasks = [json.loads(x) for x in out_path.read_text(encoding="utf8").splitlines()]
     assert in_tasks(tasks) == predicted(model, tasks)
     assert not {t["text"] for t in tasks} & {t["text"] for t in b1.tasks}
+
+
+def test_one_command_round_on_a_transformer_trains_in_the_background_by_default(
+    trf_session, monkeypatch, capsys
+):
+    """Without --background or --no-background, a transformer's round trains after the batch
+    is written (top_layers rounds take tens of seconds on a CPU): the batch comes from the
+    newest finished model, and the round is there for the next import."""
+    from adaptner.cli import main
+
+    db, gold, sdir = trf_session["db"], trf_session["gold"], trf_session["sdir"]
+    b1 = next_batch(db, "trf", n=6, output=sdir.parent / "b1.jsonl")
+    answers = answer(b1.path, sdir.parent / "a1.jsonl", gold)
+    argv = ["adaptner", "session", "import", "trf", str(answers), "--next", "6", "-o"]
+    monkeypatch.setattr(sys, "argv", [*argv, str(sdir.parent / "b2.jsonl"), "--db", str(db)])
+    try:
+        main()
+    except SystemExit as e:
+        assert not e.code, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert out.index("✔ batch 2 (round 0") < out.index("✔ round 1 (warm, top_layers)")
+    assert "training the next round in the background (--no-background waits" in out
+    assert [r["trainer"] for r in session_status(db, "trf")["rounds"]] == ["source", "top_layers"]
 
 
 def test_background_round_on_a_transformer(trf_session):

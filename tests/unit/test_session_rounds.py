@@ -5,6 +5,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from spacy.tokens import DocBin
@@ -218,8 +219,8 @@ def test_import_next_trains_and_hands_out_in_one_process(tmp_path, db, monkeypat
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-o", "b.jsonl"], "--output, --batch-format and --background go with --next N"),
-        (["--background"], "--output, --batch-format and --background go with --next N"),
+        (["-o", "b.jsonl"], "--output, --batch-format and --[no-]background go with --next N"),
+        (["--background"], "--output, --batch-format and --[no-]background go with --next N"),
         (["--next", "3"], "--next needs --output/-o"),
         (["--next", "3", "-o", "b.jsonl", "--batch-format", "brat"], "Unknown --batch-format"),
         (["--next", "3", "-o", "b.jsonl", "--mode", "cold"], "Unknown --mode 'cold'"),
@@ -331,3 +332,21 @@ def test_unknown_trainer_is_named(db):
         AdaptnerError, match="Unknown trainer 'fast'; choose one of auto, top_layers"
     ):
         resolve_trainer(load_pipeline(session_status(db, "demo")["source"]), "fast")
+
+
+def test_background_by_default_follows_the_pipeline_and_trainer(tmp_path):
+    """--background is on by default where rounds fine-tune a transformer, off for a CNN, for
+    cached_head and for a pipeline whose config cannot be read."""
+    from adaptner.session.trainer import background_by_default
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    for name in ("bio_cnn", "bio_trf_e5"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.cfg").write_text((root / f"{name}.cfg").read_text())
+    trf, cnn = tmp_path / "bio_trf_e5", tmp_path / "bio_cnn"
+    assert [background_by_default(trf, t) for t in ("auto", "top_layers", "fine_tune")] == [
+        True, True, True,
+    ]  # fmt: skip
+    assert not background_by_default(trf, "cached_head")
+    assert not any(background_by_default(cnn, t) for t in ("auto", "fine_tune"))
+    assert not background_by_default(tmp_path / "missing", "auto")

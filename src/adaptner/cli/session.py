@@ -39,7 +39,8 @@ TRAINER_OPTION = typer.Option(
 BACKGROUND_HELP = (
     "write the next batch first, from the newest finished model, and train the round after "
     "it, while the batch is annotated: answers -> next batch takes the import and the pool's "
-    "scoring only; the next batch comes from the new round."
+    "scoring only; the next batch comes from the new round. Default: on when the rounds "
+    "fine-tune a transformer (top_layers, fine_tune), off for a CNN and cached_head."
 )
 SOURCE_REPLAY_OPTION = typer.Option(
     None,
@@ -264,7 +265,9 @@ def import_cmd(
     ),
     mode: str = typer.Option("warm", "--mode", help="With --next: warm | reset (as `train`)."),
     trainer: str = TRAINER_OPTION,
-    background: bool = typer.Option(False, "--background", help="With --next: " + BACKGROUND_HELP),
+    background: bool | None = typer.Option(
+        None, "--background/--no-background", help="With --next: " + BACKGROUND_HELP
+    ),
     source_replay: float | None = SOURCE_REPLAY_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
@@ -288,9 +291,9 @@ def import_cmd(
 
     if fmt is not None and fmt not in ANSWER_FORMATS:
         raise AdaptnerError(f"Unknown --format {fmt!r}; choose one of {', '.join(ANSWER_FORMATS)}.")
-    if (output is not None or batch_format is not None or background) and not next_n:
+    if (output is not None or batch_format is not None or background is not None) and not next_n:
         raise AdaptnerError(
-            "--output, --batch-format and --background go with --next N (the size of the next "
+            "--output, --batch-format and --[no-]background go with --next N (the size of the next "
             f"batch), e.g. `adaptner session import {name} {answers} --next 50 -o batch.jsonl`."
         )
     if source_replay is not None and not next_n:
@@ -315,10 +318,12 @@ def import_cmd(
 
         echo_import(answers, import_answers(db, name, answers, fmt=fmt, **options))
         return
-    from ..session.loop import answer_cycle, require_source_docs
+    from ..session.loop import answer_cycle, default_background, require_source_docs
 
     settings = round_settings(mode, trainer=trainer, source_replay=source_replay)
     require_source_docs(db, name, source_replay)
+    if background is None:
+        background = default_background(db, name, settings.trainer)
 
     def on_step(what: str, result: Any) -> None:
         if what == "import":
@@ -328,7 +333,10 @@ def import_cmd(
         elif what == "batch":
             echo_batch(result)
             if background:
-                typer.echo("ℹ training the next round (--background); the next import uses it")
+                typer.echo(
+                    "ℹ training the next round in the background (--no-background waits for it "
+                    "before writing the batch); the next import uses it"
+                )
         elif what == "train":
             echo_round(result)
 
@@ -552,16 +560,18 @@ def loop_cmd(
     trainer: str = TRAINER_OPTION,
     source_replay: float | None = SOURCE_REPLAY_OPTION,
     source_replay_max: int | None = SOURCE_REPLAY_MAX_OPTION,
-    background: bool = typer.Option(
-        False,
-        "--background",
+    background: bool | None = typer.Option(
+        None,
+        "--background/--no-background",
         help="Train rounds in a background thread: each batch is written as soon as its "
-        "answers are imported, from the newest finished model, while the next round trains.",
+        "answers are imported, from the newest finished model, while the next round trains. "
+        "Default: on when the rounds fine-tune a transformer (top_layers, fine_tune), off "
+        "for a CNN and cached_head.",
     ),
     db: Path = DB_OPTION,
 ) -> None:
     """Chain next -> wait for the answers -> import -> train -> next, automatically."""
-    from ..session.loop import require_source_docs, run_loop
+    from ..session.loop import default_background, require_source_docs, run_loop
 
     settings = round_settings(
         mode,
@@ -570,6 +580,8 @@ def loop_cmd(
         source_replay_max=source_replay_max,
     )
     require_source_docs(db, name, source_replay)
+    if background is None:
+        background = default_background(db, name, settings.trainer)
     run_loop(
         db,
         name,

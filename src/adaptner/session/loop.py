@@ -45,6 +45,7 @@ from .trainer import (
     DEFAULT_SETTINGS,
     MODES,
     UpdateSettings,
+    background_by_default,
     evaluate,
     finish_scoring,
     prepare_scoring,
@@ -1122,6 +1123,17 @@ def _train_loaded(
         del models[r]
     models[trained.round] = trained.nlp
     return trained
+
+
+def default_background(db: str | Path, name: str, trainer: str) -> bool:
+    """``--background`` when not given, for a session's rounds with ``trainer``
+    (:func:`~adaptner.session.trainer.background_by_default` on its source pipeline)."""
+    store = open_store(db)
+    try:
+        source = store.get_session(name).source
+    finally:
+        store.close()
+    return background_by_default(source, trainer)
 
 
 def answer_cycle(

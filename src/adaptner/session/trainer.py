@@ -93,6 +93,27 @@ def resolve_trainer(nlp: Language, trainer: str) -> str:
     return resolve_round_trainer(nlp, trainer)
 
 
+def background_by_default(source: str | Path, trainer: str) -> bool:
+    """What ``--background`` is when a command is given neither it nor ``--no-background``:
+    on when the rounds fine-tune a transformer (``auto`` = ``top_layers``, or ``fine_tune``:
+    tens of seconds a round on a CPU), so that answers -> next batch stays a few seconds; off
+    for a CNN (its rounds take about a second) and for ``cached_head``. Reads only the source
+    pipeline's config.cfg (a pipeline that cannot be read counts as a CNN here; loading it
+    later reports what is wrong).
+    """
+    if trainer == "cached_head":
+        return False
+    from spacy.util import load_config
+
+    from ..trf import config_needs_trf
+
+    try:
+        config = load_config(Path(source) / "config.cfg", interpolate=False)
+    except (OSError, ValueError):
+        return False
+    return config_needs_trf(config, lookup=False)
+
+
 def prepare_scoring(
     nlp: Language, docs: Sequence[Doc], trainer: str, cache_dir: Path | None
 ) -> None:
