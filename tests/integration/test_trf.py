@@ -194,3 +194,20 @@ def test_listener_fine_tunes_the_transformer(trained, offline):
     assert not numpy.allclose(state[key].numpy(), initial[key].numpy())
     meta = (trained["best"].parent / "train_meta.json").read_text(encoding="utf8")
     assert '"train_domains": "news,legal"' in meta
+
+
+def test_freezing_reaches_a_transformer_spacy_disabled(trained, offline):
+    """spaCy's initialization disables the components a config sources from a trained
+    pipeline (`adaptner train --init-from`) while [initialize.after_init] runs: the freeze
+    callback must still find and freeze the transformer there."""
+    from adaptner.encoders.training import make_freeze_transformer, transformer_modules
+
+    nlp = spacy.load(trained["best"])
+    with nlp.select_pipes(disable=nlp.pipe_names):
+        assert transformer_modules(nlp) == [] and transformer_modules(nlp, disabled=True)
+        make_freeze_transformer(["word_embeddings"])(nlp)
+    (module,) = transformer_modules(nlp)
+    frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
+    assert frozen and all("word_embeddings" in n for n in frozen)
+    with pytest.raises(AdaptnerError, match=r"found no transformer in the pipeline \[\]"):
+        make_freeze_transformer(["word_embeddings"])(spacy.blank("da"))

@@ -149,10 +149,13 @@ def make_adam_v2(
     )
 
 
-def transformer_modules(nlp: Language) -> list:
-    """The PyTorch modules inside every ``transformer`` component of the pipeline."""
+def transformer_modules(nlp: Language, *, disabled: bool = False) -> list:
+    """The PyTorch modules inside every ``transformer`` component of the pipeline (with
+    ``disabled``, of disabled components too: spaCy's initialization disables the components
+    a pipeline sources from another, e.g. ``adaptner train --init-from``, while
+    ``[initialize.after_init]`` runs)."""
     modules = []
-    for _, pipe in nlp.pipeline:
+    for _, pipe in nlp.components if disabled else nlp.pipeline:
         model = getattr(pipe, "model", None)
         if model is None:
             continue
@@ -168,7 +171,7 @@ def freeze_parameters(nlp: Language, patterns: list[str]) -> int:
     """Stop gradients of transformer parameters whose name matches a regex; returns the count."""
     regexes = [re.compile(p) for p in patterns]
     frozen = 0
-    for module in transformer_modules(nlp):
+    for module in transformer_modules(nlp, disabled=True):
         for name, param in module.named_parameters():
             if any(r.search(name) for r in regexes):
                 param.requires_grad_(False)
@@ -184,10 +187,10 @@ def make_freeze_transformer(
     patterns = list(patterns)
 
     def freeze(nlp: Language) -> Language:
-        if not transformer_modules(nlp):
+        if not transformer_modules(nlp, disabled=True):
             raise AdaptnerError(
                 "adaptner.freeze_transformer.v1 found no transformer in the pipeline "
-                f"{nlp.pipe_names}; remove it from [initialize.after_init]."
+                f"{nlp.component_names}; remove it from [initialize.after_init]."
             )
         if patterns and freeze_parameters(nlp, patterns) == 0:
             raise AdaptnerError(
@@ -221,11 +224,11 @@ def make_freeze_transformer_v2(
         if cache_layers:
             from .lower_cache import attach
 
-            modules = transformer_modules(nlp)
+            modules = transformer_modules(nlp, disabled=True)
             if not modules:
                 raise AdaptnerError(
                     "adaptner.freeze_transformer.v2 found no transformer in the pipeline "
-                    f"{nlp.pipe_names}; remove it from [initialize.after_init]."
+                    f"{nlp.component_names}; remove it from [initialize.after_init]."
                 )
             for module in modules:
                 attach(module, cache_layers, cache_dir)
