@@ -117,7 +117,7 @@ def scores(model: Path, work: Path, target: str, name: str, log: Path) -> dict[s
             _run([sys.executable, "-m", "adaptner", "evaluate", str(model), "--data",
                   str(work / "eval" / eval_set), "--output", str(path)], log)  # fmt: skip
         report = json.loads(path.read_text(encoding="utf8"))
-        out[eval_set] = round(100 * report["micro"]["f"], 2)
+        out[eval_set] = round(100 * report["overall"]["ents_f"], 2)
     return out
 
 

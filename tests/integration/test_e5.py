@@ -129,7 +129,8 @@ def test_e5_config_fine_tunes_with_frozen_embeddings(e5_dir, corpus_dir, root):
     assert not word.requires_grad and query.requires_grad
     before_word, before_query = word.detach().clone(), query.detach().clone()
     optimizer = registry.resolve({"o": config.interpolate()["training"]["optimizer"]})["o"]
-    assert optimizer.encoder_lr_scale == pytest.approx(0.1)
+    assert optimizer.encoder_lr_scale == pytest.approx(0.3)  # the recipe: 3e-4 at the top
+    assert optimizer.layer_decay == pytest.approx(0.8)  # x0.8 per layer below
     vocab = nlp.vocab
     gold = load_domain_docs(corpus_dir / "train", "news", vocab)[:8]
     examples = [Example(nlp.make_doc(d.text), d) for d in gold]
