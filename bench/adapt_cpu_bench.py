@@ -194,6 +194,10 @@ def main(
     keys = ["source", "teacher", "student", "bio_cnn"]
     rows = {k: scores(m, work, target, k, log) for k, m in zip(keys, models.values(), strict=True)}
     gap = round(rows["teacher"]["merged"] - rows["student"]["merged"], 2)
+    trained = {}  # wall seconds of each training, from its train_meta.json (any invocation)
+    for key, folder in (("teacher", teacher), ("student", student), ("bio_cnn", cnn)):
+        meta = json.loads((folder / "train_meta.json").read_text(encoding="utf8"))
+        trained[key] = {"seconds": meta.get("train_seconds"), "steps": meta.get("steps")}
     result = {
         "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -204,6 +208,7 @@ def main(
         "f1": rows,
         "teacher_minus_student_merged": gap,
         "wall_seconds_this_invocation": walls,
+        "training": trained,
     }
     output.mkdir(parents=True, exist_ok=True)
     stem = f"{target}_{round(share * 100)}pct_s{seed}"
@@ -227,6 +232,11 @@ def main(
         ),
         "",
         f"Teacher − student on the merged set: {gap:+.2f} (target: within 3).",
+        "",
+        "Training on 2 cores (wall, from each model's train_meta.json): "
+        + "; ".join(f"{k} {v['seconds'] / 60:.1f} min, {v['steps']} steps"
+                    for k, v in trained.items() if v["seconds"] is not None)  # fmt: skip
+        + ".",
         "",
     ]
     (output / f"{stem}.md").write_text("\n".join(lines), encoding="utf8")
