@@ -855,7 +855,8 @@ def test_simulate_finds_its_al_config_from_any_directory(tiny, tmp_path, monkeyp
     assert "2 epochs per round" in capsys.readouterr().out  # configs/al/test/tiny.cfg's
     assert run_cli(monkeypatch, *args, "--al-config", "defualt") == 1
     line = one_error_line(capsys)
-    assert "AL config defualt does not exist" in line and "default, e5, fixed_pool" in line
+    assert "AL config defualt does not exist" in line
+    assert "default, e5, e5_top_layers, fixed_pool" in line
 
 
 def test_configs_ship_with_the_package_in_one_copy(tmp_path):
