@@ -64,8 +64,8 @@ def split(corpus: Path, target: str, share: float, seed: int, work: Path) -> dic
     """Write labels/ (News train + the labelled target docs), pool.spacy and eval/{heldout,
     dev,merged}/<target>.spacy; returns the counts."""
     import spacy
-    from spacy.tokens import DocBin
 
+    from adaptner.dynamics.aum import write_docbin as write
     from adaptner.readers import read_docbin
     from adaptner.simulation.engine import split_heldout
 
@@ -78,15 +78,6 @@ def split(corpus: Path, target: str, share: float, seed: int, work: Path) -> dic
     labelled = [docs[i] for i in al_ids if i in chosen]
     pool = [docs[i] for i in al_ids if i not in chosen]
     dev = read_docbin(corpus / "dev" / f"{target}.spacy", vocab)
-
-    def write(path: Path, items: list) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = DocBin(store_user_data=True)
-        for d in items:
-            db.add(d)
-        tmp = path.with_suffix(".tmp")
-        db.to_disk(tmp)
-        tmp.replace(path)
 
     source_docs = read_docbin(corpus / "train" / f"{SOURCE_DOMAIN}.spacy", vocab)
     write(work / "labels" / f"{SOURCE_DOMAIN}.spacy", source_docs)
@@ -108,7 +99,7 @@ def split(corpus: Path, target: str, share: float, seed: int, work: Path) -> dic
     return counts
 
 
-def scores(model: Path, work: Path, target: str, name: str, log: Path) -> dict[str, Any]:
+def scores(model: Path, work: Path, name: str, log: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for eval_set in ("merged", "heldout", "dev"):
         path = work / "scores" / f"{name}_{eval_set}.json"
@@ -192,7 +183,7 @@ def main(
         "bio_cnn on the same labels": cnn / "model-best",
     }
     keys = ["source", "teacher", "student", "bio_cnn"]
-    rows = {k: scores(m, work, target, k, log) for k, m in zip(keys, models.values(), strict=True)}
+    rows = {k: scores(m, work, k, log) for k, m in zip(keys, models.values(), strict=True)}
     gap = round(rows["teacher"]["merged"] - rows["student"]["merged"], 2)
     trained = {}  # wall seconds of each training, from its train_meta.json (any invocation)
     for key, folder in (("teacher", teacher), ("student", student), ("bio_cnn", cnn)):

@@ -915,13 +915,17 @@ def markdown_report(
     gains: Sequence[dict[str, Any]] | None = None,
     duplicates: Sequence[dict[str, Any]] | None = None,
     source_models: dict[str, dict[str, list[int]]] | None = None,
+    made_by: str | None = None,
 ) -> str:
     """The Markdown report: one table per evaluation set (target x strategy), the paired
     gains over random (Holm-corrected), strategies reported once because they select another
     one's sentences, baselines per evaluation set, the paper's curves next to ours (in the
     paper's x-axis units), and the goals. ``source_models``
-    (:func:`source_model_seeds`) adds which source model served which seeds."""
+    (:func:`source_model_seeds`) adds which source model served which seeds; ``made_by``
+    (the command and date) goes under the title."""
     out = ["# Active-learning simulation results", ""]
+    if made_by:
+        out += [f"Made by {made_by}.", ""]
     pools = sorted({r["pool_fraction"] for r in rows})
     protocols = sorted({r.get("protocol", "fixed_pool") for r in rows})
     eval_sets = eval_set_order(r.get("eval_set", "dev") for r in rows)
@@ -1225,7 +1229,8 @@ def write_report(
         output_dir, "curves", force=force, owned_files=("summary.json", "report.md")
     )
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    caption = f"{command}  ({made})" if command else f"drawn {made}"
+    command = command or "adaptner curves"
+    caption = f"{command}  ({made})"
     plots = []
     by_pair: dict[tuple[str, str], list[Curve]] = defaultdict(list)
     for c in curves.values():
@@ -1243,9 +1248,10 @@ def write_report(
             )
         )
     report = output_dir / "report.md"
-    text = markdown_report(rows, baselines, anchors, gains, duplicates, models)
-    head, _, rest = text.partition("\n\n")
-    write_text(report, f"{head}\n\nMade by `{command or 'adaptner curves'}` ({made}).\n\n{rest}")
+    text = markdown_report(
+        rows, baselines, anchors, gains, duplicates, models, made_by=f"`{command}` ({made})"
+    )
+    write_text(report, text)
     summary = output_dir / "summary.json"
     write_json(
         summary,

@@ -37,7 +37,6 @@ from ..util import (
 )
 from ..util import load_pipeline as load_trained
 from .config import (
-    GROWABLE_SETTINGS,
     HELDOUT,
     MERGED,
     ALSettings,
@@ -466,8 +465,8 @@ def check_folder_settings(output_dir: str | Path, settings: ALSettings) -> Path:
         defaults = ALSettings().as_dict()
         stored = with_legacy_settings(stored)
         check_budget_growth(stored.get("budget"), settings.budget, f"{output_dir} ({path})")
-        fixed = [k for k in now if k not in GROWABLE_SETTINGS]
-        diff = sorted(k for k in fixed if stored.get(k, defaults.get(k)) != now[k])
+        fixed = fixed_params(now)
+        diff = sorted(k for k in fixed if stored.get(k, defaults.get(k)) != fixed[k])
         diff += sorted(k for k in stored if k not in now)
         if diff:
             detail = ", ".join(f"{k}: folder {stored.get(k)!r}, now {now.get(k)!r}" for k in diff)
