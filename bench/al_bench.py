@@ -256,13 +256,20 @@ def e5_grid(
         help="Source docs replayed per target doc each round (default: the AL config's, 2; "
         "0 = the runs in bench/results/al_e5/).",
     ),
+    anchor_docs: float | None = typer.Option(
+        None,
+        "--anchor-docs",
+        min=0.0,
+        help="Anchoring: a round on n target docs keeps n / (n + this) of its update (default: "
+        "the AL config's; 0 = the whole update, as the runs before anchoring existed).",
+    ),
     workers: int = typer.Option(2, "--workers", "-j", help="Parallel processes."),
 ) -> None:
     """The paper's grid on the pretrained encoder: News-fine-tuned e5 pipeline(s) as the
     source, configs/al/e5.cfg (evaluation sets heldout, dev, merged; rounds retrain the head
     on cached encoder outputs unless --trainer says otherwise)."""
     spec = e5_spec(output, source_models, targets, strategies, modes, seeds, budget, trainer,
-                   source_replay)  # fmt: skip
+                   source_replay, anchor_docs)  # fmt: skip
     run_and_report(spec, workers=workers)
 
 
@@ -276,6 +283,7 @@ def e5_spec(
     budget: float,
     trainer: str | None,
     source_replay: float | None,
+    anchor_docs: float | None = None,
 ) -> GridSpec:
     """e5-grid's grid (also what ``plan --grid e5`` costs)."""
     if trainer is not None and trainer not in E5_TRAINERS:
@@ -285,7 +293,7 @@ def e5_spec(
     return news_grid(
         al_config, "bio_trf_e5.cfg", output, targets, strategies, modes, seeds, budget,
         source_models, trainer=None if al_config != "e5.cfg" else trainer,
-        source_replay=source_replay,
+        source_replay=source_replay, anchor_docs=anchor_docs,
     )  # fmt: skip
 
 

@@ -148,6 +148,8 @@ def test_background_round_on_a_transformer(trf_session):
     # the batch comes first, from the newest finished model; round 1 trains after it
     assert steps == [("import", None), ("batch", 0), ("train", 1)]
     assert first.trained.metrics["trainer"] == "top_layers"
+    # top_layers rounds are anchored by default: 6 answers keep 6 / (6 + 35) of the update
+    assert first.trained.metrics["anchor_alpha"] == pytest.approx(6 / 41)
     second = answer_cycle(
         db, "trf", answer(first.batch.path, sdir.parent / "a2.jsonl", gold), n=6,
         output=sdir.parent / "b3.jsonl", background=True,

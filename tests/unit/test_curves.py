@@ -22,6 +22,7 @@ from adaptner.simulation.curves import (
     markdown_report,
     mean_ci,
     paired_gains,
+    round_settings_line,
     summarize_curve,
     t_critical,
     t_pvalue,
@@ -612,3 +613,20 @@ def test_the_stronger_reference_counts():
     # from-scratch baselines select on dev: never the reference
     only = baseline_means([{**BASELINE, "seed": 0, "kind": "target_only", "target_f1": 0.9}])
     assert summarize_curve(curve, only)["reference"] == "none"
+
+
+def test_report_says_how_the_rounds_trained():
+    plain = {"trainer": "top_layers", "epochs": 10, "source_replay": 2.0}  # before anchoring
+    anchored = {**plain, "anchor_docs": 35.0}
+    recs = [{"params": plain}, {"params": plain}, {"params": anchored}, {}]
+    line = round_settings_line(recs)
+    assert line == (
+        "Rounds: trainer `top_layers`, 10 epochs, 2 source docs replayed per target doc, each "
+        "round keeps its whole update (no anchoring); trainer `top_layers`, 10 epochs, 2 source "
+        "docs replayed per target doc, each round keeps n / (n + 35) of its update (n = target "
+        "docs trained on; anchoring)."
+    )
+    assert round_settings_line([{}]) is None
+    base = baseline_means(BASELINES)
+    rows = [summarize_curve(c, base) for c in build_curves(make_records("margin", MARGIN)).values()]
+    assert line in markdown_report(rows, base, rounds=line).split("\n")

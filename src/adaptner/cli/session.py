@@ -54,6 +54,14 @@ SOURCE_REPLAY_OPTION = typer.Option(
 SOURCE_REPLAY_MAX_OPTION = typer.Option(
     None, "--source-replay-max", min=0, help="At most this many source docs per round (0 = no cap)."
 )
+ANCHOR_OPTION = typer.Option(
+    None,
+    "--anchor-docs",
+    min=0.0,
+    help="Anchoring: a round that trained on n answers keeps n / (n + this) of its update and "
+    "moves the rest of the way back to the model it started from (the source in reset "
+    "mode), so a round on a few answers cannot pull the model far; 0 = keep the whole update.",
+)
 DB_OPTION = typer.Option(
     Path("adaptner.db"),
     "--db",
@@ -269,6 +277,7 @@ def import_cmd(
         None, "--background/--no-background", help="With --next: " + BACKGROUND_HELP
     ),
     source_replay: float | None = SOURCE_REPLAY_OPTION,
+    anchor_docs: float | None = ANCHOR_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
     """Validate and store answers from Prodigy, Label Studio or doccano (all or nothing);
@@ -296,11 +305,12 @@ def import_cmd(
             "--output, --batch-format and --[no-]background go with --next N (the size of the next "
             f"batch), e.g. `adaptner session import {name} {answers} --next 50 -o batch.jsonl`."
         )
-    if source_replay is not None and not next_n:
-        raise AdaptnerError(
-            "--source-replay goes with --next N (only then does import train a round); or "
-            f"train with `adaptner session train {name} --source-replay ...`."
-        )
+    for option, value in (("--source-replay", source_replay), ("--anchor-docs", anchor_docs)):
+        if value is not None and not next_n:
+            raise AdaptnerError(
+                f"{option} goes with --next N (only then does import train a round); or "
+                f"train with `adaptner session train {name} {option} ...`."
+            )
     if next_n and output is None:
         raise AdaptnerError("--next needs --output/-o: the file to write the next batch to.")
     if batch_format is not None and batch_format not in FORMATS:
@@ -320,7 +330,9 @@ def import_cmd(
         return
     from ..session.loop import answer_cycle, default_background, require_source_docs
 
-    settings = round_settings(mode, trainer=trainer, source_replay=source_replay)
+    settings = round_settings(
+        mode, trainer=trainer, source_replay=source_replay, anchor_docs=anchor_docs
+    )
     require_source_docs(db, name, source_replay)
     if background is None:
         background = default_background(db, name, settings.trainer)
@@ -424,6 +436,7 @@ def train_cmd(
     trainer: str = TRAINER_OPTION,
     source_replay: float | None = SOURCE_REPLAY_OPTION,
     source_replay_max: int | None = SOURCE_REPLAY_MAX_OPTION,
+    anchor_docs: float | None = ANCHOR_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
     """Train the next round on the accepted answers (plus replayed source docs); it becomes
@@ -439,6 +452,7 @@ def train_cmd(
         trainer=trainer,
         source_replay=source_replay,
         source_replay_max=source_replay_max,
+        anchor_docs=anchor_docs,
     )
     require_source_docs(db, name, source_replay)
     echo_round(train_round(db, name, mode=mode, settings=settings, progress=True))
@@ -560,6 +574,7 @@ def loop_cmd(
     trainer: str = TRAINER_OPTION,
     source_replay: float | None = SOURCE_REPLAY_OPTION,
     source_replay_max: int | None = SOURCE_REPLAY_MAX_OPTION,
+    anchor_docs: float | None = ANCHOR_OPTION,
     background: bool | None = typer.Option(
         None,
         "--background/--no-background",
@@ -578,6 +593,7 @@ def loop_cmd(
         trainer=trainer,
         source_replay=source_replay,
         source_replay_max=source_replay_max,
+        anchor_docs=anchor_docs,
     )
     require_source_docs(db, name, source_replay)
     if background is None:
@@ -639,13 +655,16 @@ def serve_cmd(
         "instead of refusing the annotation.",
     ),
     source_replay: float | None = SOURCE_REPLAY_OPTION,
+    anchor_docs: float | None = ANCHOR_OPTION,
     db: Path = DB_OPTION,
 ) -> None:
     """Run a Label Studio ML backend for the session: pre-annotations from the newest model,
     scores that sort tasks by the query strategy, and a model that learns from every
     submitted annotation (connect it in the project's Settings > Model; needs the serve
     extra of adaptner)."""
-    settings = round_settings(mode, trainer=trainer, source_replay=source_replay)
+    settings = round_settings(
+        mode, trainer=trainer, source_replay=source_replay, anchor_docs=anchor_docs
+    )
     from ..session.loop import require_source_docs
 
     require_source_docs(db, name, source_replay)

@@ -201,6 +201,15 @@ def simulate_cmd(
         min=0,
         help="At most this many source docs per round (0 = no cap).",
     ),
+    anchor_docs: float | None = typer.Option(
+        None,
+        "--anchor-docs",
+        min=0.0,
+        help="Anchoring: a round that trained on n target docs keeps n / (n + this) of its "
+        "update and moves the rest of the way back to the weights it started from (the "
+        "source in reset mode), so a round on few labels cannot pull the model far; 0 = keep "
+        "the whole update (default: the AL config's).",
+    ),
     train_limit: int | None = typer.Option(
         None, "--train-limit", help="Use only the first N target train docs (quick runs)."
     ),
@@ -250,6 +259,7 @@ def simulate_cmd(
         replay_fraction=replay_fraction,
         source_replay=source_replay,
         source_replay_max=source_replay_max,
+        anchor_docs=anchor_docs,
         train_limit=train_limit,
         eval_limit=eval_limit,
     )

@@ -965,6 +965,7 @@ def train_round(
             seed=session.seed + new_round,
             progress=progress,
             cache_dir=feature_dir(session.session_dir),
+            n_target=len(docs),
         )
         metrics.update(
             {

@@ -11,8 +11,9 @@ from tqdm import tqdm
 
 from ..errors import AdaptnerError
 from ..scoring import score_ner
+from ..update.anchor import anchor_alpha, anchor_weights, check_anchor_docs
 from ..update.replay import DEFAULT_SOURCE_REPLAY, check_ratio
-from ..update.trainers import AUTO, CachedHead, TopLayers, has_transformer
+from ..update.trainers import AUTO, CachedHead, TopLayers, has_transformer, snapshot_weights
 from ..update.trainers import resolve_trainer as resolve_round_trainer
 from ..update.trainers import update_pipeline as run_update
 
@@ -33,6 +34,12 @@ CACHED_LEARN_RATES = {
 }
 
 
+#: Anchoring per resolved round trainer when a session does not set ``--anchor-docs``: the
+#: value configs/al/e5_top_layers.cfg uses, measured there (docs/active-learning.md); the
+#: other trainers keep their whole update by default.
+DEFAULT_ANCHOR_DOCS: dict[str, float] = {"top_layers": 35.0}
+
+
 @dataclass
 class UpdateSettings:
     """How one round updates the pipeline.
@@ -50,6 +57,10 @@ class UpdateSettings:
             the round's training set, in both modes, a fresh sample (session seed, round)
             every round; 0 = off. A session without source docs replays none.
         source_replay_max: At most this many source docs per round (0 = no cap).
+        anchor_docs: Anchoring (:mod:`adaptner.update.anchor`): a round keeps the share
+            ``n / (n + anchor_docs)`` of its update (n = the answers it trained on) and moves
+            the rest of the way back to the model it started from; 0 = keep all of it;
+            None = the trainer's default (:data:`DEFAULT_ANCHOR_DOCS`).
     """
 
     max_epochs: int = 20
@@ -60,9 +71,18 @@ class UpdateSettings:
     trainer: str = "auto"
     source_replay: float = DEFAULT_SOURCE_REPLAY
     source_replay_max: int = 0
+    anchor_docs: float | None = None
 
     def __post_init__(self) -> None:
         check_ratio(self.source_replay, self.source_replay_max)
+        if self.anchor_docs is not None:
+            check_anchor_docs(self.anchor_docs)
+
+    def anchor_for(self, trainer: str) -> float:
+        """``anchor_docs``, or the default of the resolved ``trainer`` when it is None."""
+        if self.anchor_docs is not None:
+            return self.anchor_docs
+        return DEFAULT_ANCHOR_DOCS.get(trainer, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for the store and metrics)."""
@@ -165,6 +185,7 @@ def update_pipeline(
     seed: int,
     progress: bool = False,
     cache_dir: Path | None = None,
+    n_target: int | None = None,
 ) -> dict[str, Any]:
     """Update ``nlp`` in place on gold Docs, with early stopping on the held-out Docs.
 
@@ -175,6 +196,9 @@ def update_pipeline(
     ``cached_head`` trainer only the head learns, on cached encoder outputs (kept under
     ``cache_dir``), at :attr:`CachedHead.default_learn_rate`; with ``top_layers`` the top
     layers and the head learn on cached lower layers, at :attr:`TopLayers.default_learn_rate`.
+    With ``settings.anchor_docs`` the kept weights then move back toward the ones the update
+    started from (:mod:`adaptner.update.anchor`), by the number of answers ``n_target`` among
+    ``train_docs`` (default: all of them; the rest are replayed source docs).
 
     Returns:
         Metrics: held-out scores of the kept weights (if any), epochs run, best epoch,
@@ -204,6 +228,8 @@ def update_pipeline(
         history.append(entry)
         bar.update(1)
 
+    anchor_docs = settings.anchor_for(trainer)
+    start = snapshot_weights(nlp) if anchor_docs else {}
     with bar:
         stats = run_update(
             nlp,
@@ -217,10 +243,15 @@ def update_pipeline(
             learn_rate=learn_rate,
             on_epoch=on_epoch,
         )
+    alpha = anchor_alpha(len(train_docs) if n_target is None else n_target, anchor_docs)
+    anchor_weights(nlp, start, alpha)
     finish_scoring(nlp)
     best = _metrics(stats.best_dev) if heldout and stats.best_dev else {}
+    if heldout and alpha < 1.0:  # the anchored weights are the ones kept
+        best = evaluate(nlp, heldout)
     return {
         **best,
+        "anchor_alpha": alpha,
         "epochs": stats.epochs,
         "best_epoch": stats.best_epoch,
         "history": history,

@@ -55,6 +55,10 @@ REFERENCES: tuple[str, ...] = ("target_full", "target_finetune")
 FROM_SOURCE: tuple[str, ...] = ("source_only", *REFERENCES)
 
 
+#: Settings of the AL rounds that no baseline uses (the references keep their whole update).
+ROUND_ONLY_SETTINGS: tuple[str, ...] = ("anchor_docs",)
+
+
 def finetune_settings(settings: ALSettings) -> ALSettings:
     """The settings of the ``target_finetune`` reference: round trainer ``fine_tune`` with
     ``reference_epochs`` (0 = ``epochs``) and ``reference_learn_rate`` (None = ``learn_rate``)."""
@@ -130,7 +134,7 @@ class BaselineConfig:
             "kind": self.kind,
             "seed": self.seed,
             "eval_split": self.eval_split,
-            **self.settings.as_dict(),
+            **{k: v for k, v in self.settings.as_dict().items() if k not in ROUND_ONLY_SETTINGS},
         }
         if self.kind in ("target_only", "joint"):
             out["train_config"] = Path(self.train_config).name

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from confection import Config
 
 from ..errors import AdaptnerError
+from ..update.anchor import check_anchor_docs
 from ..update.replay import DEFAULT_SOURCE_REPLAY, check_ratio
 from ..util import closest_hint, find_config
 
@@ -43,7 +44,7 @@ ALL_BUT_TARGET = "all-but-target"
 
 #: Settings added after runs were first recorded, with the value every run had before they
 #: existed: a record, baseline or folder file without the key is read with this value.
-LEGACY_SETTINGS: dict[str, Any] = {"source_replay": 0.0, "source_replay_max": 0}
+LEGACY_SETTINGS: dict[str, Any] = {"source_replay": 0.0, "source_replay_max": 0, "anchor_docs": 0.0}
 
 
 def with_legacy_settings(stored: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +125,9 @@ class ALSettings:
             (0 = off), a fresh seeded sample each round, in both modes
             (:mod:`adaptner.update.replay`).
         source_replay_max: At most this many source docs per round (0 = no cap).
+        anchor_docs: Anchoring (:mod:`adaptner.update.anchor`): a round keeps the share
+            ``n / (n + anchor_docs)`` of its update (n = the target docs it trained on) and
+            moves the rest of the way back to the weights it started from; 0 = keep all.
         train_limit: Use only the first N target train docs (0 = all; for quick tests).
         eval_limit: Evaluate on only the first N docs per evaluation set (0 = all).
         reference_epochs: Epochs of the ``target_finetune`` reference (every component
@@ -149,6 +153,7 @@ class ALSettings:
     replay_fraction: float = 0.5
     source_replay: float = DEFAULT_SOURCE_REPLAY
     source_replay_max: int = 0
+    anchor_docs: float = 0.0
     train_limit: int = 0
     eval_limit: int = 0
     reference_epochs: int = 0
@@ -169,6 +174,7 @@ class ALSettings:
         if not 0.0 <= self.replay_fraction <= 1.0:
             raise AdaptnerError(f"replay_fraction must be in [0, 1], got {self.replay_fraction}.")
         check_ratio(self.source_replay, self.source_replay_max)
+        check_anchor_docs(self.anchor_docs)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise AdaptnerError(f"{name} must be at least 1, got {getattr(self, name)}.")

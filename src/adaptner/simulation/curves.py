@@ -15,7 +15,7 @@ import numpy
 
 from ..errors import AdaptnerError
 from ..util import atomic_path, claim_output_dir, write_json, write_text
-from .config import source_slug
+from .config import source_slug, with_legacy_settings
 from .engine import read_records
 
 #: Label fractions at which the table reports F1.
@@ -352,6 +352,30 @@ def source_model_seeds(records: Iterable[dict[str, Any]]) -> dict[str, dict[str,
         src: {model: sorted(s) for model, s in sorted(by_model.items(), key=lambda kv: min(kv[1]))}
         for src, by_model in sorted(seeds.items())
     }
+
+
+def round_settings_line(records: Iterable[dict[str, Any]]) -> str | None:
+    """The report's sentence on how the rounds trained (trainer, epochs, source replay,
+    anchoring), one clause per distinct setting among the runs; None without parameters."""
+    seen: dict[tuple, None] = {}
+    for rec in records:
+        p = with_legacy_settings(rec.get("params") or {})
+        if "trainer" in p:
+            key = (p["trainer"], p.get("epochs"), p["source_replay"], p["anchor_docs"])
+            seen.setdefault(key, None)
+    if not seen:
+        return None
+    parts = []
+    for trainer, epochs, replay, anchor in seen:
+        kept = (
+            f"each round keeps n / (n + {anchor:g}) of its update (n = target docs trained on; "
+            "anchoring)"
+            if anchor
+            else "each round keeps its whole update (no anchoring)"
+        )
+        replayed = f"{replay:g} source docs replayed per target doc" if replay else "no replay"
+        parts.append(f"trainer `{trainer}`, {epochs} epochs, {replayed}, {kept}")
+    return "Rounds: " + "; ".join(parts) + "."
 
 
 def source_models_line(models: dict[str, dict[str, list[int]]]) -> str:
@@ -916,6 +940,7 @@ def markdown_report(
     duplicates: Sequence[dict[str, Any]] | None = None,
     source_models: dict[str, dict[str, list[int]]] | None = None,
     made_by: str | None = None,
+    rounds: str | None = None,
 ) -> str:
     """The Markdown report: one table per evaluation set (target x strategy), the paired
     gains over random (Holm-corrected), strategies reported once because they select another
@@ -953,6 +978,8 @@ def markdown_report(
         "last round (forgetting).",
         "",
     ]
+    if rounds:
+        out += [rounds, ""]
     if source_models:
         out += [source_models_line(source_models), ""]
     header = (
@@ -1249,7 +1276,14 @@ def write_report(
         )
     report = output_dir / "report.md"
     text = markdown_report(
-        rows, baselines, anchors, gains, duplicates, models, made_by=f"`{command}` ({made})"
+        rows,
+        baselines,
+        anchors,
+        gains,
+        duplicates,
+        models,
+        made_by=f"`{command}` ({made})",
+        rounds=round_settings_line(records),
     )
     write_text(report, text)
     summary = output_dir / "summary.json"

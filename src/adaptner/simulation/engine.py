@@ -19,6 +19,7 @@ from ..errors import AdaptnerError
 from ..readers import available_domains, read_docbin
 from ..scoring import ner_prf, predict, score_ner
 from ..strategies import get_strategy, select, strategies_registry, strategy_names
+from ..update.anchor import anchor_alpha, anchor_weights
 from ..update.features import feature_dir
 from ..update.replay import sample_replay
 from ..update.trainers import (
@@ -512,6 +513,7 @@ class Simulation:
             self.pool_ids = sorted(self.data.al_ids[int(i)] for i in chosen)
         self._strategy = None
         self.stop_docs = 0  # early-stopping docs of the last retraining (0 = fixed epochs)
+        self.anchor = 1.0  # the share of its update the last retraining kept (anchor_docs)
 
     # --- one round's pieces ---------------------------------------------------------
     def docs(self, ids: Sequence[int]) -> list[Doc]:
@@ -586,8 +588,10 @@ class Simulation:
         cfg, s = self.cfg, self.cfg.settings
         if cfg.mode == "reset" or round_ == 1:
             restore_weights(self.nlp, self.source_weights)
+            start = self.source_weights
             train_ids = [*labeled_before, *new]
         else:
+            start = snapshot_weights(self.nlp) if s.anchor_docs else {}
             rng = numpy.random.default_rng(derive_seed(cfg.seed, round_, _REPLAY))
             m = round(s.replay_fraction * len(labeled_before))
             replay = sorted(rng.choice(len(labeled_before), m, replace=False)) if m else []
@@ -606,6 +610,8 @@ class Simulation:
             settings=s,
             seed=derive_seed(cfg.seed, round_, _TRAIN),
         )
+        self.anchor = anchor_alpha(len(fit), s.anchor_docs)
+        anchor_weights(self.nlp, start, self.anchor)
         self.stop_docs = len(stop) if stop is not None else 0
         return stats, len(train_ids), len(source)
 
@@ -657,6 +663,7 @@ class Simulation:
             score_s = train_s = 0.0
             stats, n_train, n_source = None, 0, 0
             self.stop_docs = 0
+            self.anchor = 1.0
             pool: list[int] = []
             if round_ > 0:
                 pool = self.candidates(round_, labeled)
@@ -699,6 +706,7 @@ class Simulation:
                 **scores,
                 "train_docs": n_train,  # target docs; the trainer also got the source's
                 "stop_docs": self.stop_docs,
+                "anchor_alpha": self.anchor if round_ > 0 else None,
                 "source_replay_docs": n_source,
                 "train_epochs": stats.epochs if stats else 0,
                 "train_steps": stats.steps if stats else 0,

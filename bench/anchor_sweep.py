@@ -1,0 +1,173 @@
+"""How much of a round's update to keep: replay the rounds of recorded AL runs and score the
+weights moved back toward the source by every share alpha (adaptner.update.anchor).
+
+For each recorded run (a grid folder's ``<run>.jsonl``, written without anchoring), every
+round is retrained exactly as the run did (same labelled docs, replayed source docs and
+seed: alpha = 1 reproduces the recorded F1), then the weights source + alpha * (trained -
+source) are scored on the run's evaluation sets for alpha in 0, 0.25, 0.5, 0.75, 1. The
+``table`` command then gives, for anchoring ``anchor_docs`` = k (alpha = n / (n + k), n =
+the round's target docs), each round's seed-mean F1 minus the source's (linear in alpha
+between the scored shares), the worst seed, and the mean over rounds.
+
+    python bench/anchor_sweep.py run --runs /work/runs/al/e5_top -t social_media \\
+        --strategy random --strategy margin -o bench/results/anchor/social_media.jsonl
+    python bench/anchor_sweep.py table bench/results/anchor/social_media.jsonl
+
+A run's rounds after the first were queried by the un-anchored model, so for a strategy
+other than random the table shows what anchoring does to the same selections, not the
+selections an anchored run would make (``bench/al_bench.py e5-grid --anchor-docs K`` runs those).
+Rows are appended as each round finishes; a rerun skips the rounds already in the file.
+"""
+
+import dataclasses
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy
+import typer
+
+from adaptner.scoring import score_ner
+from adaptner.simulation import ALSettings, SimulationConfig
+from adaptner.simulation.config import with_legacy_settings
+from adaptner.simulation.engine import Simulation, read_records
+from adaptner.update.anchor import anchor_alpha, anchor_weights
+from adaptner.update.trainers import restore_weights, snapshot_weights
+from adaptner.util import append_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+KS = (0, 17, 25, 35, 50, 70)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def run_config(rec: dict, corpus_dir: Path) -> SimulationConfig:
+    """The configuration a recorded run was made with (from its first record)."""
+    p = with_legacy_settings(rec["params"])
+    fields = {f.name for f in dataclasses.fields(ALSettings)}
+    settings = ALSettings(**{k: v for k, v in p.items() if k in fields})
+    return SimulationConfig(
+        source=p["source"],
+        target=p["target"],
+        strategy=p["strategy"],
+        mode=p["mode"],
+        seed=p["seed"],
+        settings=settings,
+        source_model=Path(rec["source_model"]),
+        corpus_dir=corpus_dir,
+        strategy_params=p.get("strategy_params") or {},
+        source_index=p.get("source_index"),
+    )
+
+
+@app.command()
+def run(
+    runs: Path = typer.Option(..., "--runs", help="A grid folder of runs made without anchoring."),
+    target: str = typer.Option(..., "--target", "-t", help="Target domain."),
+    strategies: list[str] = typer.Option(["random"], "--strategy", help="Strategies (repeat)."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL of rows (appended)."),
+    corpus_dir: Path = typer.Option(ROOT / "corpus", "--corpus", help="The converted corpus."),
+) -> None:
+    """Retrain the recorded rounds and score every alpha (resumable)."""
+    done = set()
+    if output.exists():
+        for line in output.read_text(encoding="utf8").splitlines():
+            row = json.loads(line)
+            done.add((row["run_id"], row["round"]))
+    for strategy in strategies:
+        files = sorted(runs.glob(f"*_{target}_{strategy}_reset*.jsonl"))
+        if not files:
+            raise typer.BadParameter(f"no reset runs of {target} / {strategy} in {runs}")
+        for path in files:
+            records, _ = read_records(path)
+            if records[0]["params"].get("anchor_docs"):
+                raise typer.BadParameter(f"{path} was run with anchoring; give runs without")
+            if all((records[0]["run_id"], r["round"]) in done for r in records[1:]):
+                continue
+            sim = Simulation(run_config(records[0], corpus_dir), runs)
+            source = sim.source_weights
+            labeled: list[int] = []
+            for i, rec in enumerate(records[1:], 1):
+                new = rec["new_ids"]
+                following = records[i + 1]["new_ids"] if i + 1 < len(records) else []
+                if (rec["run_id"], i) in done:
+                    labeled += new
+                    continue
+                start = time.perf_counter()
+                sim.retrain(i, labeled, new)
+                labeled += new
+                trained = snapshot_weights(sim.nlp)
+                row = {
+                    "run_id": rec["run_id"],
+                    "strategy": strategy,
+                    "seed": rec["seed"],
+                    "round": i,
+                    "labeled": len(labeled),
+                    "recorded_f1": rec["target_f1"],
+                    "alphas": {},
+                }
+                for alpha in ALPHAS:
+                    restore_weights(sim.nlp, trained)
+                    anchor_weights(sim.nlp, source, alpha)
+                    scores = sim.evaluate()
+                    nxt = score_ner(sim.nlp, sim.docs(following))["ents_f"] if following else None
+                    row["alphas"][str(alpha)] = {
+                        "target_f1": scores["target_f1"],
+                        "evals": {k: v["ents_f"] for k, v in scores["evals"].items()},
+                        "source_f1": scores["source_f1"],
+                        "next_batch_f1": nxt,
+                    }
+                row["seconds"] = round(time.perf_counter() - start, 1)
+                append_jsonl(output, row)
+                f1 = {a: round(v["target_f1"], 3) for a, v in row["alphas"].items()}
+                typer.echo(f"{rec['run_id']} round {i}: recorded {rec['target_f1']:.3f}, {f1}")
+
+
+@app.command()
+def table(
+    rows_file: Path = typer.Argument(..., help="The rows `run` wrote."),
+    eval_set: str = typer.Option("merged", "--eval-set", help="merged | heldout | dev."),
+) -> None:
+    """Per anchor_docs k: each round's seed-mean F1 minus the source's (worst seed in brackets)
+    and the mean over rounds, on one evaluation set."""
+    rows = [json.loads(line) for line in rows_file.read_text(encoding="utf8").splitlines()]
+
+    def f1(row: dict, alpha: float) -> float:
+        return row["alphas"][str(alpha)]["evals"][eval_set]
+
+    typer.echo(f"Evaluation set: {eval_set}; F1 minus the source's (round 0), seed mean (worst)")
+    by_round: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for row in rows:
+        by_round[(row["strategy"], row["round"])].append(row)
+    keys = sorted(by_round)
+    labels = [f"{s} r{r} (n {by_round[(s, r)][0]['labeled']}, {len(by_round[(s, r)])} seeds)"
+              for s, r in keys]  # fmt: skip
+    typer.echo("| anchor_docs | " + " | ".join(labels) + " | mean over rounds |")
+    typer.echo("|---" * (len(keys) + 2) + "|")
+    for k in KS:
+        cells, means = [], defaultdict(list)
+        for key in keys:
+            gains = []
+            for row in by_round[key]:
+                a = anchor_alpha(row["labeled"], k)
+                value = numpy.interp(a, ALPHAS, [f1(row, x) for x in ALPHAS])
+                gains.append(float(value) - f1(row, 0.0))
+            cells.append(f"{numpy.mean(gains):+.3f} ({min(gains):+.3f})")
+            means[key[0]].append(float(numpy.mean(gains)))
+        summary = ", ".join(f"{s} {numpy.mean(v):+.3f}" for s, v in means.items())
+        typer.echo(f"| {k} | " + " | ".join(cells) + f" | {summary} |")
+
+
+if __name__ == "__main__":
+    try:
+        app()
+    except Exception as e:  # noqa: BLE001 - a one-line error for the shell
+        from adaptner.errors import AdaptnerError
+
+        if isinstance(e, AdaptnerError):
+            typer.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        raise
