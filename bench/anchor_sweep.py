@@ -161,6 +161,53 @@ def table(
         typer.echo(f"| {k} | " + " | ".join(cells) + f" | {summary} |")
 
 
+@app.command()
+def compare(
+    anchored: Path = typer.Option(..., "--anchored", help="Runs with anchoring (folder or tar)."),
+    plain: Path = typer.Option(..., "--plain", help="The same runs without (folder or tar)."),
+    eval_set: str = typer.Option("merged", "--eval-set", help="merged | heldout | dev."),
+) -> None:
+    """The same grid with and without anchoring, paired by seed (the same seed shares the
+    held-out set, the source model and round 1's pool): F1 per round (seed mean, with
+    minus without) and the AULC from round 0 with its gain (mean ± 95 % CI)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from al_bench import runs_folder
+
+    from adaptner.simulation.curves import aulc, build_curves, load_records, mean_ci
+
+    curves = []
+    for where in (anchored, plain):
+        with runs_folder(where) as folder:
+            built = build_curves(load_records(folder))
+        curves.append({k: c for k, c in built.items() if c.eval_set == eval_set})
+    typer.echo(f"Evaluation set: {eval_set}; F1 seed mean, anchored / plain (paired difference)")
+    typer.echo(
+        "| target | strategy | seeds | round 0 | rounds 1.. (labels: anchored / plain, Δ) "
+        "| worst round − round 0 | AULC anchored / plain | AULC gain ± 95 % CI |"
+    )
+    typer.echo("|---|---|---|---|---|---|---|---|")
+    for key in sorted(set(curves[0]) & set(curves[1])):
+        a, p = curves[0][key], curves[1][key]
+        seeds = sorted(set(a.seeds) & set(p.seeds))
+        n = min(a.f1.shape[1], p.f1.shape[1])
+        fa = a.f1[[a.seeds.index(s) for s in seeds], :n]
+        fp = p.f1[[p.seeds.index(s) for s in seeds], :n]
+        x = a.fractions[:n]
+        rounds = "; ".join(
+            f"{100 * x[r]:.0f} %: {fa[:, r].mean():.3f} / {fp[:, r].mean():.3f} "
+            f"({(fa[:, r] - fp[:, r]).mean():+.3f})"
+            for r in range(1, n)
+        )
+        worst = [float((f[:, 1:].mean(axis=0) - f[:, 0].mean()).min()) for f in (fa, fp)]
+        areas = [numpy.array([aulc(x, row) for row in f]) for f in (fa, fp)]
+        gain, ci = mean_ci(areas[0] - areas[1])
+        typer.echo(
+            f"| {key[1]} | {key[2]} | {len(seeds)} | {fa[:, 0].mean():.3f} | {rounds} "
+            f"| {worst[0]:+.3f} / {worst[1]:+.3f} | {areas[0].mean():.3f} / {areas[1].mean():.3f} "
+            f"| {gain:+.3f} ± {ci:.3f} |"
+        )
+
+
 if __name__ == "__main__":
     try:
         app()

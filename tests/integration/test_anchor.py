@@ -2,16 +2,15 @@
 simulation and in a session round, checked against the same round trained without it."""
 
 import json
+import sys
 from pathlib import Path
 
 import numpy
 import pytest
-import spacy
-from spacy.tokens import DocBin
 
 from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
-from adaptner.session.loop import import_answers, init_session, next_batch, train_round
+from adaptner.session.loop import train_round
 from adaptner.session.trainer import UpdateSettings
 from adaptner.simulation import ALSettings, SimulationConfig
 from adaptner.simulation.engine import Simulation
@@ -19,21 +18,20 @@ from adaptner.train_loop import collect_weights
 from adaptner.update.anchor import anchor_alpha, anchor_weights
 from adaptner.update.trainers import snapshot_weights, update_pipeline
 from adaptner.util import load_pipeline
+from tests.integration.test_source_replay import (
+    N_BATCH,
+    answer_next_batch,
+    make_session,
+    session_files,  # noqa: F401 - a fixture
+)
+from tests.integration.test_source_replay import SETTINGS as REPLAY_SETTINGS
 
 pytestmark = pytest.mark.integration
 
-#: Paper protocol on the first 100 social media train docs: 20 held out, 8 per round.
-SETTINGS = ALSettings(
-    protocol="paper",
-    pool_fraction=0.5,
-    query_fraction=0.1,
-    budget=0.2,
-    eval_holdout=0.2,
-    epochs=2,
-    train_limit=100,
-    eval_limit=20,
-    source_replay=1.0,
-)
+ROOT = Path(__file__).resolve().parents[2]
+
+#: test_source_replay's rounds (8 social media docs per round), 2 epochs, 1 source doc per doc.
+SETTINGS = REPLAY_SETTINGS.replace(epochs=2, source_replay=1.0)
 
 
 def test_alpha_follows_the_number_of_target_docs():
@@ -110,53 +108,47 @@ def test_simulation_round_keeps_its_share_of_the_update(tiny_news_model, corpus_
     assert still.records[1]["source_f1"] == pytest.approx(still.records[0]["source_f1"], abs=1e-6)
 
 
-N_POOL, N_BATCH = 40, 10
-
-
-@pytest.fixture(scope="module")
-def pool_files(tmp_path_factory, corpus_dir):
-    out = tmp_path_factory.mktemp("anchor_session")
-    vocab = spacy.blank("da").vocab
-    pool = read_docbin(corpus_dir / "train" / "social_media.spacy", vocab)[:N_POOL]
-    DocBin(store_user_data=True, docs=pool).to_disk(out / "pool.spacy")
-    gold = {
-        d.text: [{"start": e.start_char, "end": e.end_char, "label": e.label_} for e in d.ents]
-        for d in pool
-    }
-    return out, gold
-
-
-def session_round(tmp_path: Path, model: Path, pool_files, anchor_docs: float):
-    folder, gold = pool_files
+def session_round(tmp_path: Path, model: Path, files, anchor_docs: float):
+    """test_source_replay's session (held-out set, no source docs): one batch answered from
+    the gold, then one reset round."""
     db = tmp_path / "s.db"
-    init_session(
-        db,
-        "sm",
-        source=model,
-        pool=folder / "pool.spacy",
-        strategy="random",
-        session_dir=tmp_path / "sdir",
-    )
-    batch = next_batch(db, "sm", n=N_BATCH, output=tmp_path / "batch.jsonl")
-    answers = tmp_path / "answers.jsonl"
-    answers.write_text(
-        "".join(
-            json.dumps({**t, "answer": "accept", "spans": gold[t["text"]]}, ensure_ascii=False)
-            + "\n"
-            for t in batch.tasks
-        ),
-        encoding="utf8",
-    )
-    import_answers(db, "sm", answers)
+    make_session(db, files, model)
+    answer_next_batch(db, files, tmp_path, 1)
     settings = UpdateSettings(max_epochs=2, patience=1, anchor_docs=anchor_docs)
     return train_round(db, "sm", mode="reset", settings=settings)
 
 
-def test_session_round_keeps_its_share_of_the_update(tiny_news_model, pool_files, tmp_path):
-    plain = session_round(tmp_path / "plain", tiny_news_model, pool_files, 0.0)
-    anchored = session_round(tmp_path / "anchored", tiny_news_model, pool_files, 30.0)
+def test_session_round_keeps_its_share_of_the_update(tiny_news_model, session_files, tmp_path):  # noqa: F811
+    plain = session_round(tmp_path / "plain", tiny_news_model, session_files, 0.0)
+    anchored = session_round(tmp_path / "anchored", tiny_news_model, session_files, 30.0)
     assert plain.metrics["anchor_alpha"] == 1.0
     assert anchored.metrics["anchor_alpha"] == pytest.approx(N_BATCH / (N_BATCH + 30))
     source = collect_weights(load_pipeline(tiny_news_model), copy=True)
     saved = collect_weights(load_pipeline(anchored.model_dir), copy=True)
     assert_between(source, collect_weights(load_pipeline(plain.model_dir), copy=True), saved, 0.25)
+
+
+def test_anchor_sweep_replays_recorded_rounds(tiny_news_model, corpus_dir, tmp_path):
+    """bench/anchor_sweep.py on a recorded run: alpha 1 gives the recorded F1, alpha 0 the
+    source's (round 0), and the table reads its rows."""
+    from typer.testing import CliRunner
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import anchor_sweep
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    plain = run_one_round(tiny_news_model, corpus_dir, tmp_path / "runs", 0.0)
+    rows_file = tmp_path / "rows.jsonl"
+    args = ["run", "--runs", str(tmp_path / "runs"), "-t", "social_media", "-o", str(rows_file)]
+    args += ["--corpus", str(corpus_dir)]
+    result = CliRunner().invoke(anchor_sweep.app, args)
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    assert row["round"] == 1 and row["labeled"] == 8
+    assert row["alphas"]["1.0"]["target_f1"] == pytest.approx(plain.records[1]["target_f1"])
+    assert row["alphas"]["0.0"]["target_f1"] == pytest.approx(plain.records[0]["target_f1"])
+    again = CliRunner().invoke(anchor_sweep.app, args)  # resumes: nothing left to do
+    assert again.exit_code == 0 and len(rows_file.read_text().splitlines()) == 1
+    table = CliRunner().invoke(anchor_sweep.app, ["table", str(rows_file)])
+    assert table.exit_code == 0 and "| 35 | " in table.output
