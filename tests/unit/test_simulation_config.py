@@ -54,11 +54,16 @@ def test_shipped_al_configs_load(name):
 
 
 def test_top_layers_al_config_is_e5_with_the_real_model():
-    """e5_top_layers.cfg is e5.cfg with the top_layers trainer at the trainer's own rates."""
+    """e5_top_layers.cfg is e5.cfg with the top_layers trainer at the trainer's own rates,
+    anchored as a session's top_layers rounds are by default."""
+    from adaptner.session.trainer import DEFAULT_ANCHOR_DOCS
+
     base = load_al_settings(ROOT / "configs" / "al" / "e5.cfg").as_dict()
     top = load_al_settings(ROOT / "configs" / "al" / "e5_top_layers.cfg").as_dict()
-    assert {k for k in base if base[k] != top[k]} == {"trainer", "epochs", "learn_rate"}
+    changed = {k for k in base if base[k] != top[k]}
+    assert changed == {"trainer", "epochs", "learn_rate", "anchor_docs"}
     assert (top["trainer"], top["epochs"], top["learn_rate"]) == ("top_layers", 10, None)
+    assert base["anchor_docs"] == 0 and top["anchor_docs"] == DEFAULT_ANCHOR_DOCS["top_layers"]
 
 
 def test_default_al_config_is_the_papers_protocol():
