@@ -563,7 +563,8 @@ def test_rerun_with_other_settings_is_refused_for_finished_runs(
             (moved / name).write_bytes(data)
     with pytest.raises(
         AdaptnerError,
-        match=r"line 1: written with different parameters \(epochs: file 1 vs now 3\)",
+        match=r"line 1: written with different parameters \(epochs: file 1 vs now 3\)\. Pass "
+        r"the file's values \(--epochs 1\) to continue it",
     ):
         run_grid(grid(tiny, moved, settings=TINY_AL.replace(epochs=3)), progress=False, log=len)
     assert not (moved / SETTINGS_FILE).exists()  # refused before recording the new settings

@@ -370,6 +370,11 @@ def read_records(path: str | Path) -> tuple[list[dict[str, Any]], bool]:
     return records, False
 
 
+#: Settings a simulation's command line can set directly, named in the remedy when a file's
+#: value differs (``--anchor-docs 0``).
+OPTION_KEYS = ("anchor_docs", "source_replay", "source_replay_max", "epochs", "learn_rate")
+
+
 def check_records(records: Sequence[dict[str, Any]], cfg: SimulationConfig, path: Path) -> None:
     """Verify that existing records belong to this run and are consecutive rounds.
 
@@ -386,9 +391,17 @@ def check_records(records: Sequence[dict[str, Any]], cfg: SimulationConfig, path
             detail = ", ".join(
                 f"{k}: file {theirs.get(k)!r} vs now {params.get(k)!r}" for k in diff
             )
+            options = " ".join(
+                f"--{k.replace('_', '-')} {theirs[k]:g}"
+                for k in diff
+                if k in OPTION_KEYS and isinstance(theirs.get(k), int | float)
+            )
+            again = f"Pass the file's values ({options}) to continue it, write"
+            if not options:
+                again = "Write"
             raise AdaptnerError(
-                f"{path}, line {i}: written with different parameters ({detail}). Delete the "
-                "file, or write to another --output directory."
+                f"{path}, line {i}: written with different parameters ({detail}). {again} to "
+                "another --output directory, or delete the file."
             )
         recorded = rec.get("source_model")
         if recorded is not None and recorded != cfg.source_model_label:
