@@ -97,6 +97,9 @@ def test_one_command_round_on_a_transformer(trf_session, monkeypatch, capsys):
         (1, "top_layers", None),
     ]
     assert [r["trainer"] for r in st["rounds"]] == ["source", "top_layers"]
+    # anchored by default: 40 answers keep 40 / (40 + 35) of the update, said and kept
+    assert "epochs, 53 % of the update kept" in out
+    assert st["rounds"][1]["anchor_alpha"] == pytest.approx(40 / 75)
     # the lower layers' outputs are cached on disk for the next command
     assert list((sdir / "features" / "lower").glob("*-k1/shard-*.npz"))
     # only the top layer learnt; the saved round is a normal pipeline that made the batch

@@ -383,10 +383,12 @@ def echo_round(result: Any) -> None:
     f = m.get("ents_f")
     score = f", held-out F1 {f:.3f}" if f is not None else " (no held-out set)"
     source = f", {m['n_source_replay']} from the source" if m.get("n_source_replay") else ""
+    alpha = m.get("anchor_alpha")
+    kept = f", {100 * alpha:.0f} % of the update kept" if alpha is not None and alpha < 1 else ""
     typer.echo(
         f"✔ round {result.round} ({result.mode}, {m['trainer']}): {m['n_train']} docs "
-        f"({m['n_new']} new{source}), {m['epochs']} epochs, {m['seconds']:.1f} s{score} -> "
-        f"{result.model_dir}"
+        f"({m['n_new']} new{source}), {m['epochs']} epochs{kept}, {m['seconds']:.1f} s{score} "
+        f"-> {result.model_dir}"
     )
 
 
@@ -497,16 +499,17 @@ def status_cmd(
         typer.echo(f"a round is training now (process {st['training']})")
     typer.echo(
         f"{'round':>5}  {'mode':<6}  {'trainer':<11}  {'docs':>5}  {'new':>4}  {'source':>6}  "
-        f"{'F1':>6}  {'sec':>6}"
+        f"{'kept':>5}  {'F1':>6}  {'sec':>6}"
     )
     for r in st["rounds"]:
         f1 = f"{100 * r['ents_f']:.1f}" if r["ents_f"] is not None else "-"
         sec = f"{r['seconds']:.1f}" if r["seconds"] is not None else "-"
         new = r["n_new"] if r["n_new"] is not None else "-"
         src = r["n_source_replay"] if r["n_source_replay"] is not None else "-"
+        kept = f"{100 * r['anchor_alpha']:.0f}%" if r.get("anchor_alpha") is not None else "-"
         typer.echo(
             f"{r['round']:>5}  {r['mode']:<6}  {r['trainer']:<11}  {r['n_train']:>5}  "
-            f"{new:>4}  {src:>6}  {f1:>6}  {sec:>6}"
+            f"{new:>4}  {src:>6}  {kept:>5}  {f1:>6}  {sec:>6}"
         )
     if st["batches"]:
         typer.echo(f"{'batch':>5}  {'n':>4}  made by")

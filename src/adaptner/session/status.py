@@ -59,6 +59,7 @@ def session_status(db: str | Path, name: str) -> dict[str, Any]:
                     "n_new": r.metrics.get("n_new"),
                     "n_replay": r.metrics.get("n_replay"),
                     "n_source_replay": r.metrics.get("n_source_replay"),
+                    "anchor_alpha": r.metrics.get("anchor_alpha"),
                     "ents_f": r.metrics.get("ents_f"),
                     "epochs": r.metrics.get("epochs"),
                     "seconds": r.metrics.get("seconds"),
