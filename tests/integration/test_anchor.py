@@ -12,7 +12,7 @@ from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
 from adaptner.session.loop import train_round
 from adaptner.session.trainer import UpdateSettings
-from adaptner.simulation import ALSettings, SimulationConfig
+from adaptner.simulation import ALSettings
 from adaptner.simulation.engine import Simulation
 from adaptner.train_loop import collect_weights
 from adaptner.update.anchor import anchor_alpha, anchor_weights
@@ -23,15 +23,13 @@ from tests.integration.test_source_replay import (
     answer_next_batch,
     make_session,
     session_files,  # noqa: F401 - a fixture
+    social_media_run,
 )
-from tests.integration.test_source_replay import SETTINGS as REPLAY_SETTINGS
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: test_source_replay's rounds (8 social media docs per round), 2 epochs, 1 source doc per doc.
-SETTINGS = REPLAY_SETTINGS.replace(epochs=2, source_replay=1.0)
 
 
 def test_alpha_follows_the_number_of_target_docs():
@@ -74,17 +72,10 @@ def test_anchor_weights_interpolates_every_trained_weight(tiny_news_model, corpu
 
 
 def run_one_round(model: Path, corpus_dir: Path, out: Path, anchor_docs: float) -> Simulation:
-    cfg = SimulationConfig(
-        source="news",
-        target="social_media",
-        strategy="random",
-        mode="reset",
-        seed=0,
-        settings=SETTINGS.replace(budget=0.1, anchor_docs=anchor_docs),
-        source_model=model,
-        corpus_dir=corpus_dir,
-    )
-    sim = Simulation(cfg, out)
+    """One round of test_source_replay's run (8 social media docs), 2 epochs, 1 source doc
+    replayed per doc."""
+    settings = {"epochs": 2, "source_replay": 1.0, "budget": 0.1, "anchor_docs": anchor_docs}
+    sim = Simulation(social_media_run(model, corpus_dir, "reset", **settings), out)
     sim.records = sim.run()
     return sim
 

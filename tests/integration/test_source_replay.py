@@ -46,6 +46,20 @@ def news_train(corpus_dir) -> list[str]:
     return [d.text for d in read_docbin(corpus_dir / "train" / "news.spacy", vocab)]
 
 
+def social_media_run(model, corpus_dir, mode: str, **settings) -> SimulationConfig:
+    """News -> social media, random, seed 0, with :data:`SETTINGS` changed by ``settings``."""
+    return SimulationConfig(
+        source="news",
+        target="social_media",
+        strategy="random",
+        mode=mode,
+        seed=0,
+        settings=SETTINGS.replace(**settings),
+        source_model=model,
+        corpus_dir=corpus_dir,
+    )
+
+
 def split_call(docs, target_ids: set[int], source_ids: set[int]) -> tuple[list, list]:
     """A trainer call's docs: (target docs, source docs), by identity; nothing else allowed."""
     target = [d for d in docs if id(d) in target_ids]
@@ -79,15 +93,8 @@ def record_calls(sim: Simulation) -> list[list]:
 def test_simulation_rounds_train_on_source_docs_in_the_ratio(
     tiny_news_model, corpus_dir, news_train, tmp_path, mode, ratio, cap, expected
 ):
-    cfg = SimulationConfig(
-        source="news",
-        target="social_media",
-        strategy="random",
-        mode=mode,
-        seed=0,
-        settings=SETTINGS.replace(source_replay=ratio, source_replay_max=cap),
-        source_model=tiny_news_model,
-        corpus_dir=corpus_dir,
+    cfg = social_media_run(
+        tiny_news_model, corpus_dir, mode, source_replay=ratio, source_replay_max=cap
     )
     sim = Simulation(cfg, tmp_path)
     calls = record_calls(sim)
@@ -123,15 +130,8 @@ def test_source_docs_are_trained_on_never_used_for_early_stopping(
 ):
     """With patience, a slice of the round's labels picks the epoch; the source docs go with
     the rest (2 per target doc trained on) and never into that slice."""
-    cfg = SimulationConfig(
-        source="news",
-        target="social_media",
-        strategy="random",
-        mode="reset",
-        seed=0,
-        settings=SETTINGS.replace(source_replay=2.0, patience=2, epochs=2),
-        source_model=tiny_news_model,
-        corpus_dir=corpus_dir,
+    cfg = social_media_run(
+        tiny_news_model, corpus_dir, "reset", source_replay=2.0, patience=2, epochs=2
     )
     sim = Simulation(cfg, tmp_path)
     calls: list[tuple[list, list | None]] = []
