@@ -161,6 +161,66 @@ def table(
         typer.echo(f"| {k} | " + " | ".join(cells) + f" | {summary} |")
 
 
+def next_batch_docs(prev: dict, first_k: float) -> float:
+    """``anchor_docs`` as the previous round's rows choose it: the share whose weights scored
+    best on this round's batch (labels that round had not seen; ties to the smaller share),
+    turned into k = n (1 - alpha) / alpha with n the previous round's labels (inf for
+    alpha = 0); ``first_k`` without a previous round."""
+    if prev is None:
+        return first_k
+    best = max(ALPHAS, key=lambda a: (prev["alphas"][str(a)]["next_batch_f1"] or 0.0, -a))
+    return float("inf") if best == 0.0 else prev["labeled"] * (1.0 - best) / best
+
+
+@app.command()
+def rules(
+    rows_file: Path = typer.Argument(..., help="The rows `run` wrote."),
+    eval_set: str = typer.Option("merged", "--eval-set", help="merged | heldout | dev."),
+    fixed: float = typer.Option(35.0, "--fixed", help="The fixed anchor_docs to compare with."),
+) -> None:
+    """Ways to choose a round's share, each round's seed-mean F1 minus the source's:
+
+    - fixed: anchor_docs = --fixed every round;
+    - next batch: the share the previous round's weights scored best with on the batch this
+      round labels (known once it is labelled, before this round trains), as anchor_docs
+      (round 1, with no previous round: --fixed);
+    - whole update (alpha 1) and the best share on the evaluation set itself (an upper bound
+      no run can use: it selects on the evaluation set).
+    """
+    rows = [json.loads(line) for line in rows_file.read_text(encoding="utf8").splitlines()]
+
+    def f1(row: dict, alpha: float) -> float:
+        return row["alphas"][str(alpha)]["evals"][eval_set]
+
+    def at_k(row: dict, k: float) -> float:
+        a = 0.0 if k == float("inf") else anchor_alpha(row["labeled"], k)
+        return float(numpy.interp(a, ALPHAS, [f1(row, x) for x in ALPHAS])) - f1(row, 0.0)
+
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        runs[row["run_id"]].append(row)
+    gains: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run_rows in runs.values():
+        prev = None
+        for row in sorted(run_rows, key=lambda r: r["round"]):
+            cell = gains[(row["strategy"], row["round"])]
+            cell[f"fixed {fixed:g}"].append(at_k(row, fixed))
+            cell["next batch"].append(at_k(row, next_batch_docs(prev, fixed)))
+            cell["whole update"].append(f1(row, 1.0) - f1(row, 0.0))
+            cell["best on the eval set (bound)"].append(
+                max(f1(row, a) for a in ALPHAS) - f1(row, 0.0)
+            )
+            prev = row if prev is None or row["round"] == prev["round"] + 1 else None
+    keys = sorted(gains)
+    typer.echo(f"Evaluation set: {eval_set}; F1 minus the source's (round 0), seed mean")
+    typer.echo("| rule | " + " | ".join(f"{s} r{r}" for s, r in keys) + " | mean |")
+    typer.echo("|---" * (len(keys) + 2) + "|")
+    for rule in gains[keys[0]]:
+        means = [float(numpy.mean(gains[key][rule])) for key in keys]
+        cells = " | ".join(f"{m:+.3f}" for m in means)
+        typer.echo(f"| {rule} | {cells} | {numpy.mean(means):+.3f} |")
+
+
 @app.command()
 def compare(
     anchored: Path = typer.Option(..., "--anchored", help="Runs with anchoring (folder or tar)."),

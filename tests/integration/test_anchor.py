@@ -143,3 +143,40 @@ def test_anchor_sweep_replays_recorded_rounds(tiny_news_model, corpus_dir, tmp_p
     assert again.exit_code == 0 and len(rows_file.read_text().splitlines()) == 1
     table = CliRunner().invoke(anchor_sweep.app, ["table", str(rows_file)])
     assert table.exit_code == 0 and "| 35 | " in table.output
+
+
+def test_anchor_sweep_rules_choose_the_share_on_the_next_batch(tmp_path):
+    """`rules`: round 2 takes anchor_docs from the share round 1's weights scored best with on
+    round 2's batch (k = n (1 - alpha) / alpha), round 1 the fixed k."""
+    from typer.testing import CliRunner
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import anchor_sweep
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+    def row(round_: int, labeled: int, evals: list[float], batch: list[float]) -> dict:
+        alphas = {
+            str(a): {"evals": {"merged": f}, "next_batch_f1": b}
+            for a, f, b in zip(anchor_sweep.ALPHAS, evals, batch, strict=True)
+        }
+        return {"run_id": "r", "strategy": "random", "round": round_, "labeled": labeled,
+                "alphas": alphas}  # fmt: skip
+
+    first = row(1, 10, [0.5, 0.6, 0.6, 0.6, 0.6], [0.2, 0.3, 0.4, 0.4, 0.1])
+    second = row(2, 20, [0.5, 0.5, 0.7, 0.9, 0.9], [0.0] * 5)
+    # 0.5 and 0.75 tie on round 2's batch: the smaller share, k = 10 (1 - 0.5) / 0.5 = 10
+    assert anchor_sweep.next_batch_docs(first, 35.0) == pytest.approx(10.0)
+    assert anchor_sweep.next_batch_docs(None, 35.0) == 35.0
+    worst = row(1, 10, [0.5] * 5, [0.4, 0.3, 0.2, 0.1, 0.0])
+    assert anchor_sweep.next_batch_docs(worst, 35.0) == float("inf")
+    rows_file = tmp_path / "rows.jsonl"
+    rows_file.write_text("".join(json.dumps(r) + "\n" for r in (first, second)))
+    result = CliRunner().invoke(anchor_sweep.app, ["rules", str(rows_file), "--fixed", "20"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split(" | ")[0]: line for line in result.output.splitlines()}
+    # fixed 20: alpha 1/3 then 1/2; next batch, round 2: k 10, alpha 2/3 -> 0.7 + (2/3 - 1/2) 0.8
+    assert lines["| fixed 20"].startswith("| fixed 20 | +0.100 | +0.200 |")
+    assert lines["| next batch"].startswith("| next batch | +0.100 | +0.333 |")
+    assert lines["| whole update"].startswith("| whole update | +0.100 | +0.400 |")
