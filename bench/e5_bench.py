@@ -211,6 +211,11 @@ def int8(
     ),
     calibration_docs: int = typer.Option(256, help="Calibration docs sampled (seed 0)."),
     record: str = typer.Option("int8", help="Append the rows to bench/results/e5/<record>.jsonl."),
+    max_batch_items: int = typer.Option(
+        0,
+        help="The transformer's max_batch_items at prediction (padded word pieces per forward "
+        "pass; 0 = the pipeline's own).",
+    ),
 ) -> None:
     """fp32 against int8 variants of one pipeline, side by side in one process: dev F1 and
     nlp.pipe words/s (batch 64, all dev texts; the median of alternating timed passes)."""
@@ -248,6 +253,10 @@ def int8(
         for module, module_scales in zip(transformer_modules(nlp), scales, strict=True):
             quantize.quantize_module(module, keep, per_channel, module_scales)
         pipes[name] = nlp
+    for nlp in pipes.values():
+        if max_batch_items:
+            nlp.get_pipe("transformer").cfg["max_batch_items"] = max_batch_items
+    items = pipes["fp32"].get_pipe("transformer").cfg["max_batch_items"]
     speeds: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(repeats):
         for name in names:
@@ -265,6 +274,7 @@ def int8(
             "words": sum(len(d) for d in gold), "threads": torch.get_num_threads(),
             "load_avg": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d"),
             "calibration_docs": calibration_docs if name.startswith("smooth") else None,
+            "max_batch_items": items,
         })  # fmt: skip
         _append(record, rows[-1])
     base = rows[0]
