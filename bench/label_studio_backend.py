@@ -12,7 +12,8 @@ unless --source), then, through Label Studio's REST API only:
    prediction score, submits its gold annotation as an annotator would, and times two waits:
    until /predict has answered for the next 50 tasks (what the annotator waits for; from the
    newest model that has finished, a round may still be training) and until /predict answers
-   from a model that learnt the annotation (the next round);
+   from a model that learnt the annotation (the next round; a round that scored below the
+   source on the held-out set is trained but not served, and counts when it has finished);
 4. checks that Label Studio's order by prediction score is the strategy's: the Spearman
    correlation between the scores Label Studio stored for the round's model and the
    strategy's own scores (recomputed from the saved round model) over the unannotated tasks.
@@ -184,6 +185,15 @@ def all_tasks(ls: LabelStudioClient, pid: int) -> list[dict]:
         page += 1
 
 
+def newest_round(db: Path, session: Any) -> int:
+    """The number of the newest round the session has trained (served or not)."""
+    store = open_store(db)
+    try:
+        return max((r.round for r in store.rounds(session.id)), default=0)
+    finally:
+        store.close()
+
+
 def one_round(
     ls: LabelStudioClient, pid: int, backend: str, gold: dict, db: Path, session: Any, k: int
 ) -> dict[str, Any]:
@@ -219,6 +229,7 @@ def one_round(
     top = max(scored, key=lambda st: st[0])[1]
     text = top["data"]["text"]
     spans = [(s["start"], s["end"], s["label"]) for s in gold[text]]
+    trained_before = newest_round(db, session)
     submitted = time.perf_counter()
     ls.call(
         "POST",
@@ -233,9 +244,13 @@ def one_round(
     next_answer = backend_call(backend, "/predict", {"tasks": batch})
     next_batch_s = time.perf_counter() - submitted
     probe = {"tasks": [{"id": top["id"], "data": {"text": text}}]}
+    kept_back = False  # the round trained, but scored below the source: its model waits
     while True:
         answer = backend_call(backend, "/predict", probe)
         if answer["model_version"] != version:
+            break
+        if newest_round(db, session) > trained_before:
+            kept_back = True
             break
         if time.perf_counter() - submitted > 600:
             raise RuntimeError(f"round {k}: no new model 600 s after the annotation")
@@ -256,6 +271,7 @@ def one_round(
         "next_batch_tasks": len(batch),
         "next_batch_model_version": next_answer["model_version"],
         "latency_s": round(latency, 2),
+        "round_kept_back": kept_back,
     }
     print(json.dumps(row, ensure_ascii=False))
     return row
