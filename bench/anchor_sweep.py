@@ -203,6 +203,8 @@ def rules(
     for run_rows in runs.values():
         prev = None
         for row in sorted(run_rows, key=lambda r: r["round"]):
+            if prev is not None and prev["round"] != row["round"] - 1:
+                prev = None  # a round missing from the rows: its batch scored nothing here
             cell = gains[(row["strategy"], row["round"])]
             cell[f"fixed {fixed:g}"].append(at_k(row, fixed))
             cell["next batch"].append(at_k(row, next_batch_docs(prev, fixed)))
@@ -210,7 +212,7 @@ def rules(
             cell["best on the eval set (bound)"].append(
                 max(f1(row, a) for a in ALPHAS) - f1(row, 0.0)
             )
-            prev = row if prev is None or row["round"] == prev["round"] + 1 else None
+            prev = row
     keys = sorted(gains)
     typer.echo(f"Evaluation set: {eval_set}; F1 minus the source's (round 0), seed mean")
     typer.echo("| rule | " + " | ".join(f"{s} r{r}" for s, r in keys) + " | mean |")
