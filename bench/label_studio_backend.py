@@ -290,14 +290,21 @@ def plot(log: dict[str, Any], path: Path) -> None:
     a1.bar([v - width / 2 for v in x], [r.get("next_batch_s", 0) for r in rows], width,
            color="tab:orange", label=f"-> next {NEXT_BATCH} tasks predicted")  # fmt: skip
     a1.bar([v + width / 2 for v in x], [r["latency_s"] for r in rows], width,
-           color="tab:blue", label="-> a model that learnt it")  # fmt: skip
+           color="tab:blue", label="-> a model that learnt it",
+           hatch=["//" if r.get("round_kept_back") else "" for r in rows])  # fmt: skip
     a1.axhline(10, color="tab:red", ls="--", lw=1, label="target 10 s")
     tallest = max([10.0, *(r["latency_s"] for r in rows)])
     a1.set_ylim(0, tallest * 1.5)  # room for the legend above the bars
     a1.set_xlabel("annotation (round before it)")
     a1.set_ylabel("seconds after the submission")
     a1.set_title(f"annotation submitted (trainer {log.get('trainer', 'auto')})", fontsize=9)
-    a1.legend()
+    handles, _ = a1.get_legend_handles_labels()
+    if any(r.get("round_kept_back") for r in rows):
+        from matplotlib.patches import Patch
+
+        kept = Patch(facecolor="tab:blue", hatch="//", label="trained, kept back (below source)")
+        handles.append(kept)
+    a1.legend(handles=handles)
     a2.plot(x, [r["spearman_ls_score_vs_strategy"] for r in rows], "o-", color="tab:green")
     a2.set_ylim(-1.05, 1.05)
     a2.set_xlabel("round")
