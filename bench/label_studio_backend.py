@@ -58,6 +58,7 @@ from annotation_tools_roundtrip import (
 
 from adaptner.session.labelstudio import LabelStudioClient, push_session
 from adaptner.session.loop import load_pipeline, open_store
+from adaptner.session.rounds import pick_model
 from adaptner.strategies import get_strategy
 
 #: Tasks the annotator's next batch holds (the session rounds' batch size).
@@ -185,13 +186,15 @@ def all_tasks(ls: LabelStudioClient, pid: int) -> list[dict]:
         page += 1
 
 
-def newest_round(db: Path, session: Any) -> int:
-    """The number of the newest round the session has trained (served or not)."""
+def newest_round(db: Path, session: Any) -> tuple[int, bool]:
+    """The number of the newest round the session has trained, and whether its model is kept
+    back (it scored below the source on the held-out set, so an earlier round answers)."""
     store = open_store(db)
     try:
-        return max((r.round for r in store.rounds(session.id)), default=0)
+        rounds = store.rounds(session.id)
     finally:
         store.close()
+    return rounds[-1].round, pick_model(rounds).round.round != rounds[-1].round
 
 
 def one_round(
@@ -229,7 +232,7 @@ def one_round(
     top = max(scored, key=lambda st: st[0])[1]
     text = top["data"]["text"]
     spans = [(s["start"], s["end"], s["label"]) for s in gold[text]]
-    trained_before = newest_round(db, session)
+    trained_before, _ = newest_round(db, session)
     submitted = time.perf_counter()
     ls.call(
         "POST",
@@ -249,8 +252,8 @@ def one_round(
         answer = backend_call(backend, "/predict", probe)
         if answer["model_version"] != version:
             break
-        if newest_round(db, session) > trained_before:
-            kept_back = True
+        newest, kept_back = newest_round(db, session)
+        if newest > trained_before and kept_back:
             break
         if time.perf_counter() - submitted > 600:
             raise RuntimeError(f"round {k}: no new model 600 s after the annotation")
