@@ -126,6 +126,19 @@ def run(
                 typer.echo(f"{rec['run_id']} round {i}: recorded {rec['target_f1']:.3f}, {f1}")
 
 
+def row_f1(row: dict, alpha: float, eval_set: str) -> float:
+    """A swept round's F1 on ``eval_set`` with the share ``alpha`` (one of :data:`ALPHAS`)."""
+    return row["alphas"][str(alpha)]["evals"][eval_set]
+
+
+def gain_at(row: dict, k: float, eval_set: str) -> float:
+    """F1 minus the source's with anchoring ``k`` (alpha = n / (n + k), linear in alpha between
+    the scored shares; k = inf keeps none of the update)."""
+    a = 0.0 if k == float("inf") else anchor_alpha(row["labeled"], k)
+    scores = [row_f1(row, x, eval_set) for x in ALPHAS]
+    return float(numpy.interp(a, ALPHAS, scores)) - row_f1(row, 0.0, eval_set)
+
+
 @app.command()
 def table(
     rows_file: Path = typer.Argument(..., help="The rows `run` wrote."),
@@ -134,10 +147,6 @@ def table(
     """Per anchor_docs k: each round's seed-mean F1 minus the source's (worst seed in brackets)
     and the mean over rounds, on one evaluation set."""
     rows = [json.loads(line) for line in rows_file.read_text(encoding="utf8").splitlines()]
-
-    def f1(row: dict, alpha: float) -> float:
-        return row["alphas"][str(alpha)]["evals"][eval_set]
-
     typer.echo(f"Evaluation set: {eval_set}; F1 minus the source's (round 0), seed mean (worst)")
     by_round: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for row in rows:
@@ -150,11 +159,7 @@ def table(
     for k in KS:
         cells, means = [], defaultdict(list)
         for key in keys:
-            gains = []
-            for row in by_round[key]:
-                a = anchor_alpha(row["labeled"], k)
-                value = numpy.interp(a, ALPHAS, [f1(row, x) for x in ALPHAS])
-                gains.append(float(value) - f1(row, 0.0))
+            gains = [gain_at(row, k, eval_set) for row in by_round[key]]
             cells.append(f"{numpy.mean(gains):+.3f} ({min(gains):+.3f})")
             means[key[0]].append(float(numpy.mean(gains)))
         summary = ", ".join(f"{s} {numpy.mean(v):+.3f}" for s, v in means.items())
@@ -190,11 +195,7 @@ def rules(
     rows = [json.loads(line) for line in rows_file.read_text(encoding="utf8").splitlines()]
 
     def f1(row: dict, alpha: float) -> float:
-        return row["alphas"][str(alpha)]["evals"][eval_set]
-
-    def at_k(row: dict, k: float) -> float:
-        a = 0.0 if k == float("inf") else anchor_alpha(row["labeled"], k)
-        return float(numpy.interp(a, ALPHAS, [f1(row, x) for x in ALPHAS])) - f1(row, 0.0)
+        return row_f1(row, alpha, eval_set)
 
     runs: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -206,8 +207,8 @@ def rules(
             if prev is not None and prev["round"] != row["round"] - 1:
                 prev = None  # a round missing from the rows: its batch scored nothing here
             cell = gains[(row["strategy"], row["round"])]
-            cell[f"fixed {fixed:g}"].append(at_k(row, fixed))
-            cell["next batch"].append(at_k(row, next_batch_docs(prev, fixed)))
+            cell[f"fixed {fixed:g}"].append(gain_at(row, fixed, eval_set))
+            cell["next batch"].append(gain_at(row, next_batch_docs(prev, fixed), eval_set))
             cell["whole update"].append(f1(row, 1.0) - f1(row, 0.0))
             cell["best on the eval set (bound)"].append(
                 max(f1(row, a) for a in ALPHAS) - f1(row, 0.0)
