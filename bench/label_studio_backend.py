@@ -252,8 +252,9 @@ def one_round(
         answer = backend_call(backend, "/predict", probe)
         if answer["model_version"] != version:
             break
-        newest, kept_back = newest_round(db, session)
-        if newest > trained_before and kept_back:
+        newest, newest_kept_back = newest_round(db, session)
+        if newest > trained_before and newest_kept_back:
+            kept_back = True
             break
         if time.perf_counter() - submitted > 600:
             raise RuntimeError(f"round {k}: no new model 600 s after the annotation")
