@@ -253,8 +253,8 @@ def int8(
         for module, module_scales in zip(transformer_modules(nlp), scales, strict=True):
             quantize.quantize_module(module, keep, per_channel, module_scales)
         pipes[name] = nlp
-    for nlp in pipes.values():
-        if max_batch_items:
+    if max_batch_items:
+        for nlp in pipes.values():
             nlp.get_pipe("transformer").cfg["max_batch_items"] = max_batch_items
     items = pipes["fp32"].get_pipe("transformer").cfg["max_batch_items"]
     speeds: dict[str, list[float]] = {n: [] for n in names}
