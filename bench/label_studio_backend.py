@@ -12,11 +12,13 @@ unless --source), then, through Label Studio's REST API only:
    prediction score, submits its gold annotation as an annotator would, and times two waits:
    until /predict has answered for the next 50 tasks (what the annotator waits for; from the
    newest model that has finished, a round may still be training) and until /predict answers
-   from a model that learnt the annotation (the next round; a round that scored below the
-   source on the held-out set is trained but not served, and counts when it has finished);
+   from a model that learnt the annotation (the next round, served from memory before it is
+   saved; a round that scored below the source on the held-out set is trained but not
+   served, and counts once the backend has decided so: ``trained_round`` in /health);
 4. checks that Label Studio's order by prediction score is the strategy's: the Spearman
    correlation between the scores Label Studio stored for the round's model and the
-   strategy's own scores (recomputed from the saved round model) over the unannotated tasks.
+   strategy's own scores (recomputed from the served round's saved model) over the
+   unannotated tasks.
 
 Writes ``<out>/label_studio_backend.json`` (every step) and ``.png`` (latency and order per
 round), named with the command and date. Label Studio is started with ML_BLOCK_LOCAL_IP=false
@@ -58,7 +60,6 @@ from annotation_tools_roundtrip import (
 
 from adaptner.session.labelstudio import LabelStudioClient, push_session
 from adaptner.session.loop import load_pipeline, open_store
-from adaptner.session.rounds import pick_model
 from adaptner.strategies import get_strategy
 
 #: Tasks the annotator's next batch holds (the session rounds' batch size).
@@ -186,21 +187,11 @@ def all_tasks(ls: LabelStudioClient, pid: int) -> list[dict]:
         page += 1
 
 
-def newest_round(db: Path, session: Any) -> tuple[int, bool]:
-    """The number of the newest round the session has trained, and whether its model is kept
-    back (it scored below the source on the held-out set, so an earlier round answers)."""
-    store = open_store(db)
-    try:
-        rounds = store.rounds(session.id)
-    finally:
-        store.close()
-    return rounds[-1].round, pick_model(rounds).round.round != rounds[-1].round
-
-
 def one_round(
     ls: LabelStudioClient, pid: int, backend: str, gold: dict, db: Path, session: Any, k: int
 ) -> dict[str, Any]:
-    version = backend_call(backend, "/health")["model_version"]
+    health = backend_call(backend, "/health")
+    version, served_round = health["model_version"], health["round"]
     t0 = time.perf_counter()
     ls.call(
         "POST",
@@ -215,11 +206,16 @@ def one_round(
         if preds:
             scored.append((preds[-1]["score"], t))
     # Label Studio's order by prediction score vs the strategy's scores from the saved model
-    store = open_store(db)
-    try:
-        model_dir = store.current_round(session.id).model_dir
-    finally:
-        store.close()
+    # of the served round (the backend may still be saving it: wait for the store)
+    model_dir = None
+    while model_dir is None:
+        store = open_store(db)
+        try:
+            rounds = {r.round: r.model_dir for r in store.rounds(session.id)}
+        finally:
+            store.close()
+        model_dir = rounds.get(served_round)
+        time.sleep(0 if model_dir else 0.2)
     nlp = load_pipeline(model_dir)
     docs = list(nlp.pipe([t["data"]["text"] for _, t in scored]))
     strat = numpy.asarray(
@@ -232,7 +228,7 @@ def one_round(
     top = max(scored, key=lambda st: st[0])[1]
     text = top["data"]["text"]
     spans = [(s["start"], s["end"], s["label"]) for s in gold[text]]
-    trained_before, _ = newest_round(db, session)
+    trained_before = backend_call(backend, "/health")["trained_round"]
     submitted = time.perf_counter()
     ls.call(
         "POST",
@@ -252,8 +248,8 @@ def one_round(
         answer = backend_call(backend, "/predict", probe)
         if answer["model_version"] != version:
             break
-        newest, newest_kept_back = newest_round(db, session)
-        if newest > trained_before and newest_kept_back:
+        health = backend_call(backend, "/health")  # the backend's decision, before the save
+        if health["trained_round"] > trained_before and health["model_version"] == version:
             kept_back = True
             break
         if time.perf_counter() - submitted > 600:

@@ -203,6 +203,35 @@ def collect_weights(nlp: Language, *, copy: bool = False) -> dict[str, numpy.nda
     return arrays
 
 
+def same_frozen_weights(a: Language, b: Language) -> bool:
+    """Whether two pipelines differ at most in what :func:`collect_weights` holds: the same
+    weights by name and shape, and every frozen PyTorch tensor equal (e.g. two rounds of one
+    session, whose trainers never change the frozen lower layers)."""
+    import torch
+
+    weights_a, weights_b = collect_weights(a), collect_weights(b)
+    if weights_a.keys() != weights_b.keys() or any(
+        weights_a[k].shape != weights_b[k].shape for k in weights_a
+    ):
+        return False
+    shims_b = {name: shim for name, shim in _named_nodes(b)[1].values()}
+    for name, shim in _named_nodes(a)[1].values():
+        module_a = _torch_module(shim)
+        module_b = _torch_module(shims_b[name]) if name in shims_b else None
+        if module_a is None:
+            continue
+        if module_b is None:
+            return False
+        frozen_b = {p: t for p, t in module_b.named_parameters() if not t.requires_grad}
+        for param, tensor in module_a.named_parameters():
+            if tensor.requires_grad:
+                continue
+            other = frozen_b.get(param)
+            if other is None or other.shape != tensor.shape or not torch.equal(tensor, other):
+                return False
+    return True
+
+
 def apply_weights(nlp: Language, arrays: dict[str, Any], where: str = "the snapshot") -> None:
     """Put weights from :func:`collect_weights` back, in place (modules and patches stay).
 

@@ -11,6 +11,7 @@ import spacy
 from spacy.tokens import DocBin
 
 from adaptner.encoders.training import transformer_modules
+from adaptner.errors import AdaptnerError
 from adaptner.readers import read_docbin
 from adaptner.session import loop as loop_mod
 from adaptner.session.loop import answer_cycle, init_session, next_batch, session_status
@@ -190,3 +191,103 @@ def test_guard_on_a_transformer(trf_session):
     assert in_tasks(tasks) == predicted(spacy.load(trf_session["source"]), tasks)
     st = session_status(db, "trf")
     assert st["model"]["round"] == 0 and st["batches"][-1]["note"] == cycle.batch.note
+
+
+def test_backend_serves_a_round_before_saving_it_and_recycles_the_retired_model(
+    trf_session, monkeypatch
+):
+    """The round worker answers from a round as soon as it is trained (the ~0.5 GB save of a
+    transformer comes after), and the next round trains on the retired model, made a copy of
+    the newest in memory instead of loaded from disk."""
+    import time
+
+    from adaptner.session.loop import import_answers, load_pipeline
+    from adaptner.session.worker import RoundWorker
+    from adaptner.train_loop import collect_weights, same_frozen_weights
+    from adaptner.update.trainers import TopLayers
+
+    db, gold, sdir = trf_session["db"], trf_session["gold"], trf_session["sdir"]
+    b1 = next_batch(db, "trf", n=6, output=sdir.parent / "b1.jsonl")
+    import_answers(db, "trf", answer(b1.path, sdir.parent / "a1.jsonl", gold))
+    messages: list[str] = []
+    worker = RoundWorker(db, "trf", mode="warm", echo=messages.append)
+    source = worker.served
+    seen = {}
+    real_save = loop_mod.save_pipeline
+
+    def save(nlp, path, **kwargs):
+        seen["served"] = worker.served.round
+        seen["tasks"] = len(worker.served.tasks)
+        return real_save(nlp, path, **kwargs)
+
+    monkeypatch.setattr(loop_mod, "save_pipeline", save)
+    worker._update(time.time(), True)
+    assert seen == {"served": 1, "tasks": 54}  # round 1 answered while it was being saved
+    assert worker.served.round == 1 and "saved in" in messages[-1]
+    assert worker._spare is source.nlp  # the retired source model, now a copy of round 1
+    loaded = load_pipeline(worker.served.model_dir)
+    TopLayers().prepare(loaded, ())  # frozen and cached as the session's rounds are
+    assert same_frozen_weights(loaded, worker._spare)
+    saved, spare = collect_weights(loaded), collect_weights(worker._spare)
+    assert saved.keys() == spare.keys()
+    assert all(numpy.array_equal(saved[k], spare[k]) for k in saved)
+    # the next round trains on the recycled copy
+    b2 = next_batch(db, "trf", n=6, output=sdir.parent / "b2.jsonl")
+    import_answers(db, "trf", answer(b2.path, sdir.parent / "a2.jsonl", gold))
+    worker._update(time.time(), True)
+    assert worker.served.round == 2 and worker.served.nlp is source.nlp
+
+
+def test_backend_stops_serving_a_round_whose_save_failed(trf_session, monkeypatch):
+    import time
+
+    from adaptner.session.loop import import_answers
+    from adaptner.session.store import SessionStore
+    from adaptner.session.worker import RoundWorker
+
+    db, gold, sdir = trf_session["db"], trf_session["gold"], trf_session["sdir"]
+    b1 = next_batch(db, "trf", n=6, output=sdir.parent / "b1.jsonl")
+    import_answers(db, "trf", answer(b1.path, sdir.parent / "a1.jsonl", gold))
+    worker = RoundWorker(db, "trf", mode="warm", echo=lambda m: None)
+    source = worker.served
+    seen = {}
+
+    def full_disk(nlp, path, **kwargs):
+        seen["served"] = worker.served.round
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loop_mod, "save_pipeline", full_disk)
+    with pytest.raises(AdaptnerError, match=r"No space left on device writing .*rounds.1: free"):
+        worker._update(time.time(), True)
+    assert seen == {"served": 1}
+    assert worker.served is source  # back to the last saved round
+    store = SessionStore(db)
+    try:
+        session = store.get_session("trf")
+        assert [r.round for r in store.rounds(session.id)] == [0]
+        assert len(store.answers(session.id, answer="accept", trained=False)) == 6
+    finally:
+        store.close()
+    rounds = sdir / "rounds"  # no half-written round left behind
+    assert not rounds.exists() or not [p.name for p in rounds.iterdir() if "1" in p.name]
+
+
+def test_copy_trained_weights_refuses_pipelines_with_other_frozen_weights(tiny_trf):
+    import torch
+
+    from adaptner.train_loop import collect_weights
+    from adaptner.update.trainers import TopLayers, copy_trained_weights
+
+    a, b = spacy.load(tiny_trf["best"]), spacy.load(tiny_trf["best"])
+    for nlp in (a, b):
+        TopLayers(train_layers=1).prepare(nlp, ())
+    head = next(k for k in collect_weights(a) if k.startswith("w:m:bio_ner"))
+    collect_weights(a)[head][...] += 1.0  # a trained weight differs: copied
+    assert copy_trained_weights(a, b)
+    assert numpy.array_equal(collect_weights(b)[head], collect_weights(a)[head])
+    with torch.no_grad():  # a frozen weight differs: not a copy, nothing changed
+        transformer_modules(b)[0].embeddings.word_embeddings.weight[0, 0] += 1.0
+    collect_weights(a)[head][...] += 1.0
+    before = collect_weights(b, copy=True)
+    assert not copy_trained_weights(a, b)
+    assert all(numpy.array_equal(before[k], v) for k, v in collect_weights(b).items())

@@ -886,6 +886,7 @@ def train_round(
     nlp: Language | None = None,
     progress: bool = False,
     nlp_round: int | None = None,
+    on_fit: Callable[[TrainResult], None] | None = None,
 ) -> TrainResult:
     """Train the next round on the accepted answers and make it the current model.
 
@@ -906,6 +907,10 @@ def train_round(
         nlp: The current model if the caller has it loaded (warm mode only).
         nlp_round: The round ``nlp`` belongs to; when it is not the current one any more
             (a round finished meanwhile), the current model is loaded instead.
+        on_fit: Called with the round once its weights are final and scored, before it is
+            saved (still under the round lock): the Label Studio backend serves it from
+            memory while the ~0.5 GB of a transformer is written. If saving then fails the
+            round does not exist, and the caller must stop serving it.
 
     Raises:
         AdaptnerError: an unknown mode, no (new) accepted answers, or another ``train``
@@ -977,6 +982,9 @@ def train_round(
             }
         )
         round_dir = Path(session.session_dir) / "rounds" / str(new_round)
+        result = TrainResult(new_round, mode, round_dir / "model", metrics, nlp)
+        if on_fit is not None:
+            on_fit(result)
         with store.write() as conn:
             latest = store.current_round(session.id, conn)
             if latest.round != current.round:
@@ -1002,7 +1010,7 @@ def train_round(
                 metrics=metrics,
             )
             store.mark_trained(conn, [a.id for a in fresh], new_round)
-        return TrainResult(new_round, mode, round_dir / "model", metrics, nlp)
+        return result
     finally:
         lock.close()
         store.close()

@@ -2,7 +2,9 @@
 
 Label Studio (1.23) calls an ML backend at:
 
-- ``GET /health``: is it up (``{"status": "UP"}``, plus the model version and training state);
+- ``GET /health``: is it up (``{"status": "UP"}``, plus the model version, the newest round
+  trained (``trained_round``: served, or kept back when it scored below the source) and the
+  training state);
 - ``POST /setup``: when a project connects, with the project's labelling config (``schema``),
   checked here against the session's labels; answers the ``model_version``;
 - ``POST /predict``: pre-annotations for ``tasks``, one result per task, each with the
@@ -184,6 +186,7 @@ class Backend:
                 "session": self.session.name,
                 "model_version": served.version,
                 "round": served.round,
+                "trained_round": self.worker.trained_round,
                 "fallback": served.note,
                 "training": self.worker.pending(),
                 "last_error": self.worker.last_error,

@@ -23,8 +23,10 @@ from spacy.language import Language
 
 from ..errors import AdaptnerError
 from ..update.features import feature_dir
+from ..update.trainers import copy_trained_weights
 from .loop import (
     PIPE_BATCH,
+    TrainResult,
     _make_task,
     _session_docs,
     _strategy,
@@ -36,7 +38,7 @@ from .loop import (
 )
 from .loop import usefulness as usefulness_of
 from .rounds import ModelChoice, pick_model
-from .store import Session
+from .store import RoundInfo, Session
 from .trainer import DEFAULT_SETTINGS, MODES, UpdateSettings, prepare_scoring
 
 Echo = Callable[[str], None]
@@ -115,6 +117,8 @@ class RoundWorker:
         #: Serialises every use of the served pipeline (spaCy pipelines are not thread-safe).
         self.lock = threading.Lock()
         self._newest = choice.newest  # the newest finished round this worker knows of
+        #: The newest round trained (served or kept back), known before it is saved.
+        self.trained_round = choice.newest.round
         nlp = load_pipeline(choice.round.model_dir)
         self._served = self._prepare(nlp, choice.round.round, choice.round.model_dir, choice)
         self._spare: Language | None = None  # a copy of the newest round to train on
@@ -268,6 +272,7 @@ class RoundWorker:
         if current.round != self._newest.round:  # a round trained elsewhere (`session train`)
             self._spare = None
             self._newest = current
+            self.trained_round = current.round
             self._serve(pick_model(rounds), requested)
             if not fresh:
                 return
@@ -283,15 +288,46 @@ class RoundWorker:
         if self.mode == "warm":
             nlp = self._spare or load_pipeline(current.model_dir)
         self._spare = None  # trained in place below: no longer a copy of the newest round
-        result = train_round(
-            self.db,
-            self.name,
-            mode=self.mode,
-            settings=self.settings,
-            nlp=nlp,
-            nlp_round=current.round,
-        )
-        trained = time.time()
+        previous = self._served
+        times: dict[str, float] = {}
+
+        def serve_fitted(fitted: TrainResult) -> None:
+            # The round answers from memory as soon as it is trained and the pool scored;
+            # train_round saves it afterwards (a transformer's ~0.5 GB take seconds).
+            times["fitted"] = time.time()
+            store = open_store(self.db)
+            try:
+                rounds = store.rounds(session.id)
+            finally:
+                store.close()
+            pending = RoundInfo(
+                round=fitted.round,
+                created_at=time.time(),
+                mode=fitted.mode,
+                model_dir=str(fitted.model_dir),
+                n_train=int(fitted.metrics["n_train"]),
+                metrics=fitted.metrics,
+            )
+            self._serve(pick_model([*rounds, pending]), requested, fitted)
+            self.trained_round = fitted.round
+            times["served"] = time.time()
+
+        try:
+            result = train_round(
+                self.db,
+                self.name,
+                mode=self.mode,
+                settings=self.settings,
+                nlp=nlp,
+                nlp_round=current.round,
+                on_fit=serve_fitted,
+            )
+        except Exception:
+            if self._served is not previous:  # served before saving, and the save failed
+                self._served = previous
+            self.trained_round = self._newest.round
+            raise
+        saved = time.time()
         store = open_store(self.db)
         try:
             rounds = store.rounds(session.id)
@@ -302,15 +338,27 @@ class RoundWorker:
         f = result.metrics.get("ents_f")
         self.echo(
             f"{served.version} answers now (round {result.round} trained in "
-            f"{trained - start:.1f} s, pool scored in {time.time() - trained:.1f} s"
+            f"{times['fitted'] - start:.1f} s, pool scored in "
+            f"{times['served'] - times['fitted']:.1f} s, saved in "
+            f"{saved - times['served']:.1f} s"
             + (f", held-out F1 {f:.3f}" if f is not None else "")
             + (f"; {served.note}" if served.note else "")
             + ")"
         )
         if self.mode == "warm":  # the next round trains on a copy, not on the served model
-            self._spare = (
-                load_pipeline(result.model_dir) if served.nlp is result.nlp else result.nlp
-            )
+            if served.nlp is not result.nlp:
+                self._spare = result.nlp
+            elif previous.nlp is not result.nlp and self._recycle(previous.nlp, result.nlp):
+                self._spare = previous.nlp
+            else:
+                self._spare = load_pipeline(result.model_dir)
+
+    def _recycle(self, retired: Language, newest: Language) -> bool:
+        """Make ``retired`` (a model no longer served) a copy of ``newest`` in place, instead of
+        loading the newest round from disk (seconds for a transformer): possible when they
+        differ only in the weights training changes. False when they differ otherwise."""
+        with self.lock:  # a request may still be using the retired model
+            return copy_trained_weights(newest, retired)
 
     def _serve(self, choice: ModelChoice, requested: float, trained: Any = None) -> Served:
         """Serve the round ``choice`` picks (``trained``: the round just trained, loaded);

@@ -22,7 +22,7 @@ from spacy.util import fix_random_seed, minibatch, registry
 
 from ..errors import AdaptnerError
 from ..scoring import fresh_doc, score_ner
-from ..train_loop import apply_weights, collect_weights
+from ..train_loop import apply_weights, collect_weights, same_frozen_weights
 
 # One guarded registry of per-round trainers (re-import must not fail).
 if not hasattr(registry, "al_trainers"):
@@ -77,6 +77,16 @@ def restore_weights(nlp: Language, weights: dict[str, numpy.ndarray]) -> None:
     objects, so frozen parameters and cached lower layers (:mod:`adaptner.encoders.lower_cache`)
     stay as they were set up."""
     apply_weights(nlp, weights)
+
+
+def copy_trained_weights(source: Language, target: Language) -> bool:
+    """Make ``target`` a copy of ``source`` in place by copying the weights training can change
+    (:func:`snapshot_weights`), when that is all they differ in (the same components and every
+    frozen tensor equal). Returns False, leaving ``target`` as it was, otherwise."""
+    if not same_frozen_weights(source, target):
+        return False
+    apply_weights(target, collect_weights(source))
+    return True
 
 
 def clear_gradients(nlp: Language) -> None:
