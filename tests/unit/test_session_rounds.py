@@ -350,3 +350,78 @@ def test_background_by_default_follows_the_pipeline_and_trainer(tmp_path):
     assert not background_by_default(trf, "cached_head")
     assert not any(background_by_default(cnn, t) for t in ("auto", "fine_tune"))
     assert not background_by_default(tmp_path / "missing", "auto")
+
+
+# --- pruning saved round models ---------------------------------------------------------------
+def test_needed_rounds():
+    from adaptner.session.rounds import needed_rounds
+
+    assert needed_rounds([]) == set()
+    # the newest makes batches: the source and the newest
+    assert needed_rounds(rounds_of(0.4, 0.5, 0.3, 0.6)) == {0, 3}
+    # the newest is below the source: the best so far makes batches, the newest stays for warm
+    assert needed_rounds(rounds_of(0.4, 0.5, 0.6, 0.3)) == {0, 2, 3}
+    # no held-out set: the newest
+    assert needed_rounds(rounds_of(None, None, None)) == {0, 2}
+
+
+def scores_in_turn(monkeypatch, scores):
+    """Rounds train for real; the next rounds' held-out F1s are then recorded as ``scores``."""
+    from adaptner.session.trainer import update_pipeline as real
+    left = list(scores)
+
+    def update(*args, **kwargs):
+        return {**real(*args, **kwargs), "ents_f": left.pop(0)}
+
+    monkeypatch.setattr(loop_mod, "update_pipeline", update)
+
+
+def test_prune_keeps_the_models_later_rounds_can_use(tmp_path, db, monkeypatch, capsys):
+    source_f = session_status(db, "demo")["rounds"][0]["ents_f"]
+    # round 1 best, round 2 below it, round 3 below the source (round 1 makes batches)
+    scores_in_turn(monkeypatch, [source_f + 0.2, source_f + 0.1, 0.0])
+    batch = next_batch(db, "demo", n=3, output=tmp_path / "b0.jsonl").path
+    for k in range(1, 4):
+        cycle = answer_cycle(
+            db, "demo", answer_batch(batch, tmp_path / f"a{k}.jsonl"), n=3,
+            output=tmp_path / f"b{k}.jsonl", settings=SMALL,
+        )  # fmt: skip
+        batch = cycle.batch.path
+    st = session_status(db, "demo")
+    dirs = {r["round"]: Path(r["model_dir"]) for r in st["rounds"]}
+    assert all(r["model_saved"] for r in st["rounds"])
+    code, out, _ = run_cli(monkeypatch, capsys, "session", "prune", "demo", "--db", db)
+    assert code == 0 and "removed the saved models of round(s) 2: " in out
+    assert "(kept rounds 0, 1, 3)" in out
+    assert not dirs[2].exists() and (dirs[2].parent / "metrics.json").is_file()
+    assert all(dirs[k].is_dir() for k in (0, 1, 3))
+    assert not [p for p in dirs[2].parent.parent.iterdir() if p.name.startswith(".")]
+    st = session_status(db, "demo")
+    assert [r["model_saved"] for r in st["rounds"]] == [True, True, False, True]
+    code, out, _ = run_cli(monkeypatch, capsys, "session", "status", "demo", "--db", db)
+    assert "removed (session prune)" in out
+    # nothing left to remove; the session goes on from round 3, batches from round 1
+    code, out, _ = run_cli(monkeypatch, capsys, "session", "prune", "demo", "--db", db)
+    assert code == 0 and "nothing to remove" in out
+    scores_in_turn(monkeypatch, [source_f + 0.3])
+    cycle = answer_cycle(
+        db, "demo", answer_batch(batch, tmp_path / "a4.jsonl"), n=3,
+        output=tmp_path / "b4.jsonl", settings=SMALL,
+    )  # fmt: skip
+    assert (cycle.trained.round, cycle.batch.round) == (4, 4)
+    assert loop_mod.prune_models(db, "demo").removed == [1, 3]
+
+
+def test_backend_prunes_after_every_round(tmp_path, db, monkeypatch):
+    source_f = session_status(db, "demo")["rounds"][0]["ents_f"]
+    scores_in_turn(monkeypatch, [source_f, source_f])
+    messages: list[str] = []
+    worker = RoundWorker(db, "demo", settings=SMALL, echo=messages.append, prune=True)
+    batch = next_batch(db, "demo", n=3, output=tmp_path / "b0.jsonl").path
+    for k in (1, 2):
+        import_answers(db, "demo", answer_batch(batch, tmp_path / f"a{k}.jsonl"))
+        worker._update(time.time(), True)
+        batch = next_batch(db, "demo", n=3, output=tmp_path / f"b{k}.jsonl").path
+    saved = [r["model_saved"] for r in session_status(db, "demo")["rounds"]]
+    assert saved == [True, False, True]
+    assert any(m.startswith("removed the saved models of round(s) 1 (") for m in messages)

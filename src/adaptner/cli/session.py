@@ -500,7 +500,7 @@ def status_cmd(
         typer.echo(f"a round is training now (process {st['training']})")
     typer.echo(
         f"{'round':>5}  {'mode':<6}  {'trainer':<11}  {'docs':>5}  {'new':>4}  {'source':>6}  "
-        f"{'kept':>5}  {'F1':>6}  {'sec':>6}"
+        f"{'kept':>5}  {'F1':>6}  {'sec':>6}  model"
     )
     for r in st["rounds"]:
         f1 = f"{100 * r['ents_f']:.1f}" if r["ents_f"] is not None else "-"
@@ -510,7 +510,8 @@ def status_cmd(
         kept = f"{100 * r['anchor_alpha']:.0f}%" if r.get("anchor_alpha") is not None else "-"
         typer.echo(
             f"{r['round']:>5}  {r['mode']:<6}  {r['trainer']:<11}  {r['n_train']:>5}  "
-            f"{new:>4}  {src:>6}  {kept:>5}  {f1:>6}  {sec:>6}"
+            f"{new:>4}  {src:>6}  {kept:>5}  {f1:>6}  {sec:>6}  "
+            + ("saved" if r["model_saved"] else "removed (session prune)")
         )
     if st["batches"]:
         typer.echo(f"{'batch':>5}  {'n':>4}  made by")
@@ -660,6 +661,12 @@ def serve_cmd(
     ),
     source_replay: float | None = SOURCE_REPLAY_OPTION,
     anchor_docs: float | None = ANCHOR_OPTION,
+    prune: bool = typer.Option(
+        False,
+        "--prune",
+        help="After every round, delete the saved models no later round can use (as "
+        "`session prune`): an e5 round is about 0.5 GB, one per annotation fills a disk.",
+    ),
     db: Path = DB_OPTION,
 ) -> None:
     """Run a Label Studio ML backend for the session: pre-annotations from the newest model,
@@ -692,6 +699,32 @@ def serve_cmd(
         record=record,
         snap=snap,
         echo=typer.echo,
+        prune=prune,
+    )
+
+
+@session_app.command("prune")
+def prune_cmd(
+    name: str = typer.Argument(..., help="Session name."),
+    db: Path = DB_OPTION,
+) -> None:
+    """Free disk: delete the saved models of the rounds no later round or batch can use.
+
+    Kept: the source, the newest round (warm rounds continue from it) and the round that
+    makes batches now (the best so far when the newest scored below the source). Every
+    round's metrics and answers stay; `session status` shows which models are gone.
+    """
+    from ..session.loop import prune_models
+
+    result = prune_models(db, name)
+    kept = ", ".join(str(r) for r in result.kept)
+    if not result.removed:
+        typer.echo(f"ℹ nothing to remove: the saved models left are needed (rounds {kept})")
+        return
+    removed = ", ".join(str(r) for r in result.removed)
+    typer.echo(
+        f"✔ removed the saved models of round(s) {removed}: {result.freed_bytes / 1e9:.2f} GB "
+        f"freed (kept rounds {kept})"
     )
 
 

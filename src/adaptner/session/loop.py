@@ -38,7 +38,7 @@ from ..util import load_pipeline as load_trained
 from . import answers as answer_files
 from . import formats
 from . import pool as pool_files
-from .rounds import pick_model, round_lock, round_trainer, training_pid
+from .rounds import needed_rounds, pick_model, round_lock, round_trainer, training_pid
 from .status import session_status  # noqa: F401 - re-exported (its home is status.py)
 from .store import Session, SessionStore
 from .trainer import (
@@ -1013,6 +1013,52 @@ def train_round(
         return result
     finally:
         lock.close()
+        store.close()
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune_models` removed."""
+
+    removed: list[int]
+    freed_bytes: int
+    kept: list[int]
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def prune_models(db: str | Path, name: str) -> PruneResult:
+    """Delete the saved models of the rounds no later round or batch can use (every round but
+    the source, the newest and the one that makes batches now: see
+    :func:`~adaptner.session.rounds.needed_rounds`); their metrics and store records stay.
+    An e5 round is about 0.5 GB, so a Label Studio session with a round per annotation
+    fills a disk without it. Runs under the round lock, so never beside a round update.
+    """
+    store = open_store(db)
+    try:
+        session = store.get_session(name)
+        rounds_dir = (Path(session.session_dir) / "rounds").resolve()
+        with round_lock(session.session_dir, name):
+            rounds = store.rounds(session.id)
+            needed = needed_rounds(rounds)
+            removed, freed = [], 0
+            for info in rounds:
+                model = Path(info.model_dir)
+                if info.round in needed or not model.is_dir():
+                    continue
+                if model.resolve().parent.parent != rounds_dir:  # not a model this session saved
+                    continue
+                freed += _dir_bytes(model)
+                # renamed first, so a half-deleted folder never looks like a model (and the
+                # next round's clean-up removes what a killed prune left)
+                trash = rounds_dir / f".{info.round}-{model.name}.old-pruned"
+                model.rename(trash)
+                shutil.rmtree(trash, ignore_errors=True)
+                removed.append(info.round)
+        return PruneResult(removed, freed, sorted(needed))
+    finally:
         store.close()
 
 

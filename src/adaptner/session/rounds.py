@@ -64,6 +64,16 @@ def pick_model(rounds: Sequence[RoundInfo]) -> ModelChoice:
     return ModelChoice(best, newest, reason)
 
 
+def needed_rounds(rounds: Sequence[RoundInfo]) -> set[int]:
+    """The rounds whose models a later round or batch can still use: the source (round 0),
+    the newest (warm rounds continue from it) and the one :func:`pick_model` chooses now. No
+    other round can be chosen later: rounds only ever join the comparison, so the best one
+    so far stays ahead of every round that is behind it now."""
+    if not rounds:
+        return set()
+    return {rounds[0].round, rounds[-1].round, pick_model(rounds).round.round}
+
+
 def lock_path(session_dir: str | Path) -> Path:
     """The session's round lock file."""
     return Path(session_dir) / LOCK_NAME

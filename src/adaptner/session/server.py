@@ -349,13 +349,17 @@ def serve(
     record: Path | None = None,
     snap: bool = False,
     echo: Any = print,
+    prune: bool = False,
 ) -> None:
-    """Run the backend until interrupted (uvicorn, one process)."""
+    """Run the backend until interrupted (uvicorn, one process); ``prune``: delete the saved
+    models no later round can use after every round."""
     import uvicorn
 
     check_binding(host, token)
     echo(f"loading session {name!r} and scoring its pool ...")
-    worker = RoundWorker(db, name, mode=mode, settings=settings, min_new=min_new, echo=echo)
+    worker = RoundWorker(
+        db, name, mode=mode, settings=settings, min_new=min_new, echo=echo, prune=prune
+    )
     echo(
         f"{worker.served.version}: {len(worker.served.tasks)} pool texts scored "
         f"({worker.session.strategy}); listening on http://{host}:{port}"

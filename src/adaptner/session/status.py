@@ -64,6 +64,7 @@ def session_status(db: str | Path, name: str) -> dict[str, Any]:
                     "epochs": r.metrics.get("epochs"),
                     "seconds": r.metrics.get("seconds"),
                     "model_dir": r.model_dir,
+                    "model_saved": Path(r.model_dir).is_dir(),
                 }
                 for r in rounds
             ],

@@ -33,6 +33,7 @@ from .loop import (
     load_pipeline,
     model_version,
     open_store,
+    prune_models,
     rank_docs,
     train_round,
 )
@@ -71,6 +72,10 @@ class Served:
     note: str | None = None
 
 
+def _rounds(numbers: Sequence[int]) -> str:
+    return ", ".join(str(n) for n in numbers)
+
+
 class RoundWorker:
     """Serve a session's newest model; train the next round in the background on request.
 
@@ -85,6 +90,8 @@ class RoundWorker:
         echo: Progress lines (rounds started, finished, failed).
         score_pool: Score the pool with every served model (the tasks and query order that
             :meth:`predict` answers from); off when only :attr:`served` ``.nlp`` is used.
+        prune: After every round, delete the saved models no later round can use
+            (:func:`~adaptner.session.loop.prune_models`).
     """
 
     def __init__(
@@ -97,6 +104,7 @@ class RoundWorker:
         min_new: int = 1,
         echo: Echo = print,
         score_pool: bool = True,
+        prune: bool = False,
     ) -> None:
         if mode not in MODES:
             raise AdaptnerError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
@@ -107,6 +115,7 @@ class RoundWorker:
         self.min_new = max(1, min_new)
         self.echo = echo
         self.score_pool = score_pool
+        self.prune = prune
         self._forced = False
         store = open_store(self.db)
         try:
@@ -345,6 +354,13 @@ class RoundWorker:
             + (f"; {served.note}" if served.note else "")
             + ")"
         )
+        if self.prune:
+            pruned = prune_models(self.db, self.name)
+            if pruned.removed:
+                self.echo(
+                    f"removed the saved models of round(s) {_rounds(pruned.removed)} "
+                    f"({pruned.freed_bytes / 1e9:.2f} GB)"
+                )
         if self.mode == "warm":  # the next round trains on a copy, not on the served model
             if served.nlp is not result.nlp:
                 self._spare = result.nlp
