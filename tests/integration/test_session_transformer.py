@@ -159,6 +159,8 @@ def test_background_round_on_a_transformer(trf_session):
         output=sdir.parent / "b3.jsonl", background=True,
     )  # fmt: skip
     assert (second.batch.round, second.trained.round) == (1, 2)
+    # round 1 scored the pool once it had trained, and the next batch was read from that
+    assert second.batch.nlp is None
     st = session_status(db, "trf")
     assert [(b["round"], b["trainer"]) for b in st["batches"]] == [
         (0, "source"),

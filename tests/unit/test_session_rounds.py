@@ -425,3 +425,91 @@ def test_backend_prunes_after_every_round(tmp_path, db, monkeypatch):
     saved = [r["model_saved"] for r in session_status(db, "demo")["rounds"]]
     assert saved == [True, False, True]
     assert any(m.startswith("removed the saved models of round(s) 1 (") for m in messages)
+
+
+# --- the kept scored pool ---------------------------------------------------------------------
+def test_needs_pipeline():
+    from adaptner.strategies import get_strategy
+    from adaptner.strategies.bald import BaldStrategy
+    from adaptner.strategies.cartography import CartographyStrategy
+    from adaptner.strategies.vocab import VocabStrategy
+
+    assert [get_strategy(s).needs_pipeline for s in ("random", "margin", "mnlp")] == [False] * 3
+    assert all(c.needs_pipeline for c in (VocabStrategy, CartographyStrategy, BaldStrategy))
+
+
+def two_sessions(tmp_path, source, strategy="margin"):
+    """Two identical sessions (same pool, seed, held-out set) in one store."""
+    path = tmp_path / "two.db"
+    for name in ("a", "b"):
+        init_session(
+            path, name, source=source, pool=source.parent / "pool.txt",
+            heldout=source.parent / "heldout.spacy", strategy=strategy, domain="legal",
+            session_dir=tmp_path / name,
+        )  # fmt: skip
+    return path
+
+
+def no_loading(monkeypatch):
+    def refuse(path):
+        raise AssertionError(f"loaded {path}")
+
+    monkeypatch.setattr(loop_mod, "load_pipeline", refuse)
+
+
+def task_view(tasks):
+    return [(t["text"], t["spans"], t["meta"]["rank"], t["meta"]["score"]) for t in tasks]
+
+
+def test_next_hands_out_from_the_kept_scored_pool_the_batch_it_would_score(
+    tmp_path, source, monkeypatch
+):
+    path = two_sessions(tmp_path, source)
+    for name in ("a", "b"):
+        next_batch(path, name, n=3, output=tmp_path / f"{name}1.jsonl")
+    scored = list((tmp_path / "a" / "features" / "scored").glob("round-0-*.spacy"))
+    assert len(scored) == 1
+    for f in (tmp_path / "b" / "features" / "scored").glob("*.spacy"):
+        f.unlink()  # b scores its pool again, a reads what it kept
+    live = next_batch(path, "b", n=3, output=tmp_path / "b2.jsonl")
+    with monkeypatch.context() as m:
+        no_loading(m)
+        kept = next_batch(path, "a", n=3, output=tmp_path / "a2.jsonl")
+    assert kept.nlp is None and live.nlp is not None
+    assert task_view(kept.tasks) == task_view(live.tasks)
+    # a damaged file is scored again, and replaced
+    scored[0].write_bytes(b"not a DocBin")
+    again = next_batch(path, "a", n=3, output=tmp_path / "a3.jsonl")
+    assert again.nlp is not None and len(again.tasks) == 3
+    assert DocBin().from_disk(scored[0]) is not None
+
+
+def test_a_round_in_the_background_keeps_the_pool_it_scored(tmp_path, db, monkeypatch):
+    b1 = next_batch(db, "demo", n=4, output=tmp_path / "b1.jsonl")
+    score_rounds_as(monkeypatch, 1.0)  # round 1 makes the next batch
+    first = answer_cycle(
+        db, "demo", answer_batch(b1.path, tmp_path / "a1.jsonl"), n=4,
+        output=tmp_path / "b2.jsonl", settings=SMALL, background=True,
+    )  # fmt: skip
+    assert first.trained.round == 1
+    assert list((tmp_path / "sdir" / "features" / "scored").glob("round-1-*.spacy"))
+    # a new process: the batch comes from round 1 without loading it; the round after loads it
+    steps = []
+    real = loop_mod.load_pipeline
+
+    def load(path):
+        steps.append("load")
+        return real(path)
+
+    monkeypatch.setattr(loop_mod, "load_pipeline", load)
+    second = answer_cycle(
+        db, "demo", answer_batch(first.batch.path, tmp_path / "a2.jsonl"), n=4,
+        output=tmp_path / "b3.jsonl", settings=SMALL, background=True,
+        on_step=lambda what, result: steps.append(what),
+    )  # fmt: skip
+    assert second.batch.round == 1 and second.trained.round == 2
+    assert steps[:3] == ["import", "batch", "load"]
+    assert spans_of(second.batch.tasks) == predicted_spans(
+        session_status(db, "demo")["rounds"][1]["model_dir"], second.batch.tasks,
+        {"PERSON", "GPE", "ORGANIZATION"},
+    )  # fmt: skip

@@ -40,7 +40,7 @@ from . import formats
 from . import pool as pool_files
 from .rounds import needed_rounds, pick_model, round_lock, round_trainer, training_pid
 from .status import session_status  # noqa: F401 - re-exported (its home is status.py)
-from .store import Session, SessionStore
+from .store import RoundInfo, Session, SessionStore
 from .trainer import (
     DEFAULT_SETTINGS,
     MODES,
@@ -487,21 +487,16 @@ def next_batch(
         if nlp is not None:
             models.setdefault(choice.newest.round, nlp)
         nlp = models.get(current.round)
-        if nlp is None:
-            nlp = models[current.round] = load_pipeline(current.model_dir)
-        docs = _session_docs(nlp, candidates)
-        prepare_scoring(nlp, docs, trainer, feature_dir(session.session_dir))
-        docs = list(
-            tqdm(
-                nlp.pipe(docs, batch_size=PIPE_BATCH),
-                total=len(docs),
-                desc="score pool",
-                unit="doc",
-                leave=False,
-                disable=None if progress else True,  # None: only on a terminal
-            )
-        )
-        finish_scoring(nlp)
+        scored = _scored_path(session, current)
+        docs = None
+        if nlp is None and not strategy.needs_pipeline:
+            docs = _load_scored(scored, candidates, _vocab(session.lang))
+        if docs is None:
+            if nlp is None:
+                nlp = models[current.round] = load_pipeline(current.model_dir)
+            docs = score_pool(nlp, candidates, trainer, session, progress=progress)
+            if not strategy.needs_pipeline:
+                _save_scored(scored, docs)
         n_batches = len(store.batches(session.id))
         rng = numpy.random.default_rng([session.seed, current.round, n_batches])
         chosen, scores = rank_docs(strategy, docs, min(n, len(docs)), nlp=nlp, rng=rng)
@@ -561,6 +556,92 @@ def next_batch(
             note=choice.reason,
             nlp=nlp,
         )
+    finally:
+        store.close()
+
+
+def score_pool(
+    nlp: Language,
+    rows: Sequence[Any],
+    trainer: str,
+    session: Session,
+    *,
+    progress: bool = False,
+) -> list[Doc]:
+    """Pool rows (``store.candidates``) as docs processed by ``nlp`` (entities and
+    ``doc._.ner_probs``), through the session's cache for ``trainer``."""
+    docs = _session_docs(nlp, rows)
+    prepare_scoring(nlp, docs, trainer, feature_dir(session.session_dir))
+    docs = list(
+        tqdm(
+            nlp.pipe(docs, batch_size=PIPE_BATCH),
+            total=len(docs),
+            desc="score pool",
+            unit="doc",
+            leave=False,
+            disable=None if progress else True,  # None: only on a terminal
+        )
+    )
+    finish_scoring(nlp)
+    return docs
+
+
+#: Where spacy-transformers keeps a doc's hidden states in ``doc.user_data``.
+_TRF_DATA = ("._.", "trf_data", None, None)
+
+
+def _scored_path(session: Session, info: RoundInfo) -> Path:
+    """Where the pool scored by round ``info``'s model is kept (named by the round and the
+    time it was saved, so a round number trained again never reads another model's docs)."""
+    stamp = f"{info.created_at:.6f}".replace(".", "")
+    return feature_dir(session.session_dir) / "scored" / f"round-{info.round}-{stamp}.spacy"
+
+
+def _save_scored(path: Path, docs: Sequence[Doc]) -> None:
+    """Keep the scored pool of one round (the one that makes batches now) for the next
+    ``next``: a new process then hands out a batch without loading the model."""
+    kept = DocBin(store_user_data=True)
+    for doc in docs:  # without a transformer's hidden states (``doc._.trf_data``): no
+        hidden = doc.user_data.pop(_TRF_DATA, None)  # strategy kept here reads them
+        kept.add(doc)
+        if hidden is not None:
+            doc.user_data[_TRF_DATA] = hidden
+    with atomic_path(path) as tmp:
+        kept.to_disk(tmp)
+    for old in path.parent.glob("round-*.spacy"):
+        if old != path:
+            old.unlink(missing_ok=True)
+
+
+def _load_scored(path: Path, rows: Sequence[Any], vocab: Vocab) -> list[Doc] | None:
+    """The docs of ``rows`` from a kept scored pool, in the order of ``rows``; None when there
+    is none or it lacks one of them. An unreadable file is removed and scored again."""
+    if not path.is_file():
+        return None
+    try:
+        kept = {doc.text: doc for doc in DocBin().from_disk(path).get_docs(vocab)}
+    except Exception:  # noqa: BLE001 - a cache: a damaged one is rebuilt, not reported
+        path.unlink(missing_ok=True)
+        return None
+    docs = [kept.get(row["text"]) for row in rows]
+    return None if any(d is None for d in docs) else docs  # type: ignore[return-value]
+
+
+def keep_scored_pool(db: str | Path, name: str, trained: "TrainResult", trainer: str) -> None:
+    """After a round trained in the background: when it is the model the next batch comes
+    from and the strategy needs only the scored docs, score the pool with it now and keep
+    the docs, so the next ``next`` (often a new process) writes its batch without loading
+    the model. Costs this process the scoring; changes no batch."""
+    store = open_store(db)
+    try:
+        session = store.get_session(name)
+        choice = pick_model(store.rounds(session.id))
+        if choice.round.round != trained.round or _strategy(session).needs_pipeline:
+            return
+        candidates = store.candidates(session.id, reissue=False)
+        if candidates:
+            docs = score_pool(trained.nlp, candidates, trainer, session)
+            _save_scored(_scored_path(session, choice.round), docs)
     finally:
         store.close()
 
@@ -1278,6 +1359,8 @@ def answer_cycle(
         batch = hand_out()
         t2 = time.perf_counter()
         trained = train()
+        if trained is not None:
+            keep_scored_pool(db, name, trained, settings.trainer)
         t3 = time.perf_counter()
         timings = {"import": t1 - t0, "next": t2 - t1, "train": t3 - t2, "total": t2 - t0}
     else:

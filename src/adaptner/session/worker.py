@@ -22,25 +22,24 @@ import numpy
 from spacy.language import Language
 
 from ..errors import AdaptnerError
-from ..update.features import feature_dir
 from ..update.trainers import copy_trained_weights
 from .loop import (
     PIPE_BATCH,
     TrainResult,
     _make_task,
-    _session_docs,
     _strategy,
     load_pipeline,
     model_version,
     open_store,
     prune_models,
     rank_docs,
+    score_pool,
     train_round,
 )
 from .loop import usefulness as usefulness_of
 from .rounds import ModelChoice, pick_model
 from .store import RoundInfo, Session
-from .trainer import DEFAULT_SETTINGS, MODES, UpdateSettings, prepare_scoring
+from .trainer import DEFAULT_SETTINGS, MODES, UpdateSettings
 
 Echo = Callable[[str], None]
 
@@ -188,9 +187,7 @@ class RoundWorker:
         tasks: dict[int, dict[str, Any]] = {}
         usefulness: dict[int, float] = {}
         if rows:
-            docs = _session_docs(nlp, rows)
-            prepare_scoring(nlp, docs, self.settings.trainer, feature_dir(session.session_dir))
-            docs = list(nlp.pipe(docs, batch_size=PIPE_BATCH))
+            docs = score_pool(nlp, rows, self.settings.trainer, session)
             rng = numpy.random.default_rng([session.seed, round_no])
             order, scores = rank_docs(_strategy(session), docs, len(docs), nlp=nlp, rng=rng)
             labels = set(session.labels)

@@ -26,6 +26,10 @@ class QueryStrategy:
     """
 
     name: str = "base"
+    #: Whether :meth:`score` or :meth:`query` uses ``nlp`` (MC-dropout, embeddings, the
+    #: transformer's word pieces); False: the processed docs alone decide, so docs scored
+    #: earlier by the same model give the same choice (a session reuses them).
+    needs_pipeline: bool = True
 
     def score(
         self, docs: Sequence[Doc], *, nlp: Language | None, rng: numpy.random.Generator

@@ -63,6 +63,8 @@ class UncertaintyStrategy(QueryStrategy):
     Docs without probabilities are run through ``nlp`` (on copies) first.
     """
 
+    needs_pipeline = False
+
     def __init__(self, name: str, token_fn: TokenScorer, aggregation: str = "mean") -> None:
         """Create a token-level uncertainty strategy.
 
@@ -101,6 +103,7 @@ class RandomStrategy(QueryStrategy):
     """Uniform random scores from the injected generator (the baseline)."""
 
     name = "random"
+    needs_pipeline = False
 
     def score(
         self, docs: Sequence[Doc], *, nlp: Language | None, rng: numpy.random.Generator
