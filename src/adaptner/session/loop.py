@@ -489,8 +489,8 @@ def next_batch(
         nlp = models.get(current.round)
         scored = _scored_path(session, current)
         docs = None
-        if nlp is None and not strategy.needs_pipeline:
-            docs = _load_scored(scored, candidates, _vocab(session.lang))
+        if not strategy.needs_pipeline:  # scored by this round's model already?
+            docs = _load_scored(scored, candidates, nlp.vocab if nlp else _vocab(session.lang))
         if docs is None:
             if nlp is None:
                 nlp = models[current.round] = load_pipeline(current.model_dir)
