@@ -513,3 +513,25 @@ def test_a_round_in_the_background_keeps_the_pool_it_scored(tmp_path, db, monkey
         session_status(db, "demo")["rounds"][1]["model_dir"], second.batch.tasks,
         {"PERSON", "GPE", "ORGANIZATION"},
     )  # fmt: skip
+
+
+def test_session_train_keeps_the_pool_for_the_next_next(tmp_path, db, monkeypatch, capsys):
+    b1 = next_batch(db, "demo", n=4, output=tmp_path / "b1.jsonl")
+    import_answers(db, "demo", answer_batch(b1.path, tmp_path / "a1.jsonl"))
+    score_rounds_as(monkeypatch, 1.0)
+    code, _, _ = run_cli(
+        monkeypatch, capsys, "session", "train", "demo", "--db", db, "--epochs", "2"
+    )
+    assert code == 0
+    with monkeypatch.context() as m:
+        no_loading(m)  # the batch comes from the pool round 1 scored when it had trained
+        code, out, _ = run_cli(
+            monkeypatch, capsys, "session", "next", "demo", "-n", "3",
+            "-o", str(tmp_path / "b2.jsonl"), "--db", db,
+        )  # fmt: skip
+    assert code == 0 and "batch 2 (round 1" in out
+    tasks = [json.loads(line) for line in (tmp_path / "b2.jsonl").read_text().splitlines()]
+    assert spans_of(tasks) == predicted_spans(
+        session_status(db, "demo")["rounds"][1]["model_dir"], tasks,
+        {"PERSON", "GPE", "ORGANIZATION"},
+    )  # fmt: skip

@@ -443,8 +443,9 @@ def train_cmd(
     db: Path = DB_OPTION,
 ) -> None:
     """Train the next round on the accepted answers (plus replayed source docs); it becomes
-    the current model."""
-    from ..session.loop import require_source_docs, train_round
+    the current model. It then scores the pool (for the query strategies that need only the
+    model's probabilities), so the next `next` hands out a batch without loading it."""
+    from ..session.loop import keep_scored_pool, require_source_docs, train_round
 
     settings = round_settings(
         mode,
@@ -458,7 +459,9 @@ def train_cmd(
         anchor_docs=anchor_docs,
     )
     require_source_docs(db, name, source_replay)
-    echo_round(train_round(db, name, mode=mode, settings=settings, progress=True))
+    result = train_round(db, name, mode=mode, settings=settings, progress=True)
+    echo_round(result)
+    keep_scored_pool(db, name, result, settings.trainer)
 
 
 @session_app.command("status")
