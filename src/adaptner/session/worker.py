@@ -6,9 +6,12 @@ one, or the best so far when the newest scores below the source on the held-out 
 answered yet, and each text's place in the session's query order. A round update
 (:func:`~adaptner.session.loop.train_round`, the same one ``session train`` and ``session loop``
 run) happens in a background thread on a second copy of the model; only when the new round is
-saved and the pool is scored with it is the served model swapped, in one assignment, so a
-reader never sees a half-updated one. Used by ``adaptner session serve`` and
-``adaptner session loop --background``.
+trained and the pool is scored with it is the served model swapped, in one assignment, so a
+reader never sees a half-updated one. The round is saved after that (a transformer's ~0.5 GB
+take seconds); if the save fails, the last saved round is served again. The model the swap
+retired becomes the next round's copy (its trained weights updated in memory) instead of a
+reload from disk. Used by ``adaptner session serve`` and ``adaptner session loop
+--background``.
 """
 
 import threading
