@@ -535,3 +535,19 @@ def test_session_train_keeps_the_pool_for_the_next_next(tmp_path, db, monkeypatc
         session_status(db, "demo")["rounds"][1]["model_dir"], tasks,
         {"PERSON", "GPE", "ORGANIZATION"},
     )  # fmt: skip
+
+
+def test_loop_in_background_keeps_the_pool_its_rounds_scored(tmp_path, db, monkeypatch):
+    score_rounds_as(monkeypatch, 1.0)  # every round makes the next batch
+    workdir = tmp_path / "work"
+    with simulated_annotator(workdir):
+        run_loop(
+            db, "demo", n=4, workdir=workdir, rounds=2, settings=SMALL, poll=0.05,
+            settle=0.1, timeout=60, echo=lambda m: None, background=True,
+        )  # fmt: skip
+    assert session_status(db, "demo")["round"] == 2
+    assert list((tmp_path / "sdir" / "features" / "scored").glob("round-2-*.spacy"))
+    with monkeypatch.context() as m:
+        no_loading(m)  # round 2's batch needs no model load
+        batch = next_batch(db, "demo", n=3, output=tmp_path / "after.jsonl")
+    assert batch.round == 2 and len(batch.tasks) == 3

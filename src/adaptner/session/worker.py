@@ -31,6 +31,7 @@ from .loop import (
     TrainResult,
     _make_task,
     _strategy,
+    keep_scored_pool,
     load_pipeline,
     model_version,
     open_store,
@@ -354,6 +355,9 @@ class RoundWorker:
             + (f"; {served.note}" if served.note else "")
             + ")"
         )
+        if not self.score_pool:  # `session loop`: its next batch reads the pool scored here
+            with self.lock:
+                keep_scored_pool(self.db, self.name, result, self.settings.trainer)
         if self.prune:
             pruned = prune_models(self.db, self.name)
             if pruned.removed:
