@@ -1,6 +1,7 @@
 """Unit tests for how rounds reach the batches: the one-command import --next, --background,
 the guard against rounds that score below the source, the round lock, and what status says."""
 
+import itertools
 import json
 import os
 import threading
@@ -77,15 +78,21 @@ def rounds_of(*scores):
     ]
 
 
-def score_rounds_as(monkeypatch, score):
-    """Rounds train for real; their held-out F1 is then recorded as ``score``."""
-    real = loop_mod.update_pipeline
+def scores_in_turn(monkeypatch, scores):
+    """Rounds train for real; the next rounds' held-out F1s are then recorded as ``scores``."""
+    from adaptner.session.trainer import update_pipeline as real
+
+    left = iter(scores)
 
     def update(*args, **kwargs):
-        metrics = real(*args, **kwargs)
-        return {**metrics, "ents_f": score}
+        return {**real(*args, **kwargs), "ents_f": next(left)}
 
     monkeypatch.setattr(loop_mod, "update_pipeline", update)
+
+
+def score_rounds_as(monkeypatch, score):
+    """Rounds train for real; their held-out F1 is then recorded as ``score``."""
+    scores_in_turn(monkeypatch, itertools.repeat(score))
 
 
 def spans_of(tasks):
@@ -363,17 +370,6 @@ def test_needed_rounds():
     assert needed_rounds(rounds_of(0.4, 0.5, 0.6, 0.3)) == {0, 2, 3}
     # no held-out set: the newest
     assert needed_rounds(rounds_of(None, None, None)) == {0, 2}
-
-
-def scores_in_turn(monkeypatch, scores):
-    """Rounds train for real; the next rounds' held-out F1s are then recorded as ``scores``."""
-    from adaptner.session.trainer import update_pipeline as real
-    left = list(scores)
-
-    def update(*args, **kwargs):
-        return {**real(*args, **kwargs), "ents_f": left.pop(0)}
-
-    monkeypatch.setattr(loop_mod, "update_pipeline", update)
 
 
 def test_prune_keeps_the_models_later_rounds_can_use(tmp_path, db, monkeypatch, capsys):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AdaptnerError
-from ..util import atomic_output
+from ..util import atomic_output, dir_bytes
 
 PathLike = str | Path
 META = "\u2581"  # SentencePiece's whitespace marker
@@ -207,7 +207,7 @@ def build_vectors(
         output, "encoder vectors", force=force, owned_files=(VECTORS_META,)
     ) as tmp:
         nlp.to_disk(tmp)
-        report.bytes_on_disk = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+        report.bytes_on_disk = dir_bytes(tmp)
         (tmp / VECTORS_META).write_text(
             json.dumps(asdict(report), indent=2) + "\n", encoding="utf8"
         )

@@ -30,6 +30,7 @@ from ..update.replay import sample_replay
 from ..util import (
     atomic_path,
     claim_output_dir,
+    dir_bytes,
     write_json,
     write_jsonl,
     write_text,
@@ -1106,10 +1107,6 @@ class PruneResult:
     kept: list[int]
 
 
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def prune_models(db: str | Path, name: str) -> PruneResult:
     """Delete the saved models of the rounds no later round or batch can use (every round but
     the source, the newest and the one that makes batches now: see
@@ -1131,7 +1128,7 @@ def prune_models(db: str | Path, name: str) -> PruneResult:
                     continue
                 if model.resolve().parent.parent != rounds_dir:  # not a model this session saved
                     continue
-                freed += _dir_bytes(model)
+                freed += dir_bytes(model)
                 # renamed first, so a half-deleted folder never looks like a model (and the
                 # next round's clean-up removes what a killed prune left)
                 trash = rounds_dir / f".{info.round}-{model.name}.old-pruned"
